@@ -1,0 +1,137 @@
+"""Mixed-modality generation with the KV cache: text by default, visual tokens after the image-begin marker.
+
+Every row of a batch advances one position per step (one forward of one position with the KV cache), so rows can
+switch modes at different steps without padding. Per row:
+- text mode: greedy next token (or a queued forced token); after the text ends with `<Img>` the row switches to
+  visual mode; the end-of-turn token finishes it;
+- visual mode: v = adapter_out(h) is the next visual token and adapter_in(v) the next input embedding; after N
+  visual tokens `</Img>` is queued and the row returns to text mode.
+`use_cache=False` re-runs the whole sequence for each new position (the reference the tests compare against).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .sequence import IMG_BEGIN
+
+
+@dataclass
+class TextPiece:
+    row: int
+    text: str
+
+
+@dataclass
+class VisualToken:
+    row: int
+    index: int  # 0-based
+    total: int
+    token: torch.Tensor  # (vision_dim,)
+
+
+@dataclass
+class ImageDone:
+    row: int
+    tokens: torch.Tensor  # (N, vision_dim)
+
+
+@dataclass
+class Finished:
+    row: int
+    text: str
+    tokens: torch.Tensor | None  # (N, vision_dim), or None if the row produced no image
+
+
+@dataclass
+class _Row:
+    mode: str = "text"  # text | visual | done
+    text_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    queue: list[int] = field(default_factory=list)
+    visual: list[torch.Tensor] = field(default_factory=list)
+    image_done: bool = False
+    text_since_image: int = 0
+
+
+@torch.inference_mode()
+def generate(model, lq: torch.Tensor, tasks: list[str], *, max_new_tokens: int | None = None,
+             force_image_after: int | None = 8, use_cache: bool = True):
+    """Yield events for a batch. lq: (B, N, vision_dim) visual tokens of the inputs; tasks: B task names.
+
+    force_image_after: if a row has written this many text tokens without opening an image, `<Img>` is queued
+    (None: never force). max_new_tokens: total positions generated (default: N + 48).
+    """
+    batch, count = lq.shape[0], model.num_visual_tokens
+    max_new_tokens = max_new_tokens or count + 48
+    tokenizer, seq = model.tokenizer, model.sequences
+    eos = seq.eos_token_id
+    rows = [_Row() for _ in range(batch)]
+
+    embeds = model.embed_layout(model.prompt_layout, lq.to(model.device), tasks)  # (B, T, llm_dim)
+    cache = _new_cache(model) if use_cache else None
+    hidden, cache = model.hidden_states(embeds, cache)
+    h = hidden[:, -1]  # (B, llm_dim)
+
+    for _ in range(max_new_tokens):
+        if all(r.mode == "done" for r in rows):
+            break
+        next_embeds = torch.zeros(batch, embeds.shape[-1], device=model.device)  # (B, llm_dim)
+        text_rows = [i for i, r in enumerate(rows) if r.mode == "text"]
+        if text_rows:
+            greedy = model.logits(h[text_rows]).argmax(-1).tolist()
+        for i, r in enumerate(rows):
+            if r.mode == "visual":
+                v = model.llm_to_visual(h[i])  # (vision_dim,)
+                r.visual.append(v)
+                next_embeds[i] = model.visual_to_llm(v)
+                yield VisualToken(i, len(r.visual) - 1, count, v)
+                if len(r.visual) == count:
+                    r.mode, r.image_done, r.queue = "text", True, list(seq.end_ids)
+                    yield ImageDone(i, torch.stack(r.visual))
+                continue
+            if r.mode == "done":
+                next_embeds[i] = model.embed_tokens(torch.tensor([eos]))[0]
+                continue
+            token = r.queue.pop(0) if r.queue else greedy[text_rows.index(i)]
+            r.text_ids.append(token)
+            new_text = tokenizer.decode(r.text_ids, skip_special_tokens=False)
+            piece, r.text = new_text[len(r.text):], new_text
+            next_embeds[i] = model.embed_tokens(torch.tensor([token]))[0]
+            if token == eos:
+                r.mode = "done"
+                yield Finished(i, _clean(r.text, tokenizer), _tokens(r))
+                continue
+            if piece:
+                yield TextPiece(i, piece)
+            if not r.image_done:
+                r.text_since_image += 1
+                if r.text.endswith(IMG_BEGIN) and not r.queue:
+                    r.mode = "visual"
+                elif force_image_after is not None and r.text_since_image >= force_image_after and not r.queue:
+                    r.queue = list(seq.begin_ids)
+        if use_cache:
+            hidden, cache = model.hidden_states(next_embeds[:, None], cache)
+        else:
+            embeds = torch.cat([embeds, next_embeds[:, None]], dim=1)
+            hidden, _ = model.hidden_states(embeds)
+        h = hidden[:, -1]
+    for i, r in enumerate(rows):
+        if r.mode != "done":
+            yield Finished(i, _clean(r.text, tokenizer), _tokens(r))
+
+
+def _tokens(row: _Row) -> torch.Tensor | None:
+    return torch.stack(row.visual) if row.visual else None
+
+
+def _clean(text: str, tokenizer) -> str:
+    eos = tokenizer.eos_token
+    return text[: text.index(eos)] if eos and eos in text else text
+
+
+def _new_cache(model):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.llm.config)

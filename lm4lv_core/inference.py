@@ -1,0 +1,52 @@
+"""From user images to results: load, fit to the model's size, MAE-r, generate, decode."""
+from __future__ import annotations
+
+import torch
+
+from .generate import Finished, generate
+from .images import fit_square, load_image
+
+
+@torch.inference_mode()
+def prepare_inputs(model, images: list, tasks: list[str]):
+    """Check tasks and images; returns (list of model-size PIL inputs, list of note lists)."""
+    for task in tasks:
+        model.check_task(task)
+    inputs, notes = [], []
+    for image in images:
+        loaded = load_image(image)
+        fitted, fit_notes = fit_square(loaded.image, model.image_size)
+        inputs.append(fitted)
+        notes.append(loaded.notes + fit_notes)
+    return inputs, notes
+
+
+@torch.inference_mode()
+def stream_restore(model, images: list, tasks: list[str], **generate_options):
+    """Yield generation events for a batch, then one `Result` per image (in input order)."""
+    from .model import Result
+
+    if len(images) != len(tasks):
+        raise ValueError(f"{len(images)} images but {len(tasks)} tasks")
+    inputs, notes = prepare_inputs(model, images, tasks)
+    vision = model.vision
+    lq = vision.encode(vision.preprocess(inputs))  # (B, N, vision_dim)
+    mae_r = vision.postprocess(vision.decode(lq))
+    finished: dict[int, Finished] = {}
+    for event in generate(model, lq, tasks, **generate_options):
+        if isinstance(event, Finished):
+            finished[event.row] = event
+        yield event
+    for i, task in enumerate(tasks):
+        done = finished[i]
+        row_notes = list(notes[i])
+        if not model.trained:
+            row_notes.append("UNTRAINED adapters: the output is not a restoration")
+        if done.tokens is None or done.tokens.shape[0] != model.num_visual_tokens:
+            row_notes.append("the model produced no complete image; showing MAE-r")
+            tokens, image = lq[i], mae_r[i]
+        else:
+            tokens = done.tokens
+            image = vision.postprocess(vision.decode(tokens[None].to(lq.device)))[0]
+        yield Result(task=task, image=image, mae_r=mae_r[i], input=inputs[i], text=done.text, tokens=tokens.cpu(),
+                     notes=row_notes)

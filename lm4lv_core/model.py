@@ -1,0 +1,291 @@
+"""LM4LV: a frozen LLM + a frozen ViT-MAE, bridged by two linear adapters and per-task token sets."""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn import functional as F
+
+from .device import default_device, default_llm_dtype
+from .errors import CheckpointError, InputError
+from .heads import SANITY_TASKS, TASKS, HeadsConfig, LM4LVHeads
+from .llm import EMBEDDED_LLM, load_llm
+from .sequence import HQ, LQ, TASK, TEXT, Layout, SequenceBuilder
+from .vision import VisionModule, weights_fingerprint
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "lm4lv-smollm2"
+DEFAULT_VISION = REPO_ROOT / "checkpoints" / "mae-tiny"
+HEADS_FILE, CONFIG_FILE = "heads.safetensors", "lm4lv_config.json"
+
+
+@dataclass
+class Result:
+    """One restored image. `tokens`: (N, vision_dim) generated visual tokens; `notes`: what was done to the input."""
+
+    task: str
+    image: Image.Image
+    mae_r: Image.Image
+    input: Image.Image
+    text: str
+    tokens: torch.Tensor
+    notes: list[str] = field(default_factory=list)
+
+
+class LM4LV(nn.Module):
+    def __init__(self, llm, tokenizer, vision: VisionModule, heads: LM4LVHeads, trained: bool = True):
+        super().__init__()
+        self.llm, self.tokenizer, self.vision, self.heads = llm, tokenizer, vision, heads
+        self.trained = trained
+        self.llm.requires_grad_(False)
+        self.vision.requires_grad_(False)
+        self.sequences = SequenceBuilder(tokenizer, vision.num_tokens, heads.config.num_task_tokens)
+        self.prompt_layout = self.sequences.prompt()
+        self.training_layout = self.sequences.training()
+        forward_params = inspect.signature(self.llm.base_model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in forward_params else "past_key_values"
+
+    # ------------------------------------------------------------------------------------------------ sizes
+    @property
+    def image_size(self) -> int:
+        return self.vision.image_size
+
+    @property
+    def num_visual_tokens(self) -> int:
+        return self.vision.num_tokens
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self.heads.task_tokens.keys())
+
+    @property
+    def device(self) -> torch.device:
+        return self.heads.adapter_in.weight.device
+
+    @property
+    def llm_dtype(self) -> torch.dtype:
+        return self.llm.get_input_embeddings().weight.dtype
+
+    def check_task(self, task: str) -> str:
+        if task not in self.heads.task_tokens:
+            raise InputError(f"Unknown task {task!r}; choose one of: {', '.join(self.tasks)}.")
+        return task
+
+    # ------------------------------------------------------------------------------------------------ LLM pieces
+    def hidden_states(self, embeds: torch.Tensor, past_key_values=None):
+        """(B, T, llm_dim) input embeddings -> ((B, T, llm_dim) final hidden states after the last norm, fp32; cache)."""
+        kwargs = {}
+        if past_key_values is not None:  # the cache is updated in place; its keyword was renamed in transformers 5
+            kwargs = {self._cache_kwarg: past_key_values, "use_cache": True}
+        out = self.llm.base_model(inputs_embeds=embeds.to(self.llm_dtype), **kwargs)
+        return out.last_hidden_state.float(), past_key_values
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., llm_dim) -> (..., vocab) fp32."""
+        head = self.llm.get_output_embeddings()
+        return head(hidden.to(head.weight.dtype)).float()
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.llm.get_input_embeddings()(ids.to(self.device)).float()
+
+    def visual_to_llm(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(..., vision_dim) MAE features -> (..., llm_dim) input embeddings."""
+        return self.heads.adapter_in(tokens.float())
+
+    def llm_to_visual(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., llm_dim) final hidden states -> (..., vision_dim) predicted MAE features."""
+        return self.heads.adapter_out(hidden.float())
+
+    def embed_layout(self, layout: Layout, lq: torch.Tensor, tasks: list[str], hq: torch.Tensor | None = None):
+        """Fill a layout's slots, as LLaVA splices image features into `inputs_embeds`, with explicit count checks.
+
+        lq, hq: (B, N, vision_dim) visual tokens; tasks: B names. Returns (B, T, llm_dim) fp32.
+        """
+        batch = lq.shape[0]
+        if len(tasks) != batch:
+            raise ValueError(f"{len(tasks)} task names for {batch} images")
+        embeds = self.embed_tokens(layout.ids).unsqueeze(0).repeat(batch, 1, 1)  # (B, T, llm_dim)
+        fills = {LQ: self.visual_to_llm(lq), TASK: self.heads.task_embeddings(tasks)}
+        if hq is not None:
+            fills[HQ] = self.visual_to_llm(hq)
+        for kind in (LQ, TASK, HQ):
+            slots = layout.positions(kind)
+            if kind not in fills:
+                if len(slots):
+                    raise ValueError(f"The layout has {len(slots)} slots of kind {kind} but no features for them")
+                continue
+            values = fills[kind]  # (B, n, llm_dim)
+            if values.shape[1] != len(slots):
+                raise ValueError(f"Feature count mismatch: {values.shape[1]} tokens for {len(slots)} slots "
+                                 f"(kind {kind})")
+            embeds[:, slots] = values.to(embeds.dtype)
+        return embeds
+
+    # ------------------------------------------------------------------------------------------------ training
+    def forward_loss(self, lq: torch.Tensor, hq: torch.Tensor, tasks: list[str], input_noise: float = 0.0,
+                     ce_weight: float = 1.0, fed: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Teacher-forced loss: CE on the answer's text tokens + L2 on each next HQ visual token (MAE space).
+
+        lq, hq: (B, N, vision_dim). `fed`: the HQ tokens given to the LLM (default: hq itself; e.g. the model's own
+        predictions for self-conditioning); `input_noise`: std of Gaussian noise added to them (against exposure
+        bias). The regression targets are always hq.
+        """
+        layout = self.training_layout
+        fed = hq if fed is None else fed
+        fed = fed + input_noise * torch.randn_like(fed) if input_noise > 0 else fed
+        hidden, _ = self.hidden_states(self.embed_layout(layout, lq, tasks, fed))  # (B, T, llm_dim)
+        pred = self.llm_to_visual(hidden[:, layout.regression_sources().to(hidden.device)])  # (B, N, vision_dim)
+        l2 = F.mse_loss(pred, hq.float())
+        positions, targets = layout.ce_targets()
+        logits = self.logits(hidden[:, positions.to(hidden.device)])  # (B, n_text, vocab)
+        ce = F.cross_entropy(logits.flatten(0, 1), targets.to(hidden.device).repeat(hq.shape[0]))
+        return {"loss": ce_weight * ce + l2, "ce": ce, "l2": l2, "pred": pred}
+
+    # ------------------------------------------------------------------------------------------------ inference
+    def stream(self, image, task: str, **options):
+        """Events (`generate.TextPiece`, `VisualToken`, `ImageDone`, `Finished`) for one image, then a `Result`."""
+        from .inference import stream_restore
+
+        yield from stream_restore(self, [image], [task], **options)
+
+    def restore_batch(self, images: list, tasks: list[str] | str, **options) -> list[Result]:
+        from .inference import stream_restore
+
+        tasks = [tasks] * len(images) if isinstance(tasks, str) else list(tasks)
+        results = [e for e in stream_restore(self, images, tasks, **options) if isinstance(e, Result)]
+        return results
+
+    def restore(self, image, task: str, **options) -> Result:
+        """Restore one image (a path, PIL image or uint8 array) with a task-token set."""
+        return self.restore_batch([image], [task], **options)[0]
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+    @classmethod
+    def build(cls, llm: str | None = None, vision: str | os.PathLike | VisionModule | None = None,
+              tasks=TASKS + SANITY_TASKS, num_task_tokens: int = 10, device=None, dtype=None, seed: int = 0):
+        """A new, untrained LM4LV (for training): frozen LLM and vision module, freshly initialised heads."""
+        device = torch.device(device) if device is not None else default_device()
+        dtype = dtype or default_llm_dtype(device)
+        model, tokenizer = load_llm(llm, dtype=dtype, device=device)
+        vision_module = vision if isinstance(vision, VisionModule) else _load_vision(vision)
+        config = HeadsConfig(vision_dim=vision_module.dim, llm_dim=model.config.hidden_size, tasks=tuple(tasks),
+                             num_task_tokens=num_task_tokens, llm=llm or EMBEDDED_LLM,
+                             llm_fingerprint=weights_fingerprint(model), vision=_vision_name(vision),
+                             vision_fingerprint=vision_module.fingerprint(),
+                             num_visual_tokens=vision_module.num_tokens)
+        heads = LM4LVHeads(config)
+        heads.initialize(model.get_input_embeddings().weight.detach().cpu(), torch.Generator().manual_seed(seed))
+        return cls(model, tokenizer, vision_module.to(device).eval(), heads.to(device), trained=False)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike | None = None, llm: str | None = None,
+                        vision: str | os.PathLike | None = None, device=None, dtype=None) -> "LM4LV":
+        """Load a trained checkpoint (a folder or hub id; default: the shipped embedded default).
+
+        `llm` / `vision` override where the frozen models come from (default: what the checkpoint names); a
+        checkpoint is refused if their weights are not the ones it was trained with.
+        """
+        folder = _checkpoint_folder(path)
+        if folder is None:  # nothing shipped yet
+            warnings.warn("NO TRAINED LM4LV CHECKPOINT FOUND: using an UNTRAINED initialisation of the adapters and "
+                          "task tokens. Its outputs are not restorations. Train one with `python -m train.train_lm4lv`.",
+                          stacklevel=2)
+            return cls.build(llm=llm, vision=vision or _default_vision(), device=device, dtype=dtype)
+        config = _read_config(folder)
+        device = torch.device(device) if device is not None else default_device()
+        dtype = dtype or default_llm_dtype(device)
+        vision_source = vision or _resolve_relative(config.vision, folder)
+        vision_module = _load_vision(vision_source)
+        if vision_module.fingerprint() != config.vision_fingerprint:
+            raise CheckpointError(f"The checkpoint {folder} was trained with another vision module "
+                                  f"({config.vision}), not with {vision_source}.")
+        model, tokenizer = load_llm(llm or config.llm, dtype=dtype, device=device)
+        if weights_fingerprint(model) != config.llm_fingerprint:
+            raise CheckpointError(f"The checkpoint {folder} was trained with another LLM ({config.llm}), "
+                                  f"not with {llm or config.llm}.")
+        if model.config.hidden_size != config.llm_dim or vision_module.dim != config.vision_dim:
+            raise CheckpointError(f"The checkpoint {folder} does not fit this LLM / vision module (dimensions).")
+        heads = LM4LVHeads(config)
+        try:
+            state = load_file(os.path.join(folder, HEADS_FILE))
+            heads.load_state_dict(state)
+        except (SafetensorError, OSError, RuntimeError) as exc:
+            raise CheckpointError(f"The adapter weights in {folder} are corrupt or do not match its config: "
+                                  f"{str(exc).splitlines()[0]}") from exc
+        return cls(model, tokenizer, vision_module.to(device).eval(), heads.to(device), trained=True)
+
+    def save_pretrained(self, path: str | os.PathLike, vision_path: str | None = None) -> None:
+        """Write heads (safetensors) + config (JSON). `vision_path` is recorded as the vision module's location
+        (relative paths are resolved against the checkpoint folder when loading)."""
+        os.makedirs(path, exist_ok=True)
+        config = self.heads.config
+        if vision_path is not None:
+            config.vision = vision_path
+        state = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
+        save_file(state, os.path.join(path, HEADS_FILE + ".tmp"))
+        os.replace(os.path.join(path, HEADS_FILE + ".tmp"), os.path.join(path, HEADS_FILE))
+        with open(os.path.join(path, CONFIG_FILE), "w") as f:
+            json.dump(asdict(config), f, indent=2)
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def _default_vision() -> str | None:
+    return str(DEFAULT_VISION) if (DEFAULT_VISION / "config.json").is_file() else None
+
+
+def _vision_name(vision) -> str:
+    if isinstance(vision, VisionModule) or vision is None:
+        return _default_vision() or ""
+    return str(vision)
+
+
+def _load_vision(source) -> VisionModule:
+    if source is None:
+        source = _default_vision()
+    if source is None:
+        warnings.warn("NO TRAINED VISION MODULE FOUND: using a RANDOM tiny ViT-MAE. Train one with "
+                      "`python -m train.pretrain_mae`.", stacklevel=3)
+        return VisionModule.from_config("tiny", seed=0)
+    return VisionModule.from_pretrained(source)
+
+
+def _resolve_relative(location: str, folder: str) -> str:
+    candidate = os.path.normpath(os.path.join(folder, location))
+    return candidate if not os.path.isabs(location) and os.path.exists(candidate) else location
+
+
+def _checkpoint_folder(path) -> str | None:
+    if path is None:
+        return str(DEFAULT_CHECKPOINT) if (DEFAULT_CHECKPOINT / CONFIG_FILE).is_file() else None
+    path = str(path)
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, CONFIG_FILE)):
+            raise CheckpointError(f"{path} is not an LM4LV checkpoint: it has no {CONFIG_FILE}.")
+        return path
+    if os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") != 1:
+        raise CheckpointError(f"Checkpoint directory {path} does not exist.")
+    try:  # a hub id
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(path, allow_patterns=[HEADS_FILE, CONFIG_FILE])
+    except Exception as exc:
+        raise CheckpointError(f"Could not fetch the checkpoint {path!r} from the hub: {exc}") from exc
+
+
+def _read_config(folder: str) -> HeadsConfig:
+    try:
+        with open(os.path.join(folder, CONFIG_FILE)) as f:
+            raw = json.load(f)
+        raw["tasks"] = tuple(raw["tasks"])
+        return HeadsConfig(**raw)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"The config of checkpoint {folder} is unreadable: {exc}") from exc

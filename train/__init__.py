@@ -1,0 +1,1 @@
+"""Training and evaluation entry points (`python -m train.<name> --help`)."""

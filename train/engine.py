@@ -1,0 +1,170 @@
+"""The training loop shared by every entry point: accelerate, AdamW, warm-up + cosine decay, clipping, a CSV log,
+regular safetensors checkpoints and an exact `--resume` (weights, optimizer state, step; the data order is a function
+of the step, see `train.data`)."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import signal
+import time
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from lm4lv_core.device import cpu_has_fast_bf16
+
+
+def add_common_args(parser: argparse.ArgumentParser, *, lr: float, batch_size: int, steps: int) -> None:
+    g = parser.add_argument_group("training loop")
+    g.add_argument("--data", default="../shared/corpus/train", help="folder of training images (searched recursively)")
+    g.add_argument("--out", required=True, help="run folder: log.csv, state/ for --resume, and the exported checkpoint")
+    g.add_argument("--steps", type=int, default=steps, help="optimizer steps in the whole run")
+    g.add_argument("--batch-size", type=int, default=batch_size, help="images per step and process")
+    g.add_argument("--lr", type=float, default=lr, help="peak learning rate")
+    g.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: 5%% of --steps)")
+    g.add_argument("--min-lr-ratio", type=float, default=0.1, help="final learning rate as a fraction of --lr")
+    g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
+    g.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping (0: off)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the data order")
+    g.add_argument("--save-every", type=int, default=200, help="steps between checkpoints")
+    g.add_argument("--max-minutes", type=float, default=0, help="stop (and save) after this wall time; 0: no limit")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    g.add_argument("--mixed-precision", choices=["auto", "no", "bf16", "fp16"], default="auto",
+                   help="autocast precision (auto: bf16 on CUDA or a CPU with bf16 matrix units)")
+    g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+
+
+def make_accelerator(args):
+    from accelerate import Accelerator
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    precision = args.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() or cpu_has_fast_bf16() else "no"
+    return Accelerator(mixed_precision=precision)
+
+
+def lr_at(step: int, args) -> float:
+    """Linear warm-up, then cosine decay to `min_lr_ratio * lr`."""
+    warmup = args.warmup if args.warmup is not None else max(1, args.steps // 20)
+    if step < warmup:
+        return args.lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, args.steps - warmup))
+    return args.lr * (args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_state(path: str, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+    """Trainable weights + AdamW moments as safetensors, the rest as JSON; written atomically."""
+    os.makedirs(path, exist_ok=True)
+    tensors = {f"model.{k}": v for k, v in trainable_state(model).items()}
+    opt = optimizer.state_dict()
+    for idx, st in opt["state"].items():
+        for key, value in st.items():
+            tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value).detach().contiguous().cpu()
+    save_file(tensors, os.path.join(path, "state.safetensors.tmp"))
+    meta = {"step": step, "param_groups": opt["param_groups"]}
+    with open(os.path.join(path, "state.json.tmp"), "w") as f:
+        json.dump(meta, f)
+    os.replace(os.path.join(path, "state.safetensors.tmp"), os.path.join(path, "state.safetensors"))
+    os.replace(os.path.join(path, "state.json.tmp"), os.path.join(path, "state.json"))
+
+
+def load_state(path: str, model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    tensors = load_file(os.path.join(path, "state.safetensors"))
+    with open(os.path.join(path, "state.json")) as f:
+        meta = json.load(f)
+    params = dict(model.named_parameters())
+    for key, value in tensors.items():
+        if key.startswith("model."):
+            params[key[len("model."):]].data.copy_(value)
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return int(meta["step"])
+
+
+def train_loop(args, accelerator, model: nn.Module, loss_fn: Callable[[nn.Module, int], dict[str, torch.Tensor]],
+               export: Callable[[str], None], desc: str) -> dict[str, float]:
+    """Optimise the parameters of `model` that require grad; `loss_fn(model, step)` returns {"loss": ..., ...}.
+
+    `export(folder)` writes the shippable checkpoint; it is called at every save and at the end.
+    Returns the last logged values.
+    """
+    os.makedirs(args.out, exist_ok=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
+    state_dir = os.path.join(args.out, "state")
+    start = 0
+    if args.resume and os.path.isfile(os.path.join(state_dir, "state.json")):
+        start = load_state(state_dir, model, optimizer)
+        accelerator.print(f"resuming {args.out} at step {start}")
+    elif args.resume:
+        accelerator.print(f"--resume: no state in {state_dir}; starting from step 0")
+    model, optimizer = accelerator.prepare(model, optimizer)
+    log_path = os.path.join(args.out, "log.csv")
+    if start == 0 and accelerator.is_main_process and os.path.exists(log_path):
+        os.remove(log_path)
+    stop = {"now": False}
+    previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    began, last = time.time(), {}
+    bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc=desc,
+               disable=not accelerator.is_main_process, dynamic_ncols=True)
+    step = start
+    try:
+        for step in bar:
+            lr = lr_at(step, args)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            model.train()
+            with accelerator.autocast():
+                terms = loss_fn(model, step)
+            accelerator.backward(terms["loss"])
+            grad_norm = accelerator.clip_grad_norm_(params, args.clip) if args.clip > 0 else torch.tensor(0.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            last = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
+            last.update(lr=lr, grad_norm=float(grad_norm), seconds=time.time() - began)
+            if accelerator.is_main_process:
+                new = not os.path.exists(log_path)
+                with open(log_path, "a", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=["step", *last.keys()])
+                    if new:
+                        writer.writeheader()
+                    writer.writerow({"step": step, **last})
+                bar.set_postfix({k: f"{v:.4g}" for k, v in last.items() if k not in {"seconds", "lr"}})
+            done = step + 1
+            timed_out = args.max_minutes and (time.time() - began) > args.max_minutes * 60
+            if done % args.save_every == 0 or done == args.steps or timed_out or stop["now"]:
+                _save(accelerator, model, optimizer, state_dir, done, export, args.out)
+            if timed_out or stop["now"]:
+                accelerator.print(f"stopping at step {done} ({'time limit' if timed_out else 'SIGTERM'}); "
+                                  f"continue with --resume")
+                break
+    except KeyboardInterrupt:
+        _save(accelerator, model, optimizer, state_dir, step, export, args.out)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+    return last
+
+
+def _save(accelerator, model, optimizer, state_dir, step, export, out):
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        save_state(state_dir, unwrapped, optimizer, step)
+        export(out)
