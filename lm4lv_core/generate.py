@@ -78,7 +78,11 @@ def generate(model, lq: torch.Tensor, tasks: list[str], *, max_new_tokens: int |
         if all(r.mode == "done" for r in rows):
             break
         next_embeds = torch.zeros(batch, embeds.shape[-1], device=model.device)  # (B, llm_dim)
-        text_rows = [i for i, r in enumerate(rows) if r.mode == "text"]
+        for r in rows:
+            if (r.mode == "text" and not r.image_done and not r.queue and force_image_after is not None
+                    and r.text_since_image >= force_image_after):
+                r.queue = list(seq.begin_ids)
+        text_rows = [i for i, r in enumerate(rows) if r.mode == "text" and not r.queue]  # rows that need the LM head
         if text_rows:
             greedy = model.logits(h[text_rows]).argmax(-1).tolist()
         for i, r in enumerate(rows):
@@ -109,8 +113,6 @@ def generate(model, lq: torch.Tensor, tasks: list[str], *, max_new_tokens: int |
                 r.text_since_image += 1
                 if r.text.endswith(IMG_BEGIN) and not r.queue:
                     r.mode = "visual"
-                elif force_image_after is not None and r.text_since_image >= force_image_after and not r.queue:
-                    r.queue = list(seq.begin_ids)
         if use_cache:
             hidden, cache = model.hidden_states(next_embeds[:, None], cache)
         else:

@@ -150,6 +150,10 @@ class LM4LV(nn.Module):
         ce = F.cross_entropy(logits.flatten(0, 1), targets.to(hidden.device).repeat(hq.shape[0]))
         return {"loss": ce_weight * ce + l2, "ce": ce, "l2": l2, "pred": pred}
 
+    def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """The training forward (so that wrappers such as DDP see it): see `forward_loss`."""
+        return self.forward_loss(*args, **kwargs)
+
     # ------------------------------------------------------------------------------------------------ inference
     def stream(self, image, task: str, **options):
         """Events (`generate.TextPiece`, `VisualToken`, `ImageDone`, `Finished`) for one image, then a `Result`."""

@@ -54,7 +54,9 @@ def main(argv=None):
             tokens = vision.encode(vision.normalize(images))  # (B, L+1, D)
         if args.latent_noise > 0:
             tokens = tokens + args.latent_noise * torch.randn_like(tokens)
-        recon = model.decode(tokens) * vision.std + vision.mean  # (B, 3, S, S), unclamped [0, 1] scale
+        ids_restore = torch.arange(tokens.shape[1] - 1, device=tokens.device).expand(tokens.shape[0], -1)
+        logits = model(tokens, ids_restore).logits  # model: the MAE decoder; (B, L, p*p*3)
+        recon = vision.mae.unpatchify(logits) * vision.std + vision.mean  # (B, 3, S, S), unclamped [0, 1] scale
         terms = {"l1": (recon - images).abs().mean()}
         terms["loss"] = terms["l1"]
         if lpips_fn is not None:
@@ -68,7 +70,7 @@ def main(argv=None):
     def export(out):
         vision.save_pretrained(os.path.join(out, "vision"))
 
-    last = train_loop(args, accelerator, vision, loss_fn, export, desc="MAE decoder fine-tune")
+    last = train_loop(args, accelerator, vision.mae.decoder, loss_fn, export, desc="MAE decoder fine-tune")
     accelerator.print(f"done: {last}; vision module in {os.path.join(args.out, 'vision')}")
 
 

@@ -30,13 +30,13 @@ def main(argv=None):
         images = crops.batch(step, args.batch_size, accelerator.process_index, accelerator.num_processes)
         pixels = vision.normalize(images.to(accelerator.device))
         with vision.masking(args.mask_ratio):
-            out = model.mae(pixel_values=pixels)
+            out = model(pixel_values=pixels)  # model: the ViTMAEForPreTraining
         return {"loss": out.loss}
 
     def export(out):
         vision.save_pretrained(os.path.join(out, "vision"))
 
-    last = train_loop(args, accelerator, vision, loss_fn, export, desc="MAE pretraining")
+    last = train_loop(args, accelerator, vision.mae, loss_fn, export, desc="MAE pretraining")
     accelerator.print(f"done: {last}; vision module in {os.path.join(args.out, 'vision')}")
 
 

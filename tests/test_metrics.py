@@ -1,0 +1,40 @@
+import math
+
+import numpy as np
+import pytest
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from lm4lv_core.metrics import psnr, ssim
+
+
+@pytest.fixture
+def pair():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    noise = rng.normal(0, 12, a.shape)
+    return a, np.clip(a + noise, 0, 255).astype(np.uint8)
+
+
+def test_psnr_matches_skimage(pair):
+    a, b = pair
+    assert psnr(a, b) == pytest.approx(peak_signal_noise_ratio(a, b, data_range=255), abs=1e-9)
+
+
+def test_ssim_matches_skimage(pair):
+    a, b = pair
+    ref = structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                data_range=255, channel_axis=-1)
+    assert ssim(a, b) == pytest.approx(ref, abs=1e-6)
+
+
+def test_identical_images():
+    a = np.full((16, 16, 3), 77, np.uint8)
+    assert math.isinf(psnr(a, a)) and ssim(a, a) == pytest.approx(1.0)
+
+
+def test_border_crop_and_y_channel(pair):
+    a, b = pair
+    assert psnr(a, b, crop_border=4) == pytest.approx(psnr(a[4:-4, 4:-4], b[4:-4, 4:-4]))
+    assert np.isfinite(psnr(a, b, y_channel=True)) and 0 < ssim(a, b, y_channel=True) < 1
+    with pytest.raises(ValueError):
+        psnr(a, b[:-1])

@@ -1,0 +1,168 @@
+"""Mechanics on a tiny random LLM + tiny random ViT-MAE."""
+import numpy as np
+import pytest
+import torch
+
+from lm4lv_core import LM4LV
+from lm4lv_core.errors import CheckpointError, InputError
+from lm4lv_core.generate import Finished, ImageDone, TextPiece, VisualToken, generate
+from lm4lv_core.sequence import HQ, IMG_BEGIN, IMG_END, LQ, TASK, TEXT
+
+
+def _tokens(model, batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, model.num_visual_tokens, model.vision.dim, generator=g) * 0.6
+
+
+def test_layouts(tiny_model):
+    m = tiny_model
+    prompt, train = m.prompt_layout, m.training_layout
+    n, k = m.num_visual_tokens, m.heads.config.num_task_tokens
+    assert (prompt.kinds == LQ).sum() == n and (prompt.kinds == TASK).sum() == k and (prompt.kinds == HQ).sum() == 0
+    assert (train.kinds == HQ).sum() == n
+    assert torch.equal(train.ids[: len(prompt)], prompt.ids) and torch.equal(train.kinds[: len(prompt)], prompt.kinds)
+    assert train.answer_start == len(prompt)
+    answer_text = m.tokenizer.decode(train.ids[train.answer_start:][train.kinds[train.answer_start:] == TEXT])
+    assert answer_text == f"{IMG_BEGIN}{IMG_END}{m.tokenizer.eos_token}"
+    user = m.tokenizer.decode(prompt.ids[prompt.kinds == TEXT])
+    assert f"{IMG_BEGIN}{IMG_END}" in user and "assistant" in user
+
+
+def test_loss_only_on_the_answer(tiny_model):
+    layout = tiny_model.training_layout
+    positions, targets = layout.ce_targets()
+    assert (positions + 1 >= layout.answer_start).all()
+    assert (layout.kinds[positions + 1] == TEXT).all() and torch.equal(layout.ids[positions + 1], targets)
+    assert torch.equal(layout.regression_sources() + 1, layout.positions(HQ))
+    # nothing of the user turn is a target: the loss does not depend on the user turn's labels, only its inputs
+    lq, hq = _tokens(tiny_model), _tokens(tiny_model, seed=1)
+    out = tiny_model.forward_loss(lq, hq, ["denoise", "rotate"])
+    assert set(out) >= {"loss", "ce", "l2"} and out["loss"].requires_grad
+    torch.testing.assert_close(out["loss"], out["ce"] + out["l2"])
+    out["loss"].backward()
+    assert tiny_model.heads.adapter_in.weight.grad is not None
+    assert tiny_model.heads.task_tokens["denoise"].grad.abs().sum() > 0
+    assert tiny_model.heads.task_tokens["flip"].grad is None or tiny_model.heads.task_tokens["flip"].grad.abs().sum() == 0
+    assert not any(p.requires_grad for p in tiny_model.llm.parameters())
+    tiny_model.heads.zero_grad(set_to_none=True)
+
+
+def test_l2_is_next_token_regression(tiny_model):
+    """The L2 term equals the MSE between adapter_out(h at position p-1) and HQ token p."""
+    m = tiny_model
+    lq, hq = _tokens(m), _tokens(m, seed=1)
+    with torch.no_grad():
+        out = m.forward_loss(lq, hq, ["deblur", "flip"])
+        hidden, _ = m.hidden_states(m.embed_layout(m.training_layout, lq, ["deblur", "flip"], hq))
+        pos = m.training_layout.positions(HQ)
+        expected = ((m.llm_to_visual(hidden[:, pos - 1]) - hq) ** 2).mean()
+    torch.testing.assert_close(out["l2"], expected)
+
+
+def test_count_check(tiny_model):
+    lq = _tokens(tiny_model)[:, :-1]
+    with pytest.raises(ValueError, match="count mismatch"):
+        tiny_model.embed_layout(tiny_model.prompt_layout, lq, ["denoise", "denoise"])
+    with pytest.raises(ValueError):
+        tiny_model.embed_layout(tiny_model.prompt_layout, _tokens(tiny_model), ["denoise"])
+
+
+def _run(model, lq, tasks, **kw):
+    events = list(generate(model, lq, tasks, **kw))
+    done = {e.row: e for e in events if isinstance(e, Finished)}
+    return events, done
+
+
+def test_kv_cache_equals_full_reforward(tiny_model):
+    lq = _tokens(tiny_model)
+    _, cached = _run(tiny_model, lq, ["denoise", "derain"], force_image_after=3, use_cache=True)
+    _, full = _run(tiny_model, lq, ["denoise", "derain"], force_image_after=3, use_cache=False)
+    for row in (0, 1):
+        assert cached[row].text == full[row].text
+        torch.testing.assert_close(cached[row].tokens, full[row].tokens, atol=1e-4, rtol=1e-4)
+
+
+def test_batch_equals_one_by_one(tiny_model):
+    lq = _tokens(tiny_model, batch=3, seed=4)
+    tasks = ["denoise", "rotate", "demask"]
+    _, batch = _run(tiny_model, lq, tasks, force_image_after=2)
+    for i in range(3):
+        _, single = _run(tiny_model, lq[i:i + 1], tasks[i:i + 1], force_image_after=2)
+        assert single[0].text == batch[i].text
+        torch.testing.assert_close(single[0].tokens, batch[i].tokens, atol=1e-4, rtol=1e-4)
+
+
+def test_modality_switch_on_the_marker(tiny_model, monkeypatch):
+    """When the LM writes `<Img>` the generator emits N visual tokens, then `</Img>`, then text until end of turn."""
+    m = tiny_model
+    script = m.tokenizer.encode("Sure." + IMG_BEGIN, add_special_tokens=False)
+    after = m.tokenizer.encode(" Done", add_special_tokens=False) + [m.tokenizer.eos_token_id]
+    state = {"i": 0, "after": 0}
+    real_logits = m.logits
+
+    def scripted(hidden):
+        logits = torch.full((hidden.shape[0], len(m.tokenizer)), -1e9)
+        if state["i"] < len(script):
+            logits[:, script[state["i"]]] = 0
+            state["i"] += 1
+        else:
+            logits[:, after[min(state["after"], len(after) - 1)]] = 0
+            state["after"] += 1
+        return logits
+
+    monkeypatch.setattr(m, "logits", scripted)
+    events, done = _run(m, _tokens(m, batch=1), ["flip"], force_image_after=None)
+    monkeypatch.setattr(m, "logits", real_logits)
+    kinds = [type(e).__name__ for e in events]
+    first_visual = kinds.index("VisualToken")
+    text_before = "".join(e.text for e in events[:first_visual] if isinstance(e, TextPiece))
+    assert text_before == "Sure." + IMG_BEGIN
+    visual = [e for e in events if isinstance(e, VisualToken)]
+    assert [v.index for v in visual] == list(range(m.num_visual_tokens))
+    assert kinds[first_visual + m.num_visual_tokens] == "ImageDone"
+    assert done[0].text == f"Sure.{IMG_BEGIN}{IMG_END} Done"
+    assert done[0].tokens.shape == (m.num_visual_tokens, m.vision.dim)
+
+
+def test_forced_image_start(tiny_model):
+    events, done = _run(tiny_model, _tokens(tiny_model, batch=1), ["denoise"], force_image_after=0)
+    assert done[0].text.startswith(IMG_BEGIN) and IMG_END in done[0].text
+    assert sum(isinstance(e, ImageDone) for e in events) == 1
+
+
+def test_restore_api(tiny_model, photo):
+    result = tiny_model.restore(photo, "denoise", force_image_after=0)
+    assert result.image.size == (tiny_model.image_size,) * 2 and result.mae_r.size == result.image.size
+    assert result.tokens.shape == (tiny_model.num_visual_tokens, tiny_model.vision.dim)
+    assert any("UNTRAINED" in note for note in result.notes)
+    with pytest.raises(InputError, match="Unknown task"):
+        tiny_model.restore(photo, "sharpen")
+    events = list(tiny_model.stream(photo, "flip", force_image_after=0))
+    assert isinstance(events[-1], type(result)) and any(isinstance(e, VisualToken) for e in events)
+
+
+def test_checkpoint_roundtrip_and_refusals(tiny_model, tiny_llm_dir, tiny_vision_dir, tmp_path):
+    from lm4lv_core.vision import VisionModule
+
+    ckpt = tmp_path / "ckpt"
+    tiny_model.save_pretrained(ckpt, vision_path=tiny_vision_dir)
+    loaded = LM4LV.from_pretrained(ckpt, dtype=torch.float32, device="cpu")
+    assert loaded.trained
+    for name, value in tiny_model.heads.state_dict().items():
+        torch.testing.assert_close(loaded.heads.state_dict()[name], value)
+    # another vision module (other weights) is refused
+    other = tmp_path / "other_vision"
+    VisionModule.from_config("debug", seed=7).save_pretrained(other)
+    with pytest.raises(CheckpointError, match="another vision module"):
+        LM4LV.from_pretrained(ckpt, vision=str(other), dtype=torch.float32)
+    # another LLM is refused
+    with pytest.raises(CheckpointError, match="another LLM"):
+        LM4LV.from_pretrained(ckpt, llm="smollm2", dtype=torch.float32)
+    # a corrupt weights file is refused with a clear message
+    (ckpt / "heads.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        LM4LV.from_pretrained(ckpt, dtype=torch.float32)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        LM4LV.from_pretrained(tmp_path / "missing")
+    with pytest.raises(CheckpointError, match="not an LM4LV checkpoint"):
+        LM4LV.from_pretrained(tmp_path)

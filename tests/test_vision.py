@@ -1,0 +1,46 @@
+import torch
+
+from lm4lv_core.vision import VisionModule
+
+
+def test_tokens_keep_cls_and_raster_order():
+    vision = VisionModule.from_config("debug", seed=0).eval()
+    pixels = torch.randn(2, 3, vision.image_size, vision.image_size)
+    emb = vision.mae.vit.embeddings
+    seen = {}
+
+    def keep(module, inputs, out):
+        seen["tokens"] = out[0]
+
+    handle = emb.register_forward_hook(keep)
+    tokens = vision.encode(pixels)
+    handle.remove()
+    assert tokens.shape == (2, vision.grid**2 + 1, vision.dim) and vision.num_tokens == vision.grid**2 + 1
+    # raster order: patch embedding of patch i + position embedding i, with the CLS token first
+    patches = emb.patch_embeddings(pixels) + emb.position_embeddings[:, 1:]
+    cls = (emb.cls_token + emb.position_embeddings[:, :1]).expand(2, -1, -1)
+    torch.testing.assert_close(seen["tokens"], torch.cat([cls, patches], dim=1))
+    # HF's default (random noise) would shuffle the patches even at mask ratio 0
+    with vision.masking(0.0):
+        shuffled = vision.mae.vit.embeddings(pixels)[0]
+    assert not torch.allclose(shuffled, seen["tokens"])
+    assert vision.config.mask_ratio == 0.75  # restored after the context
+
+
+def test_decode_roundtrip_shapes_and_save(tmp_path, photo):
+    vision = VisionModule.from_config("debug", seed=0)
+    image = vision.reconstruct(photo)
+    assert image.size == (vision.image_size, vision.image_size) and image.mode == "RGB"
+    vision.save_pretrained(tmp_path)
+    again = VisionModule.from_pretrained(tmp_path)
+    assert again.fingerprint() == vision.fingerprint()
+    x = vision.preprocess(photo)
+    torch.testing.assert_close(again.decode(again.encode(x)), vision.decode(vision.encode(x)))
+
+
+def test_fingerprint_same_in_bf16_and_differs_across_weights():
+    a = VisionModule.from_config("debug", seed=0)
+    b = VisionModule.from_config("debug", seed=1)
+    assert a.fingerprint() != b.fingerprint()
+    fp = a.fingerprint()
+    assert a.to(torch.bfloat16).fingerprint() == fp

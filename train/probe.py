@@ -1,0 +1,60 @@
+"""A quick, fixed check of a model in training: teacher-forced vs free-running PSNR on the same held-out crops."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lm4lv_core.degrade import SPATIAL_TASKS, degrade, target
+from lm4lv_core.generate import Finished, generate
+from lm4lv_core.metrics import psnr
+
+
+def baseline_input(task: str, degraded, reference):
+    """What MAE-r reconstructs for a task: the degraded input, or for spatial tasks the already transformed image."""
+    return reference if task in SPATIAL_TASKS + ("repeat",) else degraded
+
+
+class FreeRunningProbe:
+    """`count` fixed 64 px crops of the scikit-image photo `motorcycle_right` (not a training or test image)."""
+
+    def __init__(self, model, tasks: list[str], count: int = 8, seed: int = 1234):
+        from skimage import data
+
+        photo = data.stereo_motorcycle()[1]  # (H, W, 3) uint8, the right view
+        rng = np.random.default_rng(seed)
+        size = model.image_size
+        self.model, self.tasks = model, [tasks[i % len(tasks)] for i in range(count)]
+        self.inputs, self.targets, self.baselines = [], [], []
+        for task in self.tasks:
+            side = int(rng.integers(size, min(photo.shape[:2]) // 2))
+            y, x = (int(rng.integers(0, photo.shape[i] - side)) for i in (0, 1))
+            from PIL import Image
+
+            clean = Image.fromarray(photo[y:y + side, x:x + side]).resize((size, size), Image.Resampling.BICUBIC)
+            degraded, reference = degrade(clean, task, seed=int(rng.integers(2**31))), target(clean, task)
+            self.inputs.append(degraded)
+            self.targets.append(reference)
+            self.baselines.append(baseline_input(task, degraded, reference))
+
+    @torch.no_grad()
+    def run(self) -> dict[str, float]:
+        model, vision = self.model, self.model.vision
+        was_training = model.heads.training
+        model.heads.eval()
+        lq = vision.encode(vision.preprocess(self.inputs))
+        hq = vision.encode(vision.preprocess(self.targets))
+        teacher = model.forward_loss(lq, hq, self.tasks)
+        free = {e.row: e.tokens for e in generate(model, lq, self.tasks, force_image_after=4)
+                if isinstance(e, Finished)}
+        free_tokens = torch.stack([free[i] if free[i] is not None and len(free[i]) == len(lq[i]) else lq[i]
+                                   for i in range(len(self.tasks))])
+        refs = [np.asarray(t) for t in self.targets]
+
+        def mean_psnr(tokens):
+            return float(np.mean([psnr(np.asarray(im), r) for im, r in zip(vision.postprocess(vision.decode(tokens)), refs)]))
+
+        base = vision.encode(vision.preprocess(self.baselines))
+        model.heads.train(was_training)
+        return {"teacher_l2": float(teacher["l2"]), "teacher_psnr": mean_psnr(teacher["pred"]),
+                "free_l2": float(((free_tokens - hq) ** 2).mean()), "free_psnr": mean_psnr(free_tokens),
+                "mae_r_psnr": mean_psnr(base), "copy_l2": float(((lq - hq) ** 2).mean())}

@@ -1,0 +1,146 @@
+"""Train LM4LV's adapters and task tokens with the LLM and the vision module frozen.
+
+One run trains all tasks together (one adapter pair, one task-token set per task, tasks sampled uniformly per
+example); `--tasks denoise` trains a single-task model as in the paper, `--tasks repeat` the sanity check.
+
+    python -m train.train_lm4lv --vision checkpoints/mae-tiny --data ../shared/corpus/train --out runs/lm4lv \\
+        --export-to checkpoints/lm4lv-smollm2
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+
+import numpy as np
+import torch
+
+from lm4lv_core.degrade import degrade, target
+from lm4lv_core.heads import SANITY_TASKS, TASKS
+from lm4lv_core.model import LM4LV
+from train.data import RandomCrops
+from train.engine import add_common_args, make_accelerator, train_loop
+from train.probe import FreeRunningProbe
+
+
+def parse_tasks(text: str) -> list[str]:
+    tasks = list(TASKS) if text == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in TASKS + SANITY_TASKS]
+    if unknown:
+        raise SystemExit(f"Unknown task(s) {unknown}; choose from {TASKS + SANITY_TASKS} or 'all'.")
+    return tasks
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--vision", required=True, help="the trained ViT-MAE (folder or hub id)")
+    p.add_argument("--llm", default=None, help="frozen LLM: hub id, folder or .gguf (default: embedded SmolLM2)")
+    p.add_argument("--tasks", default="all", help="comma-separated tasks, 'all' (the seven), or 'repeat'")
+    p.add_argument("--num-task-tokens", type=int, default=10, help="task tokens per task")
+    p.add_argument("--input-noise", type=float, default=0.0,
+                   help="std of Gaussian noise on the teacher-forced visual tokens (exposure bias)")
+    p.add_argument("--self-condition", type=float, default=0.0,
+                   help="fraction of fed-back visual tokens replaced by the model's own teacher-forced predictions")
+    p.add_argument("--ce-weight", type=float, default=1.0, help="weight of the text cross-entropy")
+    p.add_argument("--ridge-init", type=int, default=4,
+                   help="batches used to initialise adapter_out by ridge regression from the teacher-forced hidden "
+                        "states (0: keep the pseudo-inverse of adapter_in)")
+    p.add_argument("--export-to", default=None,
+                   help="also write the checkpoint here (e.g. checkpoints/lm4lv-smollm2); default: OUT/lm4lv")
+    p.add_argument("--probe-every", type=int, default=100,
+                   help="steps between free-running probes on fixed held-out crops (0: off)")
+    add_common_args(p, lr=1e-3, batch_size=8, steps=2000)
+    p.set_defaults(mixed_precision="no")  # the frozen LLM already runs in bf16 where fast; heads and loss stay fp32
+    return p.parse_args(argv)
+
+
+def make_pairs(crops: RandomCrops, vision, step: int, batch_size: int, tasks: list[str], seed: int, rank=0, world=1):
+    """Batch `step`: (lq, hq) visual tokens (B, N, D) and the task of each example (uniform over tasks)."""
+    clean = crops.batch(step, batch_size, rank, world)  # (B, 3, S, S) in [0, 1]
+    first = (step * world + rank) * batch_size
+    names, inputs, targets = [], [], []
+    for j in range(batch_size):
+        k = first + j
+        rng = np.random.default_rng((seed, k, 7))
+        task = tasks[int(rng.integers(len(tasks)))]
+        image = (clean[j].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        names.append(task)
+        inputs.append(degrade(image, task, seed=int(rng.integers(2**31))))
+        targets.append(target(image, task))
+    with torch.no_grad():
+        lq = vision.encode(vision.preprocess(inputs))
+        hq = vision.encode(vision.preprocess(targets))
+    return lq, hq, names
+
+
+@torch.no_grad()
+def ridge_init_adapter_out(model, batches, ridge: float = 1e-2) -> float:
+    """Least-squares fit of adapter_out on teacher-forced hidden states; returns the fit's feature MSE."""
+    layout = model.training_layout
+    sources = layout.regression_sources()
+    xs, ys = [], []
+    for lq, hq, names in batches:
+        hidden, _ = model.hidden_states(model.embed_layout(layout, lq, names, hq))  # (B, T, llm_dim)
+        xs.append(hidden[:, sources].reshape(-1, hidden.shape[-1]))
+        ys.append(hq.reshape(-1, hq.shape[-1]))
+    x, y = torch.cat(xs).double(), torch.cat(ys).double()  # (M, llm_dim), (M, vision_dim)
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    xc, yc = x - x_mean, y - y_mean
+    gram = xc.T @ xc + ridge * len(x) * torch.eye(x.shape[1], dtype=x.dtype)
+    weight = torch.linalg.solve(gram, xc.T @ yc).T  # (vision_dim, llm_dim)
+    out = model.heads.adapter_out
+    out.weight.copy_(weight.float())
+    out.bias.copy_((y_mean - weight @ x_mean).float())
+    return float(((out(x.float()) - y.float()) ** 2).mean())
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    tasks = parse_tasks(args.tasks)
+    accelerator = make_accelerator(args)
+    model = LM4LV.build(llm=args.llm, vision=args.vision, tasks=tasks, num_task_tokens=args.num_task_tokens,
+                        device=accelerator.device, seed=args.seed)
+    vision = model.vision
+    crops = RandomCrops(args.data, vision.image_size, seed=args.seed + 2)
+    probe = FreeRunningProbe(model, tasks) if args.probe_every > 0 else None
+    if args.ridge_init > 0 and not (args.resume and os.path.isdir(os.path.join(args.out, "state"))):
+        batches = [make_pairs(crops, vision, 10**9 + i, args.batch_size, tasks, args.seed)
+                   for i in range(args.ridge_init)]  # batches far beyond any training step
+        accelerator.print(f"adapter_out ridge init: teacher-forced feature MSE {ridge_init_adapter_out(model, batches):.4f}")
+    export_dir = args.export_to or os.path.join(args.out, "lm4lv")
+    probe_log = os.path.join(args.out, "probe.csv")
+
+    def loss_fn(module, step):
+        lq, hq, names = make_pairs(crops, vision, step, args.batch_size, tasks, args.seed,
+                                   accelerator.process_index, accelerator.num_processes)
+        fed = None
+        if args.self_condition > 0:
+            with torch.no_grad():
+                own = model.forward_loss(lq, hq, names)["pred"]
+            swap = torch.rand(hq.shape[:2], device=hq.device)[..., None] < args.self_condition
+            fed = torch.where(swap, own, hq)
+        terms = module(lq, hq, names, input_noise=args.input_noise, ce_weight=args.ce_weight, fed=fed)
+        terms.pop("pred")
+        if probe is not None and step % args.probe_every == 0 and accelerator.is_main_process:
+            row = {"step": step, **probe.run()}
+            accelerator.print("probe " + " ".join(f"{k}={v:.3f}" for k, v in row.items() if k != "step"))
+            new = not os.path.exists(probe_log)
+            with open(probe_log, "a", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(row))
+                if new:
+                    writer.writeheader()
+                writer.writerow(row)
+        return terms
+
+    def export(out):
+        vision_ref = args.vision
+        if os.path.isdir(args.vision):
+            vision_ref = os.path.relpath(os.path.abspath(args.vision), os.path.abspath(export_dir))
+        model.save_pretrained(export_dir, vision_path=vision_ref)
+
+    last = train_loop(args, accelerator, model, loss_fn, export, desc=f"LM4LV {','.join(tasks)}")
+    accelerator.print(f"done: {last}; checkpoint in {export_dir}")
+
+
+if __name__ == "__main__":
+    main()
