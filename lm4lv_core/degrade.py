@@ -49,6 +49,22 @@ def sample_strength(task: str, rng: np.random.Generator):
     return None
 
 
+def strength_from_level(task: str, level: float):
+    """One 0..1 dial for every task: 0 = no degradation, 1 = the paper's maximum (deblur: the largest kernel)."""
+    level = float(np.clip(level, 0.0, 1.0))
+    if task == "denoise":
+        return level * 50 / 255
+    if task == "deblur":
+        return (1, 3, 5, 7)[int(round(level * 3))]
+    if task == "derain":
+        return level * 20.0
+    if task == "depepper":
+        return level * 0.1
+    if task == "demask":
+        return level * 0.2  # the paper's fixed rate 0.1 sits at level 0.5
+    return None
+
+
 def degrade(image: Image.Image | np.ndarray, task: str, seed: int = 0, strength=None) -> Image.Image:
     """The model's input for `task`: a degraded copy of the clean RGB image (unchanged for rotate, flip, repeat).
 

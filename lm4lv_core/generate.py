@@ -85,11 +85,14 @@ def generate(model, lq: torch.Tensor, tasks: list[str], *, max_new_tokens: int |
         text_rows = [i for i, r in enumerate(rows) if r.mode == "text" and not r.queue]  # rows that need the LM head
         if text_rows:
             greedy = model.logits(h[text_rows]).argmax(-1).tolist()
+        visual_rows = [i for i, r in enumerate(rows) if r.mode == "visual"]
+        if visual_rows:  # all rows in visual mode at once: v = adapter_out(h), next input = adapter_in(v)
+            v_all = model.llm_to_visual(h[visual_rows])  # (b, vision_dim)
+            next_embeds[visual_rows] = model.visual_to_llm(v_all)
         for i, r in enumerate(rows):
             if r.mode == "visual":
-                v = model.llm_to_visual(h[i])  # (vision_dim,)
+                v = v_all[visual_rows.index(i)]  # (vision_dim,)
                 r.visual.append(v)
-                next_embeds[i] = model.visual_to_llm(v)
                 yield VisualToken(i, len(r.visual) - 1, count, v)
                 if len(r.visual) == count:
                     r.mode, r.image_done, r.queue = "text", True, list(seq.end_ids)

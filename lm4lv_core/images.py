@@ -64,8 +64,8 @@ def load_image(source, name: str | None = None) -> LoadedImage:
 def _check_size(size: tuple[int, int], label: str) -> None:
     width, height = size
     if width * height > MAX_PIXELS:
-        raise InputError(f"{label}: {width}x{height} is {width * height:,} pixels, above the limit of "
-                         f"{MAX_PIXELS:,}.")
+        raise InputError(f"{label}: the image has too many pixels ({width}x{height} = {width * height:,}; "
+                         f"the limit is {MAX_PIXELS:,}).")
     if min(width, height) < MIN_SIDE:
         raise InputError(f"{label}: {width}x{height} is too small; both sides must be at least {MIN_SIDE} pixels.")
 

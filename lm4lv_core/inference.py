@@ -1,10 +1,34 @@
 """From user images to results: load, fit to the model's size, MAE-r, generate, decode."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
+from PIL import Image
 
 from .generate import Finished, generate
 from .images import fit_square, load_image
+
+
+@dataclass
+class Prepared:
+    """First event of a restoration: the model-size input, its MAE-r and visual tokens, and the input notes."""
+
+    row: int
+    input: Image.Image
+    mae_r: Image.Image
+    lq: torch.Tensor  # (N, vision_dim)
+    notes: list[str] = field(default_factory=list)
+
+
+@torch.inference_mode()
+def preview(model, generated: list[torch.Tensor] | torch.Tensor, fill: torch.Tensor) -> Image.Image:
+    """Decode the visual tokens generated so far, the rest taken from `fill` (N, vision_dim), e.g. the MAE-r tokens."""
+    k = len(generated)
+    tokens = fill.clone()
+    if k:
+        tokens[:k] = torch.stack(list(generated)) if isinstance(generated, list) else generated
+    return model.vision.postprocess(model.vision.decode(tokens[None].to(model.device)))[0]
 
 
 @torch.inference_mode()
@@ -23,7 +47,7 @@ def prepare_inputs(model, images: list, tasks: list[str]):
 
 @torch.inference_mode()
 def stream_restore(model, images: list, tasks: list[str], **generate_options):
-    """Yield generation events for a batch, then one `Result` per image (in input order)."""
+    """Yield a `Prepared` per image, the generation events of the batch, then one `Result` per image (in order)."""
     from .model import Result
 
     if len(images) != len(tasks):
@@ -32,6 +56,8 @@ def stream_restore(model, images: list, tasks: list[str], **generate_options):
     vision = model.vision
     lq = vision.encode(vision.preprocess(inputs))  # (B, N, vision_dim)
     mae_r = vision.postprocess(vision.decode(lq))
+    for i in range(len(inputs)):
+        yield Prepared(i, inputs[i], mae_r[i], lq[i], list(notes[i]))
     finished: dict[int, Finished] = {}
     for event in generate(model, lq, tasks, **generate_options):
         if isinstance(event, Finished):

@@ -1,0 +1,41 @@
+"""`python app.py [--host H] [--port P] [--checkpoint DIR] [--share]`: load the model once and serve the demo."""
+from __future__ import annotations
+
+import argparse
+import os
+import warnings
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="LM4LV web demo")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), help="address to bind")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)), help="port")
+    p.add_argument("--checkpoint", default=None, help="LM4LV checkpoint folder or hub id (default: embedded)")
+    p.add_argument("--llm", default=None, help="override the checkpoint's LLM (hub id, folder, .gguf)")
+    p.add_argument("--share", action="store_true", help="create a public gradio.live link")
+    p.add_argument("--concurrency", type=int, default=1, help="requests run at once (others wait in the queue)")
+    p.add_argument("--queue-size", type=int, default=64, help="requests that may wait in the queue")
+    return p.parse_args(argv)
+
+
+def create_app(checkpoint=None, llm=None, concurrency: int = 1, queue_size: int = 64):
+    """Load the model once and build the queued Blocks app (also used by the tests)."""
+    import torch
+
+    from lm4lv_core import LM4LV
+
+    from .service import DemoService
+    from .ui import build_demo
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        model = LM4LV.from_pretrained(checkpoint, llm=llm)
+    torch.set_grad_enabled(False)
+    demo = build_demo(DemoService(model))
+    return demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    demo = create_app(args.checkpoint, args.llm, args.concurrency, args.queue_size)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share)

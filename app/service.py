@@ -1,0 +1,199 @@
+"""What the demo does, without any UI: restore (or degrade then restore) one image, streaming progress updates.
+
+Everything here calls `lm4lv_core`'s public API; the Gradio layer (`app.ui`) only turns updates into components.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from lm4lv_core import TASKS, InputError, LM4LVError
+from lm4lv_core.degrade import degrade, strength_from_level, target
+from lm4lv_core.generate import TextPiece, VisualToken
+from lm4lv_core.images import fit_square, load_image
+from lm4lv_core.inference import Prepared, preview
+from lm4lv_core.metrics import psnr, ssim
+
+TASK_HELP = {
+    "denoise": "remove Gaussian noise",
+    "deblur": "remove Gaussian blur",
+    "derain": "remove rain streaks",
+    "depepper": "remove pepper (black-pixel) noise",
+    "demask": "fill in 4x4 masked blocks",
+    "rotate": "rotate by 90 degrees counter-clockwise",
+    "flip": "flip horizontally",
+}
+
+
+@dataclass
+class Outcome:
+    """The finished restoration of one request."""
+
+    task: str
+    degraded: Image.Image
+    mae_r: Image.Image
+    restored: Image.Image
+    reference: Image.Image | None
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # {"mae_r": {"psnr":..}, "lm4lv": {...}}
+    notes: list[str] = field(default_factory=list)
+    text: str = ""
+    seconds: float = 0.0
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Update:
+    """One streamed step: the assistant's message so far, a preview image, and the outcome when done."""
+
+    message: str
+    preview: Image.Image | None = None
+    outcome: Outcome | None = None
+
+
+def task_from_text(text: str | None, default: str) -> str:
+    """A task named in the user's message (exactly one), else the selected task."""
+    named = [t for t in TASKS if re.search(rf"\b{t}\b", (text or "").lower())]
+    return named[0] if len(named) == 1 else default
+
+
+def wants_degradation(text: str | None) -> bool:
+    return bool(re.search(r"\bdegrade\b", (text or "").lower()))
+
+
+def upscale(image: Image.Image, size: int = 256) -> Image.Image:
+    """Nearest-neighbour enlargement for display (keeps the model's pixels visible)."""
+    factor = max(1, size // image.width)
+    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+
+
+def side_by_side(images: list[Image.Image], labels: list[str], size: int = 256) -> Image.Image:
+    tiles = [upscale(im, size) for im in images]
+    w, h = tiles[0].size
+    canvas = Image.new("RGB", (len(tiles) * (w + 8) - 8, h + 22), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (tile, label) in enumerate(zip(tiles, labels)):
+        canvas.paste(tile, (i * (w + 8), 22))
+        draw.text((i * (w + 8) + 4, 4), label, fill="black")
+    return canvas
+
+
+def score(images: dict[str, Image.Image], reference: Image.Image | None) -> dict[str, dict[str, float]]:
+    if reference is None:
+        return {}
+    ref = np.asarray(reference)
+    return {name: {"psnr": psnr(np.asarray(im), ref), "ssim": ssim(np.asarray(im), ref)} for name, im in images.items()}
+
+
+def metrics_markdown(outcome: Outcome) -> str:
+    if not outcome.metrics:
+        return ("No reference image, so no PSNR/SSIM: the photo you gave is the degraded input. "
+                "Tick *Degrade it for me* and give a clean photo to get scores.")
+    rows = ["| output | PSNR (dB) | SSIM |", "|---|---|---|"]
+    for name, label in (("degraded", "degraded input"), ("mae_r", "MAE-r (baseline)"), ("lm4lv", "LM4LV")):
+        if name in outcome.metrics:
+            m = outcome.metrics[name]
+            rows.append(f"| {label} | {m['psnr']:.2f} | {m['ssim']:.4f} |")
+    gain = outcome.metrics["lm4lv"]["psnr"] - outcome.metrics["mae_r"]["psnr"]
+    rows.append(f"| gain of LM4LV over MAE-r | {gain:+.2f} | "
+                f"{outcome.metrics['lm4lv']['ssim'] - outcome.metrics['mae_r']['ssim']:+.4f} |")
+    return "\n".join(rows)
+
+
+class DemoService:
+    """Holds the model (loaded once) and runs requests; keeps no per-user state."""
+
+    def __init__(self, model, preview_every: int = 4, output_dir: str | None = None):
+        self.model = model
+        self.preview_every = preview_every
+        self.output_dir = output_dir or tempfile.mkdtemp(prefix="lm4lv-demo-")
+
+    @property
+    def trained(self) -> bool:
+        return self.model.trained
+
+    def prepare(self, source, task: str, synthesize: bool, level: float = 0.5, seed: int = 0):
+        """-> (model input, reference or None, notes). `synthesize`: `source` is clean; degrade it here."""
+        self.model.check_task(task)
+        loaded = load_image(source)
+        image, notes = fit_square(loaded.image, self.model.image_size)
+        notes = loaded.notes + notes
+        if not synthesize:
+            return image, None, notes
+        strength = strength_from_level(task, level)
+        degraded = degrade(image, task, seed=int(seed), strength=strength)
+        described = "" if strength is None else f" (strength {strength:.3g}, seed {int(seed)})"
+        notes.append(f"synthesised the {task} degradation{described}")
+        return degraded, target(image, task), notes
+
+    def run(self, source, task: str, synthesize: bool = False, level: float = 0.5, seed: int = 0,
+            reference=None):
+        """Yield `Update`s while the model generates; the last one carries the `Outcome`. Raises LM4LVError."""
+        began = time.time()
+        degraded, ref, notes = self.prepare(source, task, synthesize, level, seed)
+        if reference is not None and ref is None:
+            ref_image, _ = fit_square(load_image(reference).image, self.model.image_size)
+            ref = target(ref_image, task)
+        header = f"**{task}**: {TASK_HELP[task]}."
+        if notes:
+            header += "\n\n_" + "; ".join(notes) + "._"
+        if not self.model.trained:
+            header += "\n\n**Warning: untrained adapters; the output is not a restoration.**"
+        yield Update(header + "\n\nEncoding the image…")
+        text, generated, lq, mae_r, result = "", [], None, None, None
+        for event in self.model.stream(degraded, task):
+            if isinstance(event, Prepared):
+                lq, mae_r = event.lq, event.mae_r
+                yield Update(header + "\n\nThe LLM is reading the visual tokens…", preview=mae_r)
+            elif isinstance(event, TextPiece):
+                text += event.text
+            elif isinstance(event, VisualToken):
+                generated.append(event.token)
+                i = event.index + 1
+                if i % self.preview_every == 0 or i == event.total:
+                    yield Update(f"{header}\n\nLLM: `{text}`\n\nvisual token {i} / {event.total}",
+                                 preview=preview(self.model, generated, lq))
+            elif hasattr(event, "image") and hasattr(event, "mae_r"):  # the Result
+                result = event
+        outcome = Outcome(task=task, degraded=degraded, mae_r=result.mae_r, restored=result.image, reference=ref,
+                          notes=notes + list(result.notes), text=result.text, seconds=time.time() - began)
+        outcome.metrics = score({"degraded": degraded, "mae_r": outcome.mae_r, "lm4lv": outcome.restored}, ref) \
+            if task not in ("rotate", "flip") else score({"mae_r": outcome.mae_r, "lm4lv": outcome.restored}, ref)
+        outcome.files = self.save(outcome)
+        yield Update(f"{header}\n\nLLM: `{result.text}`\n\nDone in {outcome.seconds:.1f} s.", outcome.restored,
+                     outcome)
+
+    def save(self, outcome: Outcome) -> list[str]:
+        folder = tempfile.mkdtemp(dir=self.output_dir)
+        names = {"degraded": outcome.degraded, "mae_r": outcome.mae_r, "lm4lv": outcome.restored}
+        if outcome.reference is not None:
+            names["reference"] = outcome.reference
+        paths = []
+        for name, image in names.items():
+            path = os.path.join(folder, f"{outcome.task}_{name}.png")
+            image.save(path)
+            paths.append(path)
+        return paths
+
+    def restore(self, image, task: str, reference=None, synthesize: bool = False, level: float = 0.5,
+                seed: int = 0) -> Outcome:
+        """Run a request to the end (the API endpoint and scripts)."""
+        last = None
+        for update in self.run(image, task, synthesize=synthesize, level=level, seed=seed, reference=reference):
+            last = update
+        return last.outcome
+
+
+def friendly_error(exc: Exception) -> str:
+    if isinstance(exc, LM4LVError):
+        return f"Sorry, I could not use that: {exc}"
+    return f"Sorry, something went wrong on the server ({type(exc).__name__}). Please try another image."
+
+
+__all__ = ["DemoService", "Outcome", "Update", "InputError", "task_from_text", "wants_degradation",
+           "metrics_markdown", "side_by_side", "friendly_error"]

@@ -1,0 +1,70 @@
+"""Generation speed of the embedded LLM on this machine: ms per visual token with the KV cache vs the full
+re-forward loop (the paper's released code), for 65 and 197 visual tokens, batch 1 and 8, and time to first token.
+
+    python -m bench.generation_speed [--reforward-tokens 16] [--threads N]
+
+The vision module here is a random ViT-MAE of the right token count (speed does not depend on its weights). The
+full re-forward loop is timed over its first `--reforward-tokens` visual tokens (its cost per token grows with the
+sequence, so this favours it).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import torch
+
+from lm4lv_core import LM4LV
+from lm4lv_core.generate import TextPiece, VisualToken, generate
+from lm4lv_core.vision import VisionConfig, VisionModule
+
+GRIDS = {65: VisionConfig(image_size=64, patch_size=8), 197: VisionConfig(image_size=224, patch_size=16)}
+
+
+def time_generation(model, lq, tasks, use_cache: bool, max_visual: int):
+    """(seconds to the first event, ms per visual token over `max_visual` tokens)."""
+    began = time.perf_counter()
+    first, visual_started, count = None, None, 0
+    for event in generate(model, lq, tasks, force_image_after=0, use_cache=use_cache):
+        now = time.perf_counter()
+        if first is None and isinstance(event, (TextPiece, VisualToken)):
+            first = now - began
+        if isinstance(event, VisualToken) and event.row == 0:
+            if visual_started is None:
+                visual_started = now
+            else:
+                count += 1
+            if count >= max_visual:
+                break
+    return first, (time.perf_counter() - visual_started) / max(count, 1) * 1000
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--reforward-tokens", type=int, default=16, help="visual tokens timed in the re-forward loop")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{'tokens':>6} {'batch':>5} {'dtype':>9} {'TTFT s':>7} {'KV ms/tok':>10} {'re-forward ms/tok':>18} {'speed-up':>8}")
+    for count, config in GRIDS.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            vision = VisionModule.from_config(config, seed=0)
+            model = LM4LV.build(vision=vision, device="cpu", dtype=dtype)
+        for batch in (1, 8):
+            lq = torch.randn(batch, count, vision.dim) * 0.6
+            tasks = ["denoise"] * batch
+            time_generation(model, lq[:, :], tasks, True, 4)  # warm-up
+            ttft, kv = time_generation(model, lq, tasks, True, count - 1)
+            _, full = time_generation(model, lq, tasks, False, args.reforward_tokens)
+            print(f"{count:>6} {batch:>5} {str(model.llm_dtype).split('.')[-1]:>9} {ttft:>7.3f} {kv:>10.1f} "
+                  f"{full:>18.1f} {full / kv:>7.1f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
