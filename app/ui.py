@@ -45,7 +45,6 @@ def build_demo(service: DemoService) -> gr.Blocks:
                 synth = gr.Checkbox(value=False, label="Degrade it for me (my photo is clean)", elem_id="synth")
                 level = gr.Slider(0, 1, value=0.5, step=0.05, label="Degradation strength (1 = the paper's maximum)")
                 seed = gr.Number(value=0, precision=0, label="Seed")
-                gr.Examples(example_rows(), inputs=[box, task, synth, level, seed], label="Examples (click one)")
         with gr.Row(elem_id="results"):
             degraded_img = gr.Image(label="degraded input", type="pil", interactive=False, elem_id="degraded")
             mae_r_img = gr.Image(label="MAE-r (baseline)", type="pil", interactive=False, elem_id="mae_r")
@@ -56,6 +55,8 @@ def build_demo(service: DemoService) -> gr.Blocks:
             with gr.Column():
                 metrics = gr.Markdown(elem_id="metrics")
                 files = gr.File(label="Download (PNG)", file_count="multiple", elem_id="files")
+        gr.Examples(example_rows(), inputs=[box, task, synth, level, seed], label="Examples (click one)",
+                    examples_per_page=7)
 
         outputs = [chat, box, degraded_img, mae_r_img, restored_img, reference_img, slider, metrics, files]
 
@@ -119,9 +120,9 @@ def build_demo(service: DemoService) -> gr.Blocks:
             return o.files[2], o.files[1], info
 
         with gr.Row(visible=False):  # the stable API: gradio_client.Client(url).predict(..., api_name="/restore")
-            api_image = gr.Image(type="filepath", label="image")
+            api_image = gr.File(type="filepath", label="image")  # a File, so that bad files reach our checks
             api_task = gr.Textbox(value="denoise", label="task")
-            api_reference = gr.Image(type="filepath", label="reference (optional)")
+            api_reference = gr.File(type="filepath", label="reference (optional)")
             api_restored = gr.Image(type="filepath", label="LM4LV", format="png")
             api_mae_r = gr.Image(type="filepath", label="MAE-r", format="png")
             api_info = gr.JSON(label="info")

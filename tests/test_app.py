@@ -1,0 +1,130 @@
+"""The demo: handler logic, the /restore API through gradio_client, and a real headless browser."""
+import os
+import shutil
+import socket
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.service import DemoService, metrics_markdown, task_from_text, wants_degradation
+from lm4lv_core.errors import InputError
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "app", "examples", "coffee.png")
+ARTIFACTS = os.path.join(os.path.dirname(__file__), "..", "test-artifacts")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def service(tiny_model):
+    return DemoService(tiny_model, preview_every=8)
+
+
+def test_task_and_mode_from_text():
+    assert task_from_text("please DEBLUR this", "denoise") == "deblur"
+    assert task_from_text("deblur or derain?", "flip") == "flip"
+    assert task_from_text(None, "rotate") == "rotate"
+    assert wants_degradation("degrade it for me") and not wants_degradation("restore")
+
+
+def test_streams_progress_then_outcome(service):
+    updates = list(service.run(EXAMPLE, "denoise", synthesize=True, level=0.6, seed=3))
+    assert updates[0].outcome is None and updates[0].preview is None  # first update before any model work
+    assert any("visual token" in u.message for u in updates[1:-1])
+    assert all(u.preview.size == (service.model.image_size,) * 2 for u in updates[1:] if u.preview is not None)
+    outcome = updates[-1].outcome
+    assert outcome is not None and outcome.reference is not None
+    assert set(outcome.metrics) == {"degraded", "mae_r", "lm4lv"}
+    assert "gain of LM4LV over MAE-r" in metrics_markdown(outcome)
+    assert any("center-cropped" in n for n in outcome.notes) and any("synthesised" in n for n in outcome.notes)
+    assert all(os.path.isfile(p) for p in outcome.files) and len(outcome.files) == 4
+
+
+def test_own_degraded_photo_has_no_scores(service):
+    outcome = service.restore(EXAMPLE, "derain")
+    assert outcome.metrics == {} and outcome.reference is None
+    assert "No reference image" in metrics_markdown(outcome)
+
+
+def test_same_seed_same_degradation(service):
+    a, _, _ = service.prepare(EXAMPLE, "depepper", synthesize=True, level=1.0, seed=5)
+    b, _, _ = service.prepare(EXAMPLE, "depepper", synthesize=True, level=1.0, seed=5)
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_bad_inputs_raise_clear_errors(service, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_text("hello")
+    with pytest.raises(InputError, match="not an image"):
+        service.restore(str(bad), "denoise")
+    with pytest.raises(InputError, match="Unknown task"):
+        service.restore(EXAMPLE, "sharpen")
+
+
+@pytest.fixture(scope="module")
+def server(service):
+    from app.ui import build_demo
+
+    demo = build_demo(service).queue(default_concurrency_limit=1)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def test_restore_api_through_gradio_client(server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    restored, mae_r, info = client.predict(handle_file(EXAMPLE), "deblur", handle_file(EXAMPLE), api_name="/restore")
+    assert Image.open(restored).size == Image.open(mae_r).size
+    assert info["task"] == "deblur" and set(info["metrics"]) >= {"mae_r", "lm4lv"}
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    with pytest.raises(Exception, match="not an image"):
+        client.predict(handle_file(str(bad)), "denoise", None, api_name="/restore")
+    with pytest.raises(Exception, match="Unknown task"):
+        client.predict(handle_file(EXAMPLE), "sharpen", None, api_name="/restore")
+    restored, _, info = client.predict(handle_file(EXAMPLE), "flip", None, api_name="/restore")  # still serving
+    assert info["metrics"] == {} and os.path.isfile(restored)
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Debian chromium is not installed")
+def test_browser_end_to_end(default_model):
+    """Load the page in headless Chromium, click an example, submit, and wait for the three images and the table."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    from app.ui import build_demo
+
+    demo = build_demo(DemoService(default_model)).queue(default_concurrency_limit=1)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=_chromium(), args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1500})
+            page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
+            page.get_by_text("Examples (click one)").wait_for(timeout=30_000)
+            page.locator("tr.tr-body").first.click()  # the first example row
+            page.get_by_role("button", name="Remove file").first.wait_for(timeout=20_000)  # the example's photo
+            page.locator("#input").get_by_role("button", name="Submit").click()
+            page.locator("#metrics table").wait_for(timeout=180_000)
+            table = page.locator("#metrics").inner_text()
+            assert "MAE-r" in table and "LM4LV" in table and "PSNR" in table
+            for elem in ("degraded", "mae_r", "lm4lv"):
+                assert page.locator(f"#{elem} img").count() >= 1, elem
+            page.screenshot(path=os.path.join(ARTIFACTS, "demo.png"), full_page=True)
+            browser.close()
+    finally:
+        demo.close()
