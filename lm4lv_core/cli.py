@@ -25,7 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint", default=None, help="LM4LV checkpoint folder or hub id (default: embedded)")
     r.add_argument("--llm", default=None, help="override the checkpoint's LLM (hub id, folder or .gguf)")
     r.add_argument("--vision", default=None, help="override the checkpoint's vision module (hub id or folder)")
-    r.add_argument("--batch-size", type=int, default=8, help="images generated together")
+    r.add_argument("--mode", choices=["tile", "resize"], default="tile",
+                   help="tile: keep each image's size, restoring overlapping tiles of the model's size (default); "
+                        "resize: center-crop and resize to the model's size")
+    r.add_argument("--overlap", type=int, default=16, help="tile overlap in pixels (tile mode)")
+    r.add_argument("--batch-size", type=int, default=16, help="tiles (tile mode) or images (resize mode) generated "
+                                                               "together")
     r.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
     r.add_argument("--json", default=None, help="also write a JSON summary with timings to this file")
 
@@ -89,9 +94,10 @@ def cmd_restore(args) -> int:
             todo.append(path)
     bar = tqdm(total=len(todo), desc=f"restore ({args.task})", unit="image", file=sys.stderr,
                disable=len(todo) < 2)
-    for start in range(0, len(todo), args.batch_size):
+    per_call = args.batch_size if args.mode == "resize" else 1
+    for start in range(0, len(todo), per_call):
         chunk, images = [], []
-        for path in todo[start:start + args.batch_size]:
+        for path in todo[start:start + per_call]:
             try:
                 images.append(load_image(path).image)
                 chunk.append(path)
@@ -102,14 +108,24 @@ def cmd_restore(args) -> int:
         if not chunk:
             continue
         began = time.time()
-        results = model.restore_batch(images, args.task)
+        if args.mode == "resize":
+            results = model.restore_batch(images, args.task, mode="resize")
+        else:
+            with tqdm(desc=os.path.basename(chunk[0]), unit="tile", file=sys.stderr, leave=False) as tiles_bar:
+                def progress(done, total):
+                    tiles_bar.total = total
+                    tiles_bar.update(done - tiles_bar.n)
+
+                results = [model.restore(images[0], args.task, mode="tile", overlap=args.overlap,
+                                         batch_size=args.batch_size, progress=progress)]
         seconds = (time.time() - began) / len(chunk)
         for path, result in zip(chunk, results):
             restored, mae_r = output_paths(args.out, path, args.task)
             result.image.save(restored)
             result.mae_r.save(mae_r)
             record = {"input": path, "task": args.task, "output": restored, "mae_r": mae_r,
-                      "seconds": round(seconds, 3), "text": result.text, "notes": result.notes}
+                      "seconds": round(seconds, 3), "size": list(result.image.size), "tiles": int(result.tokens.shape[0])
+                      if result.tokens.dim() == 3 else 1, "text": result.text, "notes": result.notes}
             records.append(record)
             print(json.dumps(record), flush=True)
             bar.update(1)

@@ -76,3 +76,23 @@ def stream_restore(model, images: list, tasks: list[str], **generate_options):
             image = vision.postprocess(vision.decode(tokens[None].to(lq.device)))[0]
         yield Result(task=task, image=image, mae_r=mae_r[i], input=inputs[i], text=done.text, tokens=tokens.cpu(),
                      notes=row_notes)
+
+
+@torch.inference_mode()
+def restore_tiled_result(model, image, task: str, overlap: int = 16, batch_size: int = 16, progress=None,
+                         **generate_options):
+    """Restore an image of any size tile by tile (see `lm4lv_core.tiling`); the Result keeps the input's size."""
+    from .model import Result
+    from .tiling import restore_tiled
+
+    model.check_task(task)
+    loaded = load_image(image)
+    restored, mae_r, text, tokens = restore_tiled(model, loaded.image, task, overlap=overlap, batch_size=batch_size,
+                                                  progress=progress, **generate_options)
+    notes = list(loaded.notes)
+    tiles = tokens.shape[0]
+    if tiles > 1:
+        notes.append(f"restored as {tiles} overlapping {model.image_size}x{model.image_size} tiles")
+    if not model.trained:
+        notes.append("UNTRAINED adapters: the output is not a restoration")
+    return Result(task=task, image=restored, mae_r=mae_r, input=loaded.image, text=text, tokens=tokens, notes=notes)

@@ -161,16 +161,26 @@ class LM4LV(nn.Module):
 
         yield from stream_restore(self, [image], [task], **options)
 
-    def restore_batch(self, images: list, tasks: list[str] | str, **options) -> list[Result]:
-        from .inference import stream_restore
+    def restore_batch(self, images: list, tasks: list[str] | str, mode: str = "tile", **options) -> list[Result]:
+        """Restore several images. mode "resize": center-crop and resize each to the model's size and generate them
+        as one batch; mode "tile": keep each image's size (see `restore`)."""
+        from .inference import restore_tiled_result, stream_restore
 
         tasks = [tasks] * len(images) if isinstance(tasks, str) else list(tasks)
-        results = [e for e in stream_restore(self, images, tasks, **options) if isinstance(e, Result)]
-        return results
+        if mode == "tile":
+            return [restore_tiled_result(self, image, task, **options) for image, task in zip(images, tasks)]
+        if mode != "resize":
+            raise InputError(f"Unknown mode {mode!r}; use 'tile' or 'resize'.")
+        return [e for e in stream_restore(self, images, tasks, **options) if isinstance(e, Result)]
 
-    def restore(self, image, task: str, **options) -> Result:
-        """Restore one image (a path, PIL image or uint8 array) with a task-token set."""
-        return self.restore_batch([image], [task], **options)[0]
+    def restore(self, image, task: str, mode: str = "tile", **options) -> Result:
+        """Restore one image (a path, PIL image or uint8 array) with a task-token set.
+
+        mode "tile" (default): any size; overlapping tiles of the model's size are restored in batches and blended
+        (options: overlap=16, batch_size=16, progress=callable(done, total)); the output keeps the input's size.
+        mode "resize": center-crop and resize to the model's size (options: generation options).
+        """
+        return self.restore_batch([image], [task], mode=mode, **options)[0]
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     @classmethod

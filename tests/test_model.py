@@ -131,12 +131,14 @@ def test_forced_image_start(tiny_model):
 
 
 def test_restore_api(tiny_model, photo):
-    result = tiny_model.restore(photo, "denoise", force_image_after=0)
+    result = tiny_model.restore(photo, "denoise", mode="resize", force_image_after=0)
     assert result.image.size == (tiny_model.image_size,) * 2 and result.mae_r.size == result.image.size
     assert result.tokens.shape == (tiny_model.num_visual_tokens, tiny_model.vision.dim)
     assert any("UNTRAINED" in note for note in result.notes)
     with pytest.raises(InputError, match="Unknown task"):
         tiny_model.restore(photo, "sharpen")
+    with pytest.raises(InputError, match="Unknown mode"):
+        tiny_model.restore(photo, "denoise", mode="stretch")
     events = list(tiny_model.stream(photo, "flip", force_image_after=0))
     assert isinstance(events[-1], type(result)) and any(isinstance(e, VisualToken) for e in events)
 
@@ -166,3 +168,31 @@ def test_checkpoint_roundtrip_and_refusals(tiny_model, tiny_llm_dir, tiny_vision
         LM4LV.from_pretrained(tmp_path / "missing")
     with pytest.raises(CheckpointError, match="not an LM4LV checkpoint"):
         LM4LV.from_pretrained(tmp_path)
+
+
+def test_tile_grid_and_window():
+    from lm4lv_core.tiling import blend_window, tile_starts
+
+    assert tile_starts(32, 32, 8) == [0]
+    starts = tile_starts(100, 32, 8)
+    assert starts[0] == 0 and starts[-1] == 100 - 32
+    assert all(b - a <= 32 - 8 for a, b in zip(starts, starts[1:]))
+    w = blend_window(32, 8)
+    assert w.shape == (32, 32) and w.min() > 0 and w[16, 16] == 1
+
+
+@pytest.mark.parametrize("task", ["denoise", "rotate", "flip"])
+def test_tiled_restore_keeps_size_and_geometry(tiny_model, task, monkeypatch):
+    """Tiled outputs keep the input's size (transposed for rotate), also for images smaller than one tile."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (45, 70, 3), dtype=np.uint8))
+    result = tiny_model.restore(image, task, overlap=8, batch_size=4, force_image_after=0)
+    expected = (45, 70) if task == "rotate" else (70, 45)
+    assert result.image.size == expected and result.mae_r.size == expected
+    assert result.tokens.shape[0] > 1 and any("tiles" in n for n in result.notes)
+    tiny = Image.fromarray(rng.integers(0, 256, (12, 20, 3), dtype=np.uint8))  # smaller than one tile
+    small = tiny_model.restore(tiny, task, force_image_after=0)
+    assert small.image.size == ((12, 20) if task == "rotate" else (20, 12))
+

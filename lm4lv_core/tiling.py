@@ -1,0 +1,110 @@
+"""Any image size: split into overlapping tiles of the model's size, restore them as batches, blend the overlaps.
+
+Overlaps are blended with linear ramps (weights fall to near zero at each tile's inner edges), so there are no seams.
+Rotate and flip act on the whole image: each restored tile is placed where its content lands in the rotated / flipped
+output (a tile at (x, y) of a W-wide image goes to (y, W - x - s) for a 90-degree counter-clockwise rotation and to
+(W - x - s, y) for a horizontal flip).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .generate import Finished, generate
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets that cover [0, length) with tiles of `tile` px overlapping by at least `overlap` px."""
+    if length <= tile:
+        return [0]
+    stride = max(1, tile - overlap)
+    count = int(np.ceil((length - tile) / stride)) + 1
+    return [int(round(i * (length - tile) / (count - 1))) for i in range(count)]
+
+
+def blend_window(tile: int, overlap: int) -> np.ndarray:
+    """(tile, tile) weights: 1 in the centre, linear ramps over `overlap` px at every edge."""
+    ramp = np.ones(tile)
+    if overlap > 0:
+        edge = (np.arange(overlap) + 0.5) / overlap
+        ramp[:overlap], ramp[-overlap:] = edge, edge[::-1]
+    return np.outer(ramp, ramp)
+
+
+def place(task: str, x: int, y: int, size: int, width: int, height: int) -> tuple[int, int]:
+    """Top-left corner, in the output image, of the restored tile whose input sits at (x, y)."""
+    if task == "rotate":
+        return y, width - x - size
+    if task == "flip":
+        return width - x - size, y
+    return x, y
+
+
+def output_size(task: str, width: int, height: int) -> tuple[int, int]:
+    return (height, width) if task == "rotate" else (width, height)
+
+
+@torch.inference_mode()
+def restore_tiled(model, image: Image.Image, task: str, overlap: int = 16, batch_size: int = 16,
+                  progress: Callable[[int, int], None] | None = None, **generate_options):
+    """-> (restored image, MAE-r image, LLM text of the first tile, visual tokens (tiles, N, D)) at full size."""
+    size = model.image_size
+    width, height = image.size
+    pad_w, pad_h = max(0, size - width), max(0, size - height)
+    array = np.asarray(image.convert("RGB"))
+    if pad_w or pad_h:  # smaller than one tile: reflect-pad, restore, crop back
+        array = np.pad(array, ((0, pad_h), (0, pad_w), (0, 0)), mode="reflect" if min(array.shape[:2]) > 1 else "edge")
+    full_h, full_w = array.shape[:2]
+    boxes = [(x, y) for y in tile_starts(full_h, size, overlap) for x in tile_starts(full_w, size, overlap)]
+    out_w, out_h = output_size(task, full_w, full_h)
+    restored = np.zeros((out_h, out_w, 3))
+    mae_r = np.zeros((out_h, out_w, 3))
+    weights = np.zeros((out_h, out_w, 1))
+    window = blend_window(size, overlap)[..., None]  # symmetric, so rotation/flip leave it unchanged
+    vision, text, all_tokens = model.vision, "", []
+    for start in range(0, len(boxes), batch_size):
+        chunk = boxes[start:start + batch_size]
+        tiles = [Image.fromarray(array[y:y + size, x:x + size]) for x, y in chunk]
+        lq = vision.encode(vision.preprocess(tiles))  # (b, N, D)
+        finished = {e.row: e for e in generate(model, lq, [task] * len(chunk), **generate_options)
+                    if isinstance(e, Finished)}
+        tokens = torch.stack([finished[i].tokens if finished[i].tokens is not None
+                              and len(finished[i].tokens) == len(lq[i]) else lq[i] for i in range(len(chunk))])
+        if start == 0:
+            text = finished[0].text
+        all_tokens.append(tokens.cpu())
+        outs = vision.postprocess(vision.decode(tokens.to(lq.device)))
+        recs = vision.postprocess(vision.decode(lq))
+        for (x, y), out, rec in zip(chunk, outs, recs):
+            ox, oy = place(task, x, y, size, full_w, full_h)
+            rec = _transform(rec, task)  # MAE-r of a tile, moved like the task moves it
+            restored[oy:oy + size, ox:ox + size] += window * np.asarray(out, dtype=np.float64)
+            mae_r[oy:oy + size, ox:ox + size] += window * np.asarray(rec, dtype=np.float64)
+            weights[oy:oy + size, ox:ox + size] += window
+        if progress is not None:
+            progress(min(start + batch_size, len(boxes)), len(boxes))
+    restored, mae_r = (Image.fromarray(np.clip(a / weights, 0, 255).round().astype(np.uint8)) for a in (restored, mae_r))
+    if pad_w or pad_h:
+        crop = _crop_box(task, width, height, full_w, full_h)
+        restored, mae_r = restored.crop(crop), mae_r.crop(crop)
+    return restored, mae_r, text, torch.cat(all_tokens)
+
+
+def _transform(image: Image.Image, task: str) -> Image.Image:
+    if task == "rotate":
+        return image.transpose(Image.Transpose.ROTATE_90)
+    if task == "flip":
+        return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return image
+
+
+def _crop_box(task: str, width: int, height: int, full_w: int, full_h: int) -> tuple[int, int, int, int]:
+    """Where the unpadded image lies in the (transformed) padded output."""
+    if task == "rotate":  # padded columns x >= width land at rows y' < full_w - width
+        return 0, full_w - width, height, full_w
+    if task == "flip":
+        return full_w - width, 0, full_w, height
+    return 0, 0, width, height

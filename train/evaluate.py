@@ -1,0 +1,149 @@
+"""Evaluate a checkpoint the way the paper does (Table 2): degraded input, MAE-r and LM4LV against the reference.
+
+    python -m train.evaluate --images skimage --tasks all --json runs/eval.json \\
+        [--checkpoint DIR] [--limit N] [--seed S] [--size PX] [--strength random|fixed] \\
+        [--grid docs/results.png] [--markdown docs/RESULTS.md]
+
+`--images skimage` uses the scikit-image photos astronaut, chelsea, coffee, rocket and motorcycle_left (kept out of
+the training corpus); otherwise a folder (recursive). Each image is center-cropped to a square and resized to
+`--size` (default: the model's input size), degraded with a fixed seed per (image, task), and scored with PSNR/SSIM.
+For rotate and flip the reference is the rotated/flipped clean image and MAE-r is the reconstruction of that image.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import warnings
+
+import numpy as np
+from PIL import Image
+
+from lm4lv_core.degrade import degrade, target
+from lm4lv_core.heads import TASKS
+from lm4lv_core.images import fit_square, load_image
+from lm4lv_core.metrics import psnr, ssim
+from train.data import list_images
+from train.probe import baseline_input
+
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left")
+
+
+def load_eval_images(spec: str, limit: int | None) -> list[tuple[str, Image.Image]]:
+    if spec == "skimage":
+        from skimage import data
+
+        arrays = {name: (data.stereo_motorcycle()[0] if name == "motorcycle_left" else getattr(data, name)())
+                  for name in SKIMAGE_PHOTOS}
+        images = [(name, Image.fromarray(a).convert("RGB")) for name, a in arrays.items()]
+    else:
+        images = [(os.path.relpath(p, spec), load_image(p).image) for p in list_images(spec)]
+    return images[:limit] if limit else images
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", required=True, help="'skimage' or a folder of clean images")
+    p.add_argument("--tasks", default="all", help="comma-separated tasks or 'all'")
+    p.add_argument("--json", required=True, help="where to write the scores")
+    p.add_argument("--checkpoint", default=None, help="LM4LV checkpoint (default: the shipped embedded default)")
+    p.add_argument("--llm", default=None, help="override the checkpoint's LLM")
+    p.add_argument("--limit", type=int, default=None, help="use at most N images")
+    p.add_argument("--seed", type=int, default=0, help="base seed of the degradations")
+    p.add_argument("--size", type=int, default=None, help="evaluation size in pixels (default: the model's)")
+    p.add_argument("--strength", choices=["random", "fixed"], default="random",
+                   help="the paper's random strengths (seeded) or the fixed evaluation strengths")
+    p.add_argument("--batch-size", type=int, default=8, help="images generated together")
+    p.add_argument("--grid", default=None, help="PNG with one row per task: degraded / MAE-r / LM4LV / clean")
+    p.add_argument("--markdown", default=None, help="also write the table as Markdown to this file")
+    return p.parse_args(argv)
+
+
+def evaluate(model, images, tasks, seed=0, size=None, strength="random", batch_size=8):
+    """-> (scores {task: {"degraded"|"mae_r"|"lm4lv": {"psnr", "ssim"}}}, examples {task: [4 images of image 0]})."""
+    size = size or model.image_size
+    clean = [fit_square(im, size)[0] for _, im in images]
+    scores, examples = {}, {}
+    for t_index, task in enumerate(tasks):
+        inputs = [degrade(c, task, seed=seed * 1_000_003 + i * 101 + t_index,
+                          strength="fixed" if strength == "fixed" else None) for i, c in enumerate(clean)]
+        refs = [target(c, task) for c in clean]
+        outputs, baselines = [], []
+        for start in range(0, len(inputs), batch_size):
+            chunk = inputs[start:start + batch_size]
+            outputs += [r.image for r in model.restore_batch(chunk, task, mode="resize")]
+            baselines += model.vision.reconstruct([baseline_input(task, d, r) for d, r in
+                                                   zip(chunk, refs[start:start + batch_size])])
+        per = {"degraded": [], "mae_r": [], "lm4lv": []}
+        for d, b, o, r in zip(inputs, baselines, outputs, refs):
+            ref = np.asarray(r)
+            for name, image in (("degraded", d), ("mae_r", b), ("lm4lv", o)):
+                image = image if image.size == r.size else image.resize(r.size, Image.Resampling.BICUBIC)
+                per[name].append((psnr(np.asarray(image), ref), ssim(np.asarray(image), ref)))
+        scores[task] = {name: {"psnr": float(np.mean([min(p, 100.0) for p, _ in v])),
+                               "ssim": float(np.mean([s for _, s in v]))} for name, v in per.items()}
+        examples[task] = [inputs[0], baselines[0], outputs[0], refs[0]]
+    return scores, examples
+
+
+def table(scores: dict) -> str:
+    lines = ["| Task | Degraded PSNR / SSIM | MAE-r PSNR / SSIM | LM4LV PSNR / SSIM | Delta PSNR (LM4LV - MAE-r) |",
+             "|---|---|---|---|---|"]
+    for task, s in scores.items():
+        cells = [f"{s[k]['psnr']:.2f} / {s[k]['ssim']:.3f}" for k in ("degraded", "mae_r", "lm4lv")]
+        lines.append(f"| {task} | {' | '.join(cells)} | {s['lm4lv']['psnr'] - s['mae_r']['psnr']:+.2f} |")
+    return "\n".join(lines)
+
+
+def save_grid(examples: dict, path: str, scale: int = 3) -> None:
+    from PIL import ImageDraw
+
+    rows = list(examples.items())
+    w, h = (d * scale for d in rows[0][1][0].size)
+    pad, label_w, head = 6, 80, 20
+    canvas = Image.new("RGB", (label_w + 4 * (w + pad), head + len(rows) * (h + pad)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for c, name in enumerate(("degraded", "MAE-r", "LM4LV", "clean")):
+        draw.text((label_w + c * (w + pad) + 4, 4), name, fill="black")
+    for r, (task, images) in enumerate(rows):
+        y = head + r * (h + pad)
+        draw.text((4, y + h // 2 - 6), task, fill="black")
+        for c, image in enumerate(images):
+            canvas.paste(image.resize((w, h), Image.Resampling.NEAREST), (label_w + c * (w + pad), y))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    canvas.save(path)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from lm4lv_core import LM4LV
+
+    tasks = list(TASKS) if args.tasks == "all" else [t.strip() for t in args.tasks.split(",")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        model = LM4LV.from_pretrained(args.checkpoint, llm=args.llm)
+    images = load_eval_images(args.images, args.limit)
+    began = time.time()
+    scores, examples = evaluate(model, images, tasks, args.seed, args.size, args.strength, args.batch_size)
+    result = {"checkpoint": args.checkpoint or "embedded default", "trained": model.trained,
+              "images": len(images), "image_names": [n for n, _ in images], "size": args.size or model.image_size,
+              "seed": args.seed, "strength": args.strength, "seconds": round(time.time() - began, 1),
+              "tasks": scores}
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(result, f, indent=2)
+    print(table(scores))
+    restoration = [t for t in scores if t not in ("rotate", "flip")]
+    if restoration:
+        mean = np.mean([scores[t]["lm4lv"]["psnr"] - scores[t]["mae_r"]["psnr"] for t in restoration])
+        print(f"mean Delta PSNR over restoration tasks: {mean:+.2f} dB")
+    if args.grid:
+        save_grid(examples, args.grid)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(table(scores) + "\n")
+
+
+if __name__ == "__main__":
+    main()
