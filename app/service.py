@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lm4lv_core import TASKS, InputError, LM4LVError
+from lm4lv_core import TASKS, InputError, LM4LVError, Result
 from lm4lv_core.degrade import degrade, strength_from_level, target
 from lm4lv_core.generate import TextPiece, VisualToken
 from lm4lv_core.images import fit_square, load_image
 from lm4lv_core.inference import Prepared, preview
 from lm4lv_core.metrics import psnr, ssim
+from lm4lv_core.tiling import TileProgress, iter_restore_tiled, reconstruct_tiled
 
 TASK_HELP = {
     "denoise": "remove Gaussian noise",
@@ -66,6 +67,16 @@ def wants_degradation(text: str | None) -> bool:
     return bool(re.search(r"\bdegrade\b", (text or "").lower()))
 
 
+def cap_size(image: Image.Image, max_side: int) -> tuple[Image.Image, list[str]]:
+    """Downscale so that the longest side is at most `max_side` (aspect kept), with a note."""
+    if max(image.size) <= max_side:
+        return image, []
+    scaled = image.copy()
+    scaled.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return scaled, [f"downscaled from {image.width}x{image.height} to {scaled.width}x{scaled.height} for the demo "
+                    f"(the command line restores any size)"]
+
+
 def upscale(image: Image.Image, size: int = 256) -> Image.Image:
     """Nearest-neighbour enlargement for display (keeps the model's pixels visible)."""
     factor = max(1, size // image.width)
@@ -108,20 +119,30 @@ def metrics_markdown(outcome: Outcome) -> str:
 class DemoService:
     """Holds the model (loaded once) and runs requests; keeps no per-user state."""
 
-    def __init__(self, model, preview_every: int = 4, output_dir: str | None = None):
+    def __init__(self, model, preview_every: int = 4, output_dir: str | None = None, max_side: int = 256,
+                 tile_batch: int = 16):
         self.model = model
         self.preview_every = preview_every
+        self.max_side = max_side  # full-size requests are downscaled to this longest side (the CLI has no cap)
+        self.tile_batch = tile_batch
         self.output_dir = output_dir or tempfile.mkdtemp(prefix="lm4lv-demo-")
 
     @property
     def trained(self) -> bool:
         return self.model.trained
 
-    def prepare(self, source, task: str, synthesize: bool, level: float = 0.5, seed: int = 0):
-        """-> (model input, reference or None, notes). `synthesize`: `source` is clean; degrade it here."""
+    def prepare(self, source, task: str, synthesize: bool, level: float = 0.5, seed: int = 0,
+                full_size: bool = False):
+        """-> (model input, reference or None, notes). `synthesize`: `source` is clean; degrade it here.
+
+        full_size: keep the aspect ratio (longest side capped at `max_side`) for tiled restoration; otherwise
+        center-crop and resize to the model's size."""
         self.model.check_task(task)
         loaded = load_image(source)
-        image, notes = fit_square(loaded.image, self.model.image_size)
+        if full_size:
+            image, notes = cap_size(loaded.image, self.max_side)
+        else:
+            image, notes = fit_square(loaded.image, self.model.image_size)
         notes = loaded.notes + notes
         if not synthesize:
             return image, None, notes
@@ -132,24 +153,50 @@ class DemoService:
         return degraded, target(image, task), notes
 
     def run(self, source, task: str, synthesize: bool = False, level: float = 0.5, seed: int = 0,
-            reference=None):
-        """Yield `Update`s while the model generates; the last one carries the `Outcome`. Raises LM4LVError."""
+            reference=None, full_size: bool = False):
+        """Yield `Update`s while the model generates; the last one carries the `Outcome`. Raises LM4LVError.
+
+        full_size=False: one image at the model's size, streamed visual token by visual token;
+        full_size=True: the whole photo in overlapping tiles, streamed tile batch by tile batch."""
         began = time.time()
-        degraded, ref, notes = self.prepare(source, task, synthesize, level, seed)
+        degraded, ref, notes = self.prepare(source, task, synthesize, level, seed, full_size)
         if reference is not None and ref is None:
-            ref_image, _ = fit_square(load_image(reference).image, self.model.image_size)
+            loaded = load_image(reference).image
+            ref_image = cap_size(loaded, self.max_side)[0] if full_size else fit_square(loaded, self.model.image_size)[0]
             ref = target(ref_image, task)
+            if ref.size != degraded.size and task not in ("rotate",):
+                raise InputError("The reference image does not have the input image's size and shape.")
         header = f"**{task}**: {TASK_HELP[task]}."
         if notes:
             header += "\n\n_" + "; ".join(notes) + "._"
         if not self.model.trained:
             header += "\n\n**Warning: untrained adapters; the output is not a restoration.**"
         yield Update(header + "\n\nEncoding the image…")
-        text, generated, lq, mae_r, result = "", [], None, None, None
+        steps = self._tiles(degraded, task, header) if full_size else self._tokens(degraded, task, header)
+        for update in steps:
+            if isinstance(update, Update):
+                yield update
+            else:
+                restored, mae_r, text = update
+        baseline = mae_r
+        if task in ("rotate", "flip") and ref is not None:  # the baseline is the MAE-r of the rotated/flipped image
+            baseline = reconstruct_tiled(self.model, ref) if full_size else self.model.vision.reconstruct(ref)
+        outcome = Outcome(task=task, degraded=degraded, mae_r=baseline, restored=restored, reference=ref,
+                          notes=notes, text=text, seconds=time.time() - began)
+        scored = {"mae_r": baseline, "lm4lv": restored}
+        if task not in ("rotate", "flip"):
+            scored = {"degraded": degraded, **scored}
+        outcome.metrics = score(scored, ref)
+        outcome.files = self.save(outcome)
+        yield Update(f"{header}\n\nLLM: `{text}`\n\nDone in {outcome.seconds:.1f} s.", restored, outcome)
+
+    def _tokens(self, degraded, task, header):
+        """Updates while one model-size image is generated, then (restored, MAE-r, text)."""
+        text, generated, lq = "", [], None
         for event in self.model.stream(degraded, task):
             if isinstance(event, Prepared):
-                lq, mae_r = event.lq, event.mae_r
-                yield Update(header + "\n\nThe LLM is reading the visual tokens…", preview=mae_r)
+                lq = event.lq
+                yield Update(header + "\n\nThe LLM is reading the visual tokens…", preview=event.mae_r)
             elif isinstance(event, TextPiece):
                 text += event.text
             elif isinstance(event, VisualToken):
@@ -158,15 +205,16 @@ class DemoService:
                 if i % self.preview_every == 0 or i == event.total:
                     yield Update(f"{header}\n\nLLM: `{text}`\n\nvisual token {i} / {event.total}",
                                  preview=preview(self.model, generated, lq))
-            elif hasattr(event, "image") and hasattr(event, "mae_r"):  # the Result
-                result = event
-        outcome = Outcome(task=task, degraded=degraded, mae_r=result.mae_r, restored=result.image, reference=ref,
-                          notes=notes + list(result.notes), text=result.text, seconds=time.time() - began)
-        outcome.metrics = score({"degraded": degraded, "mae_r": outcome.mae_r, "lm4lv": outcome.restored}, ref) \
-            if task not in ("rotate", "flip") else score({"mae_r": outcome.mae_r, "lm4lv": outcome.restored}, ref)
-        outcome.files = self.save(outcome)
-        yield Update(f"{header}\n\nLLM: `{result.text}`\n\nDone in {outcome.seconds:.1f} s.", outcome.restored,
-                     outcome)
+            elif isinstance(event, Result):
+                yield event.image, event.mae_r, event.text
+
+    def _tiles(self, degraded, task, header):
+        """Updates while a photo is restored in tiles, then (restored, MAE-r, text)."""
+        for event in iter_restore_tiled(self.model, degraded, task, batch_size=self.tile_batch):
+            if isinstance(event, TileProgress):
+                yield Update(f"{header}\n\ntiles {event.done} / {event.total}", preview=event.preview)
+            else:
+                yield event.restored, event.mae_r, event.text
 
     def save(self, outcome: Outcome) -> list[str]:
         folder = tempfile.mkdtemp(dir=self.output_dir)
@@ -181,12 +229,40 @@ class DemoService:
         return paths
 
     def restore(self, image, task: str, reference=None, synthesize: bool = False, level: float = 0.5,
-                seed: int = 0) -> Outcome:
+                seed: int = 0, full_size: bool = False) -> Outcome:
         """Run a request to the end (the API endpoint and scripts)."""
         last = None
-        for update in self.run(image, task, synthesize=synthesize, level=level, seed=seed, reference=reference):
+        for update in self.run(image, task, synthesize=synthesize, level=level, seed=seed, reference=reference,
+                               full_size=full_size):
             last = update
         return last.outcome
+
+
+    def restore_many(self, paths: list[str], task: str, full_size: bool = True, progress=None):
+        """Restore several files; -> (zip of the PNGs, [(image, caption)], [(name, error)]). Bad files are skipped."""
+        import zipfile
+
+        folder = tempfile.mkdtemp(dir=self.output_dir)
+        archive = os.path.join(folder, f"lm4lv_{task}.zip")
+        gallery, errors = [], []
+        with zipfile.ZipFile(archive, "w") as zf:
+            for index, path in enumerate(paths):
+                name = os.path.splitext(os.path.basename(path))[0]
+                if progress is not None:
+                    progress(index, len(paths), name)
+                try:
+                    outcome = self.restore(path, task, full_size=full_size)
+                except LM4LVError as exc:
+                    errors.append((os.path.basename(path), str(exc)))
+                    continue
+                for label, image in (("lm4lv", outcome.restored), ("mae_r", outcome.mae_r)):
+                    out = os.path.join(folder, f"{name}_{task}{'' if label == 'lm4lv' else '_mae_r'}.png")
+                    image.save(out)
+                    zf.write(out, os.path.basename(out))
+                gallery.append((outcome.restored, f"{name}: {outcome.seconds:.1f} s"))
+        if progress is not None:
+            progress(len(paths), len(paths), "done")
+        return archive, gallery, errors
 
 
 def friendly_error(exc: Exception) -> str:

@@ -25,7 +25,7 @@ def example_rows() -> list[list]:
     rows = []
     for i, task in enumerate(TASKS):
         photo = os.path.join(EXAMPLES_DIR, f"{EXAMPLE_PHOTOS[i % len(EXAMPLE_PHOTOS)]}.png")
-        rows.append([{"text": f"degrade it and {task}", "files": [photo]}, task, True, 0.5, i])
+        rows.append([{"text": f"degrade it and {task}", "files": [photo]}, task, True, False, 0.5, i])
     return rows
 
 
@@ -35,101 +35,149 @@ def build_demo(service: DemoService) -> gr.Blocks:
         if not service.trained:
             gr.Markdown("⚠️ **No trained checkpoint was found: the adapters are untrained and outputs are not "
                         "restorations.**")
-        with gr.Row():
-            with gr.Column(scale=3):
-                chat = gr.Chatbot(label="LM4LV", height=520, elem_id="chat")
-                box = gr.MultimodalTextbox(file_types=["image"], file_count="single", elem_id="input",
-                                           placeholder="Drop an image; optionally name a task, e.g. 'denoise'")
-            with gr.Column(scale=2):
-                task = gr.Radio(list(TASKS), value="denoise", label="Task-token set", elem_id="task")
-                synth = gr.Checkbox(value=False, label="Degrade it for me (my photo is clean)", elem_id="synth")
-                level = gr.Slider(0, 1, value=0.5, step=0.05, label="Degradation strength (1 = the paper's maximum)")
-                seed = gr.Number(value=0, precision=0, label="Seed")
-        with gr.Row(elem_id="results"):
-            degraded_img = gr.Image(label="degraded input", type="pil", interactive=False, elem_id="degraded")
-            mae_r_img = gr.Image(label="MAE-r (baseline)", type="pil", interactive=False, elem_id="mae_r")
-            restored_img = gr.Image(label="LM4LV", type="pil", interactive=False, elem_id="lm4lv")
-            reference_img = gr.Image(label="clean reference", type="pil", interactive=False, elem_id="reference")
-        with gr.Row():
-            slider = gr.ImageSlider(label="before / after (drag)", type="pil", elem_id="slider")
-            with gr.Column():
-                metrics = gr.Markdown(elem_id="metrics")
-                files = gr.File(label="Download (PNG)", file_count="multiple", elem_id="files")
-        gr.Examples(example_rows(), inputs=[box, task, synth, level, seed], label="Examples (click one)",
-                    examples_per_page=7)
-
-        outputs = [chat, box, degraded_img, mae_r_img, restored_img, reference_img, slider, metrics, files]
-
-        @gpu
-        def respond(message, history, task_name, synthesize, strength, seed_value):
-            message = message or {}
-            history = list(history or [])
-            files_in, text = message.get("files") or [], message.get("text") or ""
-            chosen = task_from_text(text, task_name)
-            synthesize = bool(synthesize) or wants_degradation(text)
-            user_content = [{"path": files_in[0]}] if files_in else []
-            if text:
-                user_content.append(text)
-            history.append({"role": "user", "content": user_content or "(empty message)"})
-            keep = [gr.skip()] * (len(outputs) - 2)
-            if not files_in:
-                history.append({"role": "assistant", "content": "Please attach an image (drop it on the input box)."})
-                yield [history, None, *keep]
-                return
-            history.append({"role": "assistant", "content": "Working…"})
-            yield [history, None, *keep]
-            try:
-                for update in service.run(files_in[0], chosen, synthesize=synthesize, level=strength,
-                                          seed=int(seed_value or 0)):
-                    content = [update.message]
-                    if update.preview is not None:
-                        content.append(gr.Image(value=_display(update.preview), show_label=False))
-                    history[-1] = {"role": "assistant", "content": content}
-                    if update.outcome is None:
-                        yield [history, None, *keep]
-                        continue
-                    o = update.outcome
-                    images = [o.degraded, o.mae_r, o.restored] + ([o.reference] if o.reference is not None else [])
-                    labels = ["degraded", "MAE-r", "LM4LV"] + (["clean"] if o.reference is not None else [])
-                    history[-1] = {"role": "assistant", "content": [
-                        update.message, gr.Image(value=side_by_side(images, labels), show_label=False),
-                        metrics_markdown(o)]}
-                    yield [history, None, _display(o.degraded), _display(o.mae_r), _display(o.restored),
-                           _display(o.reference) if o.reference is not None else None,
-                           (_display(o.degraded), _display(o.restored)), metrics_markdown(o), o.files]
-            except Exception as exc:  # report in the chat; the server keeps serving
-                history[-1] = {"role": "assistant", "content": friendly_error(exc)}
-                yield [history, None, *keep]
-
-        box.submit(respond, [box, chat, task, synth, level, seed], outputs, api_visibility="private")
-
-        @gpu
-        def restore_api(image, task="denoise", reference=None):
-            """Restore `image` (a file) with a task-token set; with `reference` (the clean image), also score it.
-
-            Returns (LM4LV image, MAE-r image, {"task", "text", "notes", "metrics", "seconds"}).
-            """
-            if task not in TASKS:
-                raise gr.Error(f"Unknown task {task!r}; choose one of: {', '.join(TASKS)}.")
-            try:
-                o = service.restore(_file_path(image), task, reference=_file_path(reference))
-            except Exception as exc:
-                raise gr.Error(friendly_error(exc)) from None
-            info = {"task": o.task, "text": o.text, "notes": o.notes, "metrics": o.metrics,
-                    "seconds": round(o.seconds, 3)}
-            return o.files[2], o.files[1], info
-
-        with gr.Row(visible=False):  # the stable API: gradio_client.Client(url).predict(..., api_name="/restore")
-            api_image = gr.File(type="filepath", label="image")  # a File, so that bad files reach our checks
-            api_task = gr.Textbox(value="denoise", label="task")
-            api_reference = gr.File(type="filepath", label="reference (optional)")
-            api_restored = gr.Image(type="filepath", label="LM4LV", format="png")
-            api_mae_r = gr.Image(type="filepath", label="MAE-r", format="png")
-            api_info = gr.JSON(label="info")
-            api_button = gr.Button("restore")
-        api_button.click(restore_api, [api_image, api_task, api_reference], [api_restored, api_mae_r, api_info],
-                         api_name="restore")
+        with gr.Tab("Chat"):
+            chat_tab(service)
+        with gr.Tab("Batch"):
+            batch_tab(service)
+        api_endpoint(service)
     return demo
+
+
+def chat_tab(service: DemoService) -> None:
+    """The conversation: one image per message, streamed restoration, results panel, examples."""
+    with gr.Row():
+        with gr.Column(scale=3):
+            chat = gr.Chatbot(label="LM4LV", height=520, elem_id="chat")
+            box = gr.MultimodalTextbox(file_types=["image"], file_count="single", elem_id="input",
+                                       placeholder="Drop an image; optionally name a task, e.g. 'denoise'")
+        with gr.Column(scale=2):
+            task = gr.Radio(list(TASKS), value="denoise", label="Task-token set", elem_id="task")
+            synth = gr.Checkbox(value=False, label="Degrade it for me (my photo is clean)", elem_id="synth")
+            full = gr.Checkbox(value=False, elem_id="full",
+                               label=f"Keep the photo's size (restore in overlapping tiles, up to "
+                                     f"{service.max_side} px) instead of one {service.model.image_size} px image")
+            level = gr.Slider(0, 1, value=0.5, step=0.05, label="Degradation strength (1 = the paper's maximum)")
+            seed = gr.Number(value=0, precision=0, label="Seed")
+    with gr.Row(elem_id="results"):
+        degraded_img = gr.Image(label="degraded input", type="pil", interactive=False, elem_id="degraded")
+        mae_r_img = gr.Image(label="MAE-r (baseline)", type="pil", interactive=False, elem_id="mae_r")
+        restored_img = gr.Image(label="LM4LV", type="pil", interactive=False, elem_id="lm4lv")
+        reference_img = gr.Image(label="clean reference", type="pil", interactive=False, elem_id="reference")
+    with gr.Row():
+        slider = gr.ImageSlider(label="before / after (drag)", type="pil", elem_id="slider")
+        with gr.Column():
+            metrics = gr.Markdown(elem_id="metrics")
+            files = gr.File(label="Download (PNG)", file_count="multiple", elem_id="files")
+    gr.Examples(example_rows(), inputs=[box, task, synth, full, level, seed], label="Examples (click one)",
+                examples_per_page=7)
+
+    outputs = [chat, box, degraded_img, mae_r_img, restored_img, reference_img, slider, metrics, files]
+
+    @gpu
+    def respond(message, history, task_name, synthesize, full_size, strength, seed_value):
+        message = message or {}
+        history = list(history or [])
+        files_in, text = message.get("files") or [], message.get("text") or ""
+        chosen = task_from_text(text, task_name)
+        synthesize = bool(synthesize) or wants_degradation(text)
+        user_content = [{"path": files_in[0]}] if files_in else []
+        if text:
+            user_content.append(text)
+        history.append({"role": "user", "content": user_content or "(empty message)"})
+        keep = [gr.skip()] * (len(outputs) - 2)
+        if not files_in:
+            history.append({"role": "assistant", "content": "Please attach an image (drop it on the input box)."})
+            yield [history, None, *keep]
+            return
+        history.append({"role": "assistant", "content": "Working…"})
+        yield [history, None, *keep]
+        try:
+            for update in service.run(files_in[0], chosen, synthesize=synthesize, level=strength,
+                                      seed=int(seed_value or 0), full_size=bool(full_size)):
+                content = [update.message]
+                if update.preview is not None:
+                    content.append(gr.Image(value=_display(update.preview), show_label=False))
+                history[-1] = {"role": "assistant", "content": content}
+                if update.outcome is None:
+                    yield [history, None, *keep]
+                    continue
+                o = update.outcome
+                images = [o.degraded, o.mae_r, o.restored] + ([o.reference] if o.reference is not None else [])
+                labels = ["degraded", "MAE-r", "LM4LV"] + (["clean"] if o.reference is not None else [])
+                history[-1] = {"role": "assistant", "content": [
+                    update.message, gr.Image(value=side_by_side(images, labels), show_label=False),
+                    metrics_markdown(o)]}
+                yield [history, None, _display(o.degraded), _display(o.mae_r), _display(o.restored),
+                       _display(o.reference) if o.reference is not None else None,
+                       (_display(o.degraded), _display(o.restored)), metrics_markdown(o), o.files]
+        except Exception as exc:  # report in the chat; the server keeps serving
+            history[-1] = {"role": "assistant", "content": friendly_error(exc)}
+            yield [history, None, *keep]
+
+    box.submit(respond, [box, chat, task, synth, full, level, seed], outputs, api_visibility="private")
+
+
+
+def batch_tab(service: DemoService) -> None:
+    """Several files at once, downloadable as a zip."""
+    gr.Markdown("Restore several images with one task; bad files are skipped and listed. Results come as a zip.")
+    with gr.Row():
+        with gr.Column():
+            uploads = gr.File(file_count="multiple", file_types=["image"], label="Images", elem_id="batch_files")
+            task = gr.Radio(list(TASKS), value="denoise", label="Task-token set")
+            full = gr.Checkbox(value=True, label=f"Keep each photo's size (tiles, up to {service.max_side} px)")
+            run = gr.Button("Restore all", variant="primary")
+        with gr.Column():
+            archive = gr.File(label="Download all (zip)", elem_id="batch_zip")
+            gallery = gr.Gallery(label="Restored", columns=4, elem_id="batch_gallery")
+            report = gr.Markdown()
+
+    @gpu
+    def restore_all(files, task_name, full_size, progress=gr.Progress()):
+        paths = [_file_path(f) for f in (files or [])]
+        if not paths:
+            return None, [], "Please add some images first."
+
+        def tell(done, total, name):
+            progress((done, total), desc=f"image {done} / {total}: {name}")
+
+        zip_path, images, errors = service.restore_many(paths, task_name, full_size=bool(full_size), progress=tell)
+        lines = [f"Restored {len(images)} of {len(paths)} images with **{task_name}**."]
+        lines += [f"- skipped {name}: {error}" for name, error in errors]
+        return zip_path, images, "\n".join(lines)
+
+    run.click(restore_all, [uploads, task, full], [archive, gallery, report], api_visibility="private")
+
+
+def api_endpoint(service: DemoService) -> None:
+    """The stable API: gradio_client.Client(url).predict(image, task, reference, full_size, api_name="/restore")."""
+    @gpu
+    def restore_api(image, task="denoise", reference=None, full_size=False):
+        """Restore `image` (a file) with a task-token set; with `reference` (the clean image), also score it.
+
+        Returns (LM4LV image, MAE-r image, {"task", "text", "notes", "metrics", "seconds"}).
+        """
+        if task not in TASKS:
+            raise gr.Error(f"Unknown task {task!r}; choose one of: {', '.join(TASKS)}.")
+        try:
+            o = service.restore(_file_path(image), task, reference=_file_path(reference), full_size=bool(full_size))
+        except Exception as exc:
+            raise gr.Error(friendly_error(exc)) from None
+        info = {"task": o.task, "text": o.text, "notes": o.notes, "metrics": o.metrics,
+                "seconds": round(o.seconds, 3)}
+        return o.files[2], o.files[1], info
+
+    with gr.Row(visible=False):  # the stable API: gradio_client.Client(url).predict(..., api_name="/restore")
+        api_image = gr.File(type="filepath", label="image")  # a File, so that bad files reach our checks
+        api_task = gr.Textbox(value="denoise", label="task")
+        api_reference = gr.File(type="filepath", label="reference (optional)")
+        api_restored = gr.Image(type="filepath", label="LM4LV", format="png")
+        api_mae_r = gr.Image(type="filepath", label="MAE-r", format="png")
+        api_full = gr.Checkbox(value=False, label="full size (tiles)")
+        api_info = gr.JSON(label="info")
+        api_button = gr.Button("restore")
+    api_button.click(restore_api, [api_image, api_task, api_reference, api_full], [api_restored, api_mae_r, api_info],
+                     api_name="restore")
 
 
 def _file_path(value):

@@ -7,6 +7,7 @@ output (a tile at (x, y) of a W-wide image goes to (y, W - x - s) for a 90-degre
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -47,10 +48,45 @@ def output_size(task: str, width: int, height: int) -> tuple[int, int]:
     return (height, width) if task == "rotate" else (width, height)
 
 
-@torch.inference_mode()
+@dataclass
+class TileProgress:
+    done: int  # tiles restored so far
+    total: int
+    preview: Image.Image  # the output so far (not yet restored areas: the MAE-r of the input)
+
+
+@dataclass
+class TiledResult:
+    restored: Image.Image
+    mae_r: Image.Image
+    text: str  # the LLM's text for the first tile
+    tokens: torch.Tensor  # (tiles, N, vision_dim)
+
+
 def restore_tiled(model, image: Image.Image, task: str, overlap: int = 16, batch_size: int = 16,
                   progress: Callable[[int, int], None] | None = None, **generate_options):
     """-> (restored image, MAE-r image, LLM text of the first tile, visual tokens (tiles, N, D)) at full size."""
+    for event in iter_restore_tiled(model, image, task, overlap, batch_size, previews=False, **generate_options):
+        if isinstance(event, TileProgress) and progress is not None:
+            progress(event.done, event.total)
+        if isinstance(event, TiledResult):
+            return event.restored, event.mae_r, event.text, event.tokens
+    raise RuntimeError("tiled restoration ended without a result")
+
+
+def reconstruct_tiled(model, image: Image.Image, overlap: int = 16, batch_size: int = 16) -> Image.Image:
+    """The MAE-r baseline of an image of any size, through the same tiles and blending as `restore_tiled`."""
+    *_, result = iter_restore_tiled(model, image, "denoise", overlap, batch_size, previews=False, mae_r_only=True)
+    return result.mae_r
+
+
+@torch.inference_mode()
+def iter_restore_tiled(model, image: Image.Image, task: str, overlap: int = 16, batch_size: int = 16,
+                       previews: bool = True, mae_r_only: bool = False, **generate_options):
+    """Yield a `TileProgress` after each batch of tiles, then the `TiledResult`.
+
+    The MAE-r of every tile is computed first, so previews show restored tiles over the MAE-r of the rest;
+    `mae_r_only` stops there (the MAE-r baseline at full size)."""
     size = model.image_size
     width, height = image.size
     pad_w, pad_h = max(0, size - width), max(0, size - height)
@@ -65,10 +101,25 @@ def restore_tiled(model, image: Image.Image, task: str, overlap: int = 16, batch
     weights = np.zeros((out_h, out_w, 1))
     window = blend_window(size, overlap)[..., None]  # symmetric, so rotation/flip leave it unchanged
     vision, text, all_tokens = model.vision, "", []
-    for start in range(0, len(boxes), batch_size):
+    lq_all = []
+    for start in range(0, len(boxes), batch_size):  # MAE-r of all tiles first (cheap): the backdrop of previews
         chunk = boxes[start:start + batch_size]
         tiles = [Image.fromarray(array[y:y + size, x:x + size]) for x, y in chunk]
         lq = vision.encode(vision.preprocess(tiles))  # (b, N, D)
+        lq_all.append(lq)
+        for (x, y), rec in zip(chunk, vision.postprocess(vision.decode(lq))):
+            ox, oy = place(task, x, y, size, full_w, full_h)
+            mae_r[oy:oy + size, ox:ox + size] += window * np.asarray(_transform(rec, task), dtype=np.float64)
+            weights[oy:oy + size, ox:ox + size] += window
+    mae_r_image = Image.fromarray(np.clip(mae_r / weights, 0, 255).round().astype(np.uint8))
+    if mae_r_only:
+        mae_r_image = _crop(mae_r_image, task, width, height, full_w, full_h)
+        yield TiledResult(mae_r_image, mae_r_image, "", torch.cat(lq_all).cpu())
+        return
+    done_weights = np.zeros_like(weights)
+    for batch_index, start in enumerate(range(0, len(boxes), batch_size)):
+        chunk = boxes[start:start + batch_size]
+        lq = lq_all[batch_index]
         finished = {e.row: e for e in generate(model, lq, [task] * len(chunk), **generate_options)
                     if isinstance(e, Finished)}
         tokens = torch.stack([finished[i].tokens if finished[i].tokens is not None
@@ -77,20 +128,27 @@ def restore_tiled(model, image: Image.Image, task: str, overlap: int = 16, batch
             text = finished[0].text
         all_tokens.append(tokens.cpu())
         outs = vision.postprocess(vision.decode(tokens.to(lq.device)))
-        recs = vision.postprocess(vision.decode(lq))
-        for (x, y), out, rec in zip(chunk, outs, recs):
+        for (x, y), out in zip(chunk, outs):
             ox, oy = place(task, x, y, size, full_w, full_h)
-            rec = _transform(rec, task)  # MAE-r of a tile, moved like the task moves it
             restored[oy:oy + size, ox:ox + size] += window * np.asarray(out, dtype=np.float64)
-            mae_r[oy:oy + size, ox:ox + size] += window * np.asarray(rec, dtype=np.float64)
-            weights[oy:oy + size, ox:ox + size] += window
-        if progress is not None:
-            progress(min(start + batch_size, len(boxes)), len(boxes))
-    restored, mae_r = (Image.fromarray(np.clip(a / weights, 0, 255).round().astype(np.uint8)) for a in (restored, mae_r))
-    if pad_w or pad_h:
-        crop = _crop_box(task, width, height, full_w, full_h)
-        restored, mae_r = restored.crop(crop), mae_r.crop(crop)
-    return restored, mae_r, text, torch.cat(all_tokens)
+            done_weights[oy:oy + size, ox:ox + size] += window
+        done = min(start + batch_size, len(boxes))
+        preview = None
+        if previews:  # restored where tiles are done, blended into the MAE-r elsewhere
+            covered = np.minimum(done_weights / weights, 1.0)
+            mix = restored / np.maximum(done_weights, 1e-12) * covered + (mae_r / weights) * (1 - covered)
+            preview = _crop(Image.fromarray(np.clip(mix, 0, 255).round().astype(np.uint8)), task, width, height,
+                            full_w, full_h)
+        yield TileProgress(done, len(boxes), preview)
+    restored_image = Image.fromarray(np.clip(restored / weights, 0, 255).round().astype(np.uint8))
+    yield TiledResult(_crop(restored_image, task, width, height, full_w, full_h),
+                      _crop(mae_r_image, task, width, height, full_w, full_h), text, torch.cat(all_tokens))
+
+
+def _crop(image: Image.Image, task: str, width: int, height: int, full_w: int, full_h: int) -> Image.Image:
+    if (full_w, full_h) == (width, height):
+        return image
+    return image.crop(_crop_box(task, width, height, full_w, full_h))
 
 
 def _transform(image: Image.Image, task: str) -> Image.Image:

@@ -81,7 +81,8 @@ def test_restore_api_through_gradio_client(server, tmp_path):
     from gradio_client import Client, handle_file
 
     client = Client(server, verbose=False)
-    restored, mae_r, info = client.predict(handle_file(EXAMPLE), "deblur", handle_file(EXAMPLE), api_name="/restore")
+    restored, mae_r, info = client.predict(handle_file(EXAMPLE), "deblur", handle_file(EXAMPLE), False,
+                                           api_name="/restore")
     assert Image.open(restored).size == Image.open(mae_r).size
     assert info["task"] == "deblur" and set(info["metrics"]) >= {"mae_r", "lm4lv"}
     bad = tmp_path / "bad.png"
@@ -128,3 +129,25 @@ def test_browser_end_to_end(default_model):
             browser.close()
     finally:
         demo.close()
+
+
+def test_full_size_request_streams_tiles(service):
+    updates = list(service.run(EXAMPLE, "rotate", synthesize=True, full_size=True))
+    tiles = [u for u in updates if "tiles" in u.message and u.outcome is None]
+    assert tiles and tiles[-1].preview is not None
+    outcome = updates[-1].outcome
+    photo = Image.open(EXAMPLE)
+    assert outcome.restored.size == (photo.height, photo.width)  # rotated, full size
+    assert outcome.mae_r.size == outcome.reference.size == outcome.restored.size
+    assert set(outcome.metrics) == {"mae_r", "lm4lv"}
+
+
+def test_batch_restore_zip(service, tmp_path):
+    import zipfile
+
+    bad = tmp_path / "notes.png"
+    bad.write_text("no image here")
+    archive, gallery, errors = service.restore_many([EXAMPLE, str(bad)], "denoise", full_size=False)
+    assert len(gallery) == 1 and errors[0][0] == "notes.png" and "not an image" in errors[0][1]
+    with zipfile.ZipFile(archive) as zf:
+        assert sorted(zf.namelist()) == ["coffee_denoise.png", "coffee_denoise_mae_r.png"]
