@@ -1,6 +1,7 @@
 """The Gradio layout and event wiring. All work is done by `app.service.DemoService`."""
 from __future__ import annotations
 
+import hashlib
 import os
 
 import gradio as gr
@@ -164,7 +165,7 @@ def api_endpoint(service: DemoService) -> None:
         except Exception as exc:
             raise gr.Error(friendly_error(exc)) from None
         info = {"task": o.task, "text": o.text, "notes": o.notes, "metrics": o.metrics,
-                "seconds": round(o.seconds, 3)}
+                "seconds": round(o.seconds, 3), "input_sha256": _sha256(_file_path(image))}
         return o.files[2], o.files[1], info
 
     with gr.Row(visible=False):  # the stable API: gradio_client.Client(url).predict(..., api_name="/restore")
@@ -178,6 +179,12 @@ def api_endpoint(service: DemoService) -> None:
         api_button = gr.Button("restore")
     api_button.click(restore_api, [api_image, api_task, api_reference, api_full], [api_restored, api_mae_r, api_info],
                      api_name="restore")
+
+
+def _sha256(path: str) -> str:
+    """Of the file the server received: lets a client check that a result is its own."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def _file_path(value):

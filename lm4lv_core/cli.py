@@ -79,6 +79,9 @@ def cmd_restore(args) -> int:
         print("No input images found.", file=sys.stderr)
         return 2
     os.makedirs(args.out, exist_ok=True)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # keep stderr to our progress bar and one sentence per problem
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         model = LM4LV.from_pretrained(args.checkpoint, llm=args.llm, vision=args.vision)
@@ -102,7 +105,7 @@ def cmd_restore(args) -> int:
                 images.append(load_image(path).image)
                 chunk.append(path)
             except LM4LVError as exc:
-                print(str(exc), file=sys.stderr)
+                tqdm.write(str(exc), file=sys.stderr)
                 failures += 1
                 bar.update(1)
         if not chunk:
@@ -127,7 +130,7 @@ def cmd_restore(args) -> int:
                       "seconds": round(seconds, 3), "size": list(result.image.size), "tiles": int(result.tokens.shape[0])
                       if result.tokens.dim() == 3 else 1, "text": result.text, "notes": result.notes}
             records.append(record)
-            print(json.dumps(record), flush=True)
+            tqdm.write(json.dumps(record), file=sys.stdout)
             bar.update(1)
     bar.close()
     if args.json:
