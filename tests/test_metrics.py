@@ -38,3 +38,14 @@ def test_border_crop_and_y_channel(pair):
     assert np.isfinite(psnr(a, b, y_channel=True)) and 0 < ssim(a, b, y_channel=True) < 1
     with pytest.raises(ValueError):
         psnr(a, b[:-1])
+
+
+def test_adapter_analysis_figures():
+    from train.analyze_adapters import analyze
+
+    scaled_identity = analyze(3.0 * np.eye(16))
+    assert scaled_identity["L"] == pytest.approx(0) and scaled_identity["alpha"] == pytest.approx(3)
+    random = analyze(np.random.default_rng(0).normal(size=(64, 64)))
+    assert random["L"] > 0.9 and random["D"] < 2
+    near = analyze(np.eye(64) + 0.01 * np.random.default_rng(1).normal(size=(64, 64)))
+    assert near["L"] < 0.1 and near["D"] > 50
