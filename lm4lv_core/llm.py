@@ -67,8 +67,11 @@ def _convert_gguf(gguf_path: str, target: str) -> None:
 
 
 def resolve_llm(spec: str | None) -> str:
-    """Where the weights of `spec` live: the embedded alias maps to its GGUF; other specs are returned as given."""
-    return embedded_gguf_path() if spec in (None, "", EMBEDDED_LLM) else str(spec)
+    """Where the weights of `spec` live: "smollm2" (default) maps to the embedded GGUF, "paper" to Llama-2-7B-chat;
+    other specs (hub ids, folders, .gguf files) are returned as given."""
+    if spec in (None, "", EMBEDDED_LLM):
+        return embedded_gguf_path()
+    return PAPER_LLM if spec == "paper" else str(spec)
 
 
 def load_llm(spec: str | None = None, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):

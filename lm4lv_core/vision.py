@@ -21,6 +21,7 @@ from .errors import CheckpointError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PAPER_VISION = "facebook/vit-mae-large"
+ALIASES = {"paper": PAPER_VISION}  # the paper's vision module (224 px, patch 16: 197 tokens)
 
 
 @dataclass
@@ -72,8 +73,8 @@ class VisionModule(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path_or_id: str | os.PathLike) -> "VisionModule":
-        """Load a ViT-MAE from a local directory or a hub id (safetensors only)."""
-        path = str(path_or_id)
+        """Load a ViT-MAE from a local directory or a hub id (safetensors only); "paper" = facebook/vit-mae-large."""
+        path = ALIASES.get(str(path_or_id), str(path_or_id))
         local = os.path.isdir(path)
         if local and not os.path.isfile(os.path.join(path, "config.json")):
             raise CheckpointError(f"The vision checkpoint directory {path} has no config.json.")

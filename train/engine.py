@@ -130,6 +130,8 @@ def train_loop(args, accelerator, model: nn.Module, loss_fn: Callable[[nn.Module
             for group in optimizer.param_groups:
                 group["lr"] = lr
             model.train()
+            # randomness inside the step (MAE masks, noise) is a function of the step, so --resume is exact
+            torch.manual_seed(args.seed * 1_000_003 + step * 1009 + accelerator.process_index)
             with accelerator.autocast():
                 terms = loss_fn(model, step)
             accelerator.backward(terms["loss"])
