@@ -48,3 +48,23 @@ def test_lm4lv_training_runs_and_exports(data_dir, tmp_path, tiny_llm_dir, tiny_
     assert (tmp_path / "r" / "probe.csv").read_text().count("\n") == 3  # header + steps 0 and 2
     model = LM4LV.from_pretrained(tmp_path / "r" / "lm4lv", device="cpu")
     assert model.trained and model.tasks == ("denoise", "rotate")
+
+
+def test_crops_are_deterministic_and_skip_broken_files(data_dir, tmp_path):
+    import shutil
+
+    from train.data import RandomCrops
+
+    folder = tmp_path / "data"
+    shutil.copytree(data_dir, folder)
+    (folder / "broken.png").write_bytes(b"\x89PNG broken")
+    a, b = RandomCrops(str(folder), 16, seed=3), RandomCrops(str(folder), 16, seed=3)
+    with pytest.warns(UserWarning, match="unreadable training image"):
+        batch = a.batch(0, 16)
+    assert batch.shape == (16, 3, 16, 16) and 0 <= batch.min() and batch.max() <= 1
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.testing.assert_array_equal(batch.numpy(), b.batch(0, 16).numpy())
+        assert not np.array_equal(a.batch(1, 16).numpy(), batch.numpy())

@@ -7,6 +7,7 @@ slot). Decoded images are kept in memory up to `cache_mb`, so a small corpus is 
 from __future__ import annotations
 
 import os
+import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -37,6 +38,7 @@ class RandomCrops:
         self.size, self.seed = size, seed
         self.min_scale, self.max_scale = min_scale, max_scale
         self.cache: OrderedDict[str, Image.Image] = OrderedDict()
+        self.unreadable: set[str] = set()
         self.cache_bytes, self.cache_limit = 0, cache_mb * 2**20
 
     def _image(self, path: str) -> Image.Image:
@@ -53,9 +55,20 @@ class RandomCrops:
         return image
 
     def sample(self, k: int) -> torch.Tensor:
-        """Sample number k: (3, S, S) in [0, 1]."""
+        """Sample number k: (3, S, S) in [0, 1]. An unreadable file is reported once and replaced by another."""
         rng = np.random.default_rng((self.seed, k))
-        image = self._image(self.files[rng.integers(len(self.files))])
+        for attempt in range(10):
+            path = self.files[int(rng.integers(len(self.files)))]
+            if path in self.unreadable:
+                continue
+            try:
+                image = self._image(path)
+                break
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                self.unreadable.add(path)
+                warnings.warn(f"skipping unreadable training image {path}: {exc}", stacklevel=2)
+        else:
+            raise RuntimeError("too many unreadable training images in a row")
         short = min(image.size)
         # log-uniform scale so that small (detailed) and large (global) crops are equally common
         scale = float(np.exp(rng.uniform(np.log(self.min_scale), np.log(self.max_scale))))
