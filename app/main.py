@@ -36,6 +36,14 @@ def create_app(checkpoint=None, llm=None, concurrency: int = 1, queue_size: int 
 
 
 def main(argv=None):
+    import sys
+
+    from lm4lv_core import LM4LVError
+
     args = parse_args(argv)
-    demo = create_app(args.checkpoint, args.llm, args.concurrency, args.queue_size)
+    try:
+        demo = create_app(args.checkpoint, args.llm, args.concurrency, args.queue_size)
+    except LM4LVError as exc:  # a missing, corrupt or mismatched checkpoint: one sentence, no traceback
+        print(str(exc), file=sys.stderr)
+        sys.exit(2)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share)

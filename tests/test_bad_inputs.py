@@ -111,3 +111,13 @@ def test_restore_endpoint(tiny_server, bad_files, odd_files):
     restored, _, info = client.predict(handle_file(str(odd_files / "anim.gif")), "denoise", None, False,
                                        api_name="/restore")
     assert os.path.isfile(restored) and any("first frame" in n for n in info["notes"])  # still serving
+
+
+def test_app_refuses_a_bad_checkpoint_at_start(tmp_path):
+    broken = tmp_path / "ckpt"
+    broken.mkdir()
+    (broken / "lm4lv_config.json").write_text("{not json")
+    for checkpoint, phrase in ((tmp_path / "missing", "does not exist"), (broken, "unreadable")):
+        run = subprocess.run([sys.executable, "app.py", "--checkpoint", str(checkpoint)], capture_output=True,
+                             text=True, cwd=REPO, timeout=300)
+        assert run.returncode == 2 and phrase in run.stderr and "Traceback" not in run.stderr
