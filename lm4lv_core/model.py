@@ -19,7 +19,7 @@ from .device import default_device, default_llm_dtype
 from .errors import CheckpointError, InputError
 from .heads import SANITY_TASKS, TASKS, HeadsConfig, LM4LVHeads
 from .llm import EMBEDDED_LLM, load_llm
-from .sequence import HQ, LQ, TASK, TEXT, Layout, SequenceBuilder
+from .sequence import HQ, LQ, TASK, Layout, SequenceBuilder
 from .vision import VisionModule, weights_fingerprint
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

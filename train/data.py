@@ -57,7 +57,7 @@ class RandomCrops:
     def sample(self, k: int) -> torch.Tensor:
         """Sample number k: (3, S, S) in [0, 1]. An unreadable file is reported once and replaced by another."""
         rng = np.random.default_rng((self.seed, k))
-        for attempt in range(10):
+        for _ in range(10):
             path = self.files[int(rng.integers(len(self.files)))]
             if path in self.unreadable:
                 continue
