@@ -1,7 +1,9 @@
 """The demo: handler logic, the /restore API through gradio_client, and a real headless browser."""
+import json
 import os
 import shutil
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -119,8 +121,14 @@ def test_browser_end_to_end(default_model):
             page.get_by_text("Examples (click one)").wait_for(timeout=30_000)
             page.locator("tr.tr-body").first.click()  # the first example row
             page.get_by_role("button", name="Remove file").first.wait_for(timeout=20_000)  # the example's photo
+            began = time.perf_counter()
             page.locator("#input").get_by_role("button", name="Submit").click()
+            page.locator("#chat").get_by_text("denoise", exact=False).first.wait_for(timeout=30_000)
+            first_update = time.perf_counter() - began  # the assistant's first streamed message
             page.locator("#metrics table").wait_for(timeout=180_000)
+            with open(os.path.join(ARTIFACTS, "timing.json"), "w") as f:
+                json.dump({"first_update_seconds": round(first_update, 2),
+                           "result_seconds": round(time.perf_counter() - began, 2)}, f)
             table = page.locator("#metrics").inner_text()
             assert "MAE-r" in table and "LM4LV" in table and "PSNR" in table
             for elem in ("degraded", "mae_r", "lm4lv"):
