@@ -29,7 +29,8 @@ def identity_distance(a: np.ndarray) -> tuple[float, float]:
 
 def diagonal_dominance(a: np.ndarray) -> float:
     off = ~np.eye(a.shape[0], dtype=bool)
-    return float(np.mean(np.abs(np.diag(a))) / np.mean(np.abs(a[off])))
+    off_mean = np.mean(np.abs(a[off]))
+    return float("inf") if off_mean == 0 else float(np.mean(np.abs(np.diag(a))) / off_mean)
 
 
 def analyze(a: np.ndarray) -> dict:
