@@ -10,8 +10,7 @@ import warnings
 
 from .errors import LM4LVError
 from .heads import TASKS
-
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
+from .images import IMAGE_EXTENSIONS
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
 
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
 MAX_PIXELS = 40_000_000  # refuse larger images (decompression bombs); a 12-megapixel photo is fine
 MIN_SIDE = 8
 

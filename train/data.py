@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
+from lm4lv_core.images import IMAGE_EXTENSIONS
 
 
 def list_images(root: str) -> list[str]:
