@@ -43,6 +43,13 @@ class Finished:
     text: str
     tokens: torch.Tensor | None  # (N, vision_dim), or None if the row produced no image
 
+    def image_or(self, fallback: torch.Tensor) -> torch.Tensor:
+        """The generated visual tokens if the image is complete, else `fallback` (N, vision_dim), e.g. the input's."""
+        return self.tokens if self.has_image(fallback.shape[0]) else fallback
+
+    def has_image(self, count: int) -> bool:
+        return self.tokens is not None and self.tokens.shape[0] == count
+
 
 @dataclass
 class _Row:
@@ -68,6 +75,7 @@ def generate(model, lq: torch.Tensor, tasks: list[str], *, max_new_tokens: int |
     tokenizer, seq = model.tokenizer, model.sequences
     eos = seq.eos_token_id
     rows = [_Row() for _ in range(batch)]
+    eos_embed = model.embed_tokens(torch.tensor([eos]))[0]  # fed to finished rows, which only keep the batch aligned
 
     embeds = model.embed_layout(model.prompt_layout, lq.to(model.device), tasks)  # (B, T, llm_dim)
     cache = _new_cache(model) if use_cache else None
@@ -99,7 +107,7 @@ def generate(model, lq: torch.Tensor, tasks: list[str], *, max_new_tokens: int |
                     yield ImageDone(i, torch.stack(r.visual))
                 continue
             if r.mode == "done":
-                next_embeds[i] = model.embed_tokens(torch.tensor([eos]))[0]
+                next_embeds[i] = eos_embed
                 continue
             token = r.queue.pop(0) if r.queue else greedy[text_rows.index(i)]
             r.text_ids.append(token)

@@ -68,7 +68,7 @@ def stream_restore(model, images: list, tasks: list[str], **generate_options):
         row_notes = list(notes[i])
         if not model.trained:
             row_notes.append("UNTRAINED adapters: the output is not a restoration")
-        if done.tokens is None or done.tokens.shape[0] != model.num_visual_tokens:
+        if not done.has_image(model.num_visual_tokens):
             row_notes.append("the model produced no complete image; showing MAE-r")
             tokens, image = lq[i], mae_r[i]
         else:

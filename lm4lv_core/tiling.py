@@ -122,8 +122,7 @@ def iter_restore_tiled(model, image: Image.Image, task: str, overlap: int = 16, 
         lq = lq_all[batch_index]
         finished = {e.row: e for e in generate(model, lq, [task] * len(chunk), **generate_options)
                     if isinstance(e, Finished)}
-        tokens = torch.stack([finished[i].tokens if finished[i].tokens is not None
-                              and len(finished[i].tokens) == len(lq[i]) else lq[i] for i in range(len(chunk))])
+        tokens = torch.stack([finished[i].image_or(lq[i]) for i in range(len(chunk))])
         if start == 0:
             text = finished[0].text
         all_tokens.append(tokens.cpu())

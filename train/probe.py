@@ -44,10 +44,8 @@ class FreeRunningProbe:
         lq = vision.encode(vision.preprocess(self.inputs))
         hq = vision.encode(vision.preprocess(self.targets))
         teacher = model.forward_loss(lq, hq, self.tasks)
-        free = {e.row: e.tokens for e in generate(model, lq, self.tasks, force_image_after=4)
-                if isinstance(e, Finished)}
-        free_tokens = torch.stack([free[i] if free[i] is not None and len(free[i]) == len(lq[i]) else lq[i]
-                                   for i in range(len(self.tasks))])
+        free = {e.row: e for e in generate(model, lq, self.tasks, force_image_after=4) if isinstance(e, Finished)}
+        free_tokens = torch.stack([free[i].image_or(lq[i]) for i in range(len(self.tasks))])
         refs = [np.asarray(t) for t in self.targets]
 
         def mean_psnr(tokens):
