@@ -9,7 +9,8 @@ import gradio as gr
 from lm4lv_core import TASKS
 
 from .gpu import gpu
-from .service import DemoService, friendly_error, metrics_markdown, side_by_side, task_from_text, wants_degradation
+from .service import (DemoService, friendly_error, metrics_markdown, side_by_side, task_from_text, upscale,
+                      wants_degradation)
 
 EXAMPLES_DIR = os.path.join(os.path.dirname(__file__), "examples")
 EXAMPLE_PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "motorcycle_left"]
@@ -193,6 +194,4 @@ def _file_path(value):
 
 
 def _display(image):
-    from .service import upscale
-
     return upscale(image) if image is not None else None
