@@ -22,14 +22,14 @@ def create_app(checkpoint=None, llm=None, concurrency: int = 1, queue_size: int 
     """Load the model once and build the queued Blocks app (also used by the tests)."""
     import torch
 
-    from lm4lv_core import LM4LV
+    from lm4lv_core.variants import load_model
 
     from .service import DemoService
     from .ui import build_demo
 
     with warnings.catch_warnings():
         warnings.simplefilter("default")
-        model = LM4LV.from_pretrained(checkpoint, llm=llm)
+        model = load_model(checkpoint, llm=llm)
     torch.set_grad_enabled(False)
     demo = build_demo(DemoService(model))
     return demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)

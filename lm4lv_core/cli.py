@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
     r.add_argument("--task", required=True, choices=TASKS, help="task-token set to use")
     r.add_argument("--out", required=True, help="output folder")
-    r.add_argument("--checkpoint", default=None, help="LM4LV checkpoint folder or hub id (default: embedded)")
+    r.add_argument("--checkpoint", default=None, help="checkpoint folder or hub id, LM4LV or a control of train.train_lm4lv --variant (default: embedded)")
     r.add_argument("--llm", default=None, help="override the checkpoint's LLM (hub id, folder or .gguf)")
     r.add_argument("--vision", default=None, help="override the checkpoint's vision module (hub id or folder)")
     r.add_argument("--mode", choices=["tile", "resize"], default="tile",
@@ -69,7 +69,7 @@ def cmd_restore(args) -> int:
     from tqdm import tqdm
 
     from .images import load_image
-    from .model import LM4LV
+    from .variants import load_model
 
     files, skipped = collect_inputs(args.inputs)
     for message in skipped:
@@ -83,7 +83,7 @@ def cmd_restore(args) -> int:
     hf_logging.disable_progress_bar()  # keep stderr to our progress bar and one sentence per problem
     with warnings.catch_warnings():
         warnings.simplefilter("always")
-        model = LM4LV.from_pretrained(args.checkpoint, llm=args.llm, vision=args.vision)
+        model = load_model(args.checkpoint, llm=args.llm, vision=args.vision)
     failures, records, todo = 0, [], []
     for path in files:
         restored, mae_r = output_paths(args.out, path, args.task)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
-from .generate import Finished, generate
+from .generate import Finished
 from .images import fit_square, load_image
 
 
@@ -59,7 +59,7 @@ def stream_restore(model, images: list, tasks: list[str], **generate_options):
     for i in range(len(inputs)):
         yield Prepared(i, inputs[i], mae_r[i], lq[i], list(notes[i]))
     finished: dict[int, Finished] = {}
-    for event in generate(model, lq, tasks, **generate_options):
+    for event in model.events(lq, tasks, **generate_options):
         if isinstance(event, Finished):
             finished[event.row] = event
         yield event

@@ -95,3 +95,13 @@ def load_llm(spec: str | None = None, dtype: torch.dtype = torch.float32, device
         raise CheckpointError(f"The LLM {spec!r} has no chat template; LM4LV needs a chat (instruct) model.")
     model.requires_grad_(False).eval().to(device)
     return model, tokenizer
+
+
+def randomly_initialised(model, seed: int):
+    """A frozen copy of `model`'s architecture with fresh random weights (the model's own initialisation, seeded):
+    the "random LLM" control. Same dtype and device; deterministic for a seed."""
+    param = next(model.parameters())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = type(model)(model.config)
+    return fresh.to(dtype=param.dtype, device=param.device).requires_grad_(False).eval()

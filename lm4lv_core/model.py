@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from .device import default_device, default_llm_dtype
 from .errors import CheckpointError, InputError
 from .heads import SANITY_TASKS, TASKS, HeadsConfig, LM4LVHeads
-from .llm import EMBEDDED_LLM, load_llm
+from .llm import EMBEDDED_LLM, load_llm, randomly_initialised
 from .sequence import HQ, LQ, TASK, Layout, SequenceBuilder
 from .vision import VisionModule, weights_fingerprint
 
@@ -42,6 +42,10 @@ class Result:
 
 
 class LM4LV(nn.Module):
+    """The paper's model (variant "lm4lv"), or the same with a randomly initialised frozen LLM ("random-llm")."""
+
+    autoregressive = True
+
     def __init__(self, llm, tokenizer, vision: VisionModule, heads: LM4LVHeads, trained: bool = True):
         super().__init__()
         self.llm, self.tokenizer, self.vision, self.heads = llm, tokenizer, vision, heads
@@ -74,6 +78,18 @@ class LM4LV(nn.Module):
     @property
     def llm_dtype(self) -> torch.dtype:
         return self.llm.get_input_embeddings().weight.dtype
+
+    @property
+    def variant(self) -> str:
+        return self.heads.config.extra.get("variant", "lm4lv")
+
+    @property
+    def trainable(self) -> nn.Module:
+        """Everything that is trained: the adapters and task tokens."""
+        return self.heads
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.heads.parameters())
 
     def check_task(self, task: str) -> str:
         if task not in self.heads.task_tokens:
@@ -150,11 +166,26 @@ class LM4LV(nn.Module):
         ce = F.cross_entropy(logits.flatten(0, 1), targets.to(hidden.device).repeat(hq.shape[0]))
         return {"loss": ce_weight * ce + l2, "ce": ce, "l2": l2, "pred": pred}
 
+    @torch.no_grad()
+    def readout(self, lq: torch.Tensor, hq: torch.Tensor, tasks: list[str]):
+        """(teacher-forced hidden states (M, llm_dim) that predict HQ tokens, targets (M, vision_dim), adapter_out),
+        for a least-squares initialisation of the readout."""
+        layout = self.training_layout
+        hidden, _ = self.hidden_states(self.embed_layout(layout, lq, tasks, hq))  # (B, T, llm_dim)
+        sources = hidden[:, layout.regression_sources().to(hidden.device)]  # (B, N, llm_dim)
+        return sources.reshape(-1, sources.shape[-1]), hq.reshape(-1, hq.shape[-1]), self.heads.adapter_out
+
     def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
         """The training forward (so that wrappers such as DDP see it): see `forward_loss`."""
         return self.forward_loss(*args, **kwargs)
 
     # ------------------------------------------------------------------------------------------------ inference
+    def events(self, lq: torch.Tensor, tasks: list[str], **generate_options):
+        """Generation events for a batch of LQ visual tokens (B, N, vision_dim): see `generate.generate`."""
+        from .generate import generate
+
+        return generate(self, lq, tasks, **generate_options)
+
     def stream(self, image, task: str, **options):
         """Events (`generate.TextPiece`, `VisualToken`, `ImageDone`, `Finished`) for one image, then a `Result`."""
         from .inference import stream_restore
@@ -164,14 +195,7 @@ class LM4LV(nn.Module):
     def restore_batch(self, images: list, tasks: list[str] | str, mode: str = "tile", **options) -> list[Result]:
         """Restore several images. mode "resize": center-crop and resize each to the model's size and generate them
         as one batch; mode "tile": keep each image's size (see `restore`)."""
-        from .inference import restore_tiled_result, stream_restore
-
-        tasks = [tasks] * len(images) if isinstance(tasks, str) else list(tasks)
-        if mode == "tile":
-            return [restore_tiled_result(self, image, task, **options) for image, task in zip(images, tasks)]
-        if mode != "resize":
-            raise InputError(f"Unknown mode {mode!r}; use 'tile' or 'resize'.")
-        return [e for e in stream_restore(self, images, tasks, **options) if isinstance(e, Result)]
+        return restore_batch(self, images, tasks, mode, **options)
 
     def restore(self, image, task: str, mode: str = "tile", **options) -> Result:
         """Restore one image (a path, PIL image or uint8 array) with a task-token set.
@@ -185,17 +209,26 @@ class LM4LV(nn.Module):
     # ------------------------------------------------------------------------------------------------ checkpoints
     @classmethod
     def build(cls, llm: str | None = None, vision: str | os.PathLike | VisionModule | None = None,
-              tasks=TASKS + SANITY_TASKS, num_task_tokens: int = 10, device=None, dtype=None, seed: int = 0):
-        """A new, untrained LM4LV (for training): frozen LLM and vision module, freshly initialised heads."""
+              tasks=TASKS + SANITY_TASKS, num_task_tokens: int = 10, device=None, dtype=None, seed: int = 0,
+              random_llm_seed: int | None = None):
+        """A new, untrained LM4LV (for training): frozen LLM and vision module, freshly initialised heads.
+
+        random_llm_seed: replace the LLM's weights by a random initialisation of the same architecture (the
+        "random-llm" control); the tokenizer and chat template stay.
+        """
         device = torch.device(device) if device is not None else default_device()
         dtype = dtype or default_llm_dtype(device)
         model, tokenizer = load_llm(llm, dtype=dtype, device=device)
+        if random_llm_seed is not None:
+            model = randomly_initialised(model, random_llm_seed)
         vision_module = vision if isinstance(vision, VisionModule) else _load_vision(vision)
         config = HeadsConfig(vision_dim=vision_module.dim, llm_dim=model.config.hidden_size, tasks=tuple(tasks),
                              num_task_tokens=num_task_tokens, llm=llm or EMBEDDED_LLM,
                              llm_fingerprint=weights_fingerprint(model), vision=_vision_name(vision),
                              vision_fingerprint=vision_module.fingerprint(),
                              num_visual_tokens=vision_module.num_tokens)
+        if random_llm_seed is not None:
+            config.extra = {"variant": "random-llm", "random_llm_seed": random_llm_seed}
         heads = LM4LVHeads(config)
         heads.initialize(model.get_input_embeddings().weight.detach().cpu(), torch.Generator().manual_seed(seed))
         return cls(model, tokenizer, vision_module.to(device).eval(), heads.to(device), trained=False)
@@ -223,6 +256,8 @@ class LM4LV(nn.Module):
             raise CheckpointError(f"The checkpoint {folder} was trained with another vision module "
                                   f"({config.vision}), not with {vision_source}.")
         model, tokenizer = load_llm(llm or config.llm, dtype=dtype, device=device)
+        if config.extra.get("random_llm_seed") is not None:  # the random-llm control: rebuild the same random weights
+            model = randomly_initialised(model, int(config.extra["random_llm_seed"]))
         if weights_fingerprint(model) != config.llm_fingerprint:
             raise CheckpointError(f"The checkpoint {folder} was trained with another LLM ({config.llm}), "
                                   f"not with {llm or config.llm}.")
@@ -252,6 +287,18 @@ class LM4LV(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
+def restore_batch(model, images: list, tasks: list[str] | str, mode: str = "tile", **options) -> list[Result]:
+    """`restore_batch` of LM4LV and of the one-pass controls (anything with `events`, `vision`, `check_task`)."""
+    from .inference import restore_tiled_result, stream_restore
+
+    tasks = [tasks] * len(images) if isinstance(tasks, str) else list(tasks)
+    if mode == "tile":
+        return [restore_tiled_result(model, image, task, **options) for image, task in zip(images, tasks)]
+    if mode != "resize":
+        raise InputError(f"Unknown mode {mode!r}; use 'tile' or 'resize'.")
+    return [e for e in stream_restore(model, images, tasks, **options) if isinstance(e, Result)]
+
+
 def _default_vision() -> str | None:
     return str(DEFAULT_VISION) if (DEFAULT_VISION / "config.json").is_file() else None
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .generate import Finished, generate
+from .generate import Finished
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -120,7 +120,7 @@ def iter_restore_tiled(model, image: Image.Image, task: str, overlap: int = 16, 
     for batch_index, start in enumerate(range(0, len(boxes), batch_size)):
         chunk = boxes[start:start + batch_size]
         lq = lq_all[batch_index]
-        finished = {e.row: e for e in generate(model, lq, [task] * len(chunk), **generate_options)
+        finished = {e.row: e for e in model.events(lq, [task] * len(chunk), **generate_options)
                     if isinstance(e, Finished)}
         tokens = torch.stack([finished[i].image_or(lq[i]) for i in range(len(chunk))])
         if start == 0:

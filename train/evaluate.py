@@ -2,12 +2,15 @@
 
     python -m train.evaluate --images skimage --tasks all --json runs/eval.json \\
         [--checkpoint DIR] [--limit N] [--seed S] [--size PX] [--strength random|fixed] \\
-        [--grid docs/results.png] [--markdown docs/RESULTS.md]
+        [--grid docs/results.png] [--markdown docs/RESULTS.md] [--examples DIR]
 
 `--images skimage` uses the scikit-image photos astronaut, chelsea, coffee, rocket and motorcycle_left (kept out of
 the training corpus); otherwise a folder (recursive). Each image is center-cropped to a square and resized to
 `--size` (default: the model's input size), degraded with a fixed seed per (image, task), and scored with PSNR/SSIM.
 For rotate and flip the reference is the rotated/flipped clean image and MAE-r is the reconstruction of that image.
+Autoregressive models start their answer with `<Img>` (forced), so the table measures the generated image.
+The checkpoint may be any `--variant` of `train.train_lm4lv` (the paper's controls); its scores stay under the key
+"lm4lv" (the model under test) and the JSON records the variant and the run's `training.json`.
 """
 from __future__ import annotations
 
@@ -57,6 +60,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=8, help="images generated together")
     p.add_argument("--grid", default=None, help="PNG with one row per task: degraded / MAE-r / LM4LV / clean")
     p.add_argument("--markdown", default=None, help="also write the table as Markdown to this file")
+    p.add_argument("--examples", default=None,
+                   help="folder for the first image's PNGs per task (degraded, mae_r, output, clean), for grids")
     return p.parse_args(argv)
 
 
@@ -72,7 +77,7 @@ def evaluate(model, images, tasks, seed=0, size=None, strength="random", batch_s
         outputs, baselines = [], []
         for start in range(0, len(inputs), batch_size):
             chunk = inputs[start:start + batch_size]
-            outputs += [r.image for r in model.restore_batch(chunk, task, mode="resize")]
+            outputs += [r.image for r in model.restore_batch(chunk, task, mode="resize", force_image_after=0)]
             baselines += model.vision.reconstruct([baseline_input(task, d, r) for d, r in
                                                    zip(chunk, refs[start:start + batch_size])])
         per = {"degraded": [], "mae_r": [], "lm4lv": []}
@@ -115,18 +120,39 @@ def save_grid(examples: dict, path: str, scale: int = 3) -> None:
     canvas.save(path)
 
 
+def save_examples(examples: dict, folder: str) -> None:
+    """folder/{task}_{degraded,mae_r,output,clean}.png for the first image."""
+    os.makedirs(folder, exist_ok=True)
+    for task, images in examples.items():
+        for name, image in zip(("degraded", "mae_r", "output", "clean"), images):
+            image.save(os.path.join(folder, f"{task}_{name}.png"))
+
+
+def training_record(checkpoint: str | None) -> dict | None:
+    """The `training.json` that `train.train_lm4lv` writes next to a checkpoint, if any."""
+    from lm4lv_core.model import DEFAULT_CHECKPOINT
+
+    path = os.path.join(str(checkpoint or DEFAULT_CHECKPOINT), "training.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    from lm4lv_core import LM4LV
+    from lm4lv_core.variants import load_model
 
     tasks = list(TASKS) if args.tasks == "all" else [t.strip() for t in args.tasks.split(",")]
     with warnings.catch_warnings():
         warnings.simplefilter("default")
-        model = LM4LV.from_pretrained(args.checkpoint, llm=args.llm)
+        model = load_model(args.checkpoint, llm=args.llm)
     images = load_eval_images(args.images, args.limit)
     began = time.time()
     scores, examples = evaluate(model, images, tasks, args.seed, args.size, args.strength, args.batch_size)
-    result = {"checkpoint": args.checkpoint or "embedded default", "trained": model.trained,
+    result = {"checkpoint": args.checkpoint or "embedded default", "variant": model.variant,
+              "trainable_params": model.trainable_parameters(), "training": training_record(args.checkpoint),
+              "trained": model.trained,
               "images": len(images), "image_names": [n for n, _ in images], "size": args.size or model.image_size,
               "seed": args.seed, "strength": args.strength, "seconds": round(time.time() - began, 1),
               "tasks": scores}
@@ -140,6 +166,8 @@ def main(argv=None):
         print(f"mean Delta PSNR over restoration tasks: {mean:+.2f} dB")
     if args.grid:
         save_grid(examples, args.grid)
+    if args.examples:
+        save_examples(examples, args.examples)
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(table(scores) + "\n")

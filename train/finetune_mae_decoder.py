@@ -1,4 +1,4 @@
-"""Fine-tune the MAE decoder to reconstruct full images from all tokens (encoder frozen): L1, plus LPIPS when its
+"""Fine-tune the MAE decoder to reconstruct full images from all tokens (encoder frozen unless --train-encoder): L1, plus LPIPS when its
 backbone weights are available. The result is the paper's MAE-r vision module.
 
     python -m train.finetune_mae_decoder --vision runs/mae/vision --data ../shared/corpus/train --out runs/mae_ft
@@ -9,6 +9,7 @@ import argparse
 import os
 
 import torch
+from torch import nn
 
 from lm4lv_core.vision import VisionModule
 from train.data import RandomCrops
@@ -21,8 +22,30 @@ def parse_args(argv=None):
     p.add_argument("--lpips-weight", type=float, default=1.0, help="weight of the LPIPS term (0: off)")
     p.add_argument("--latent-noise", type=float, default=0.0,
                    help="std of Gaussian noise added to the tokens, so that small regression errors decode gracefully")
+    p.add_argument("--train-encoder", action="store_true",
+                   help="also train the encoder (a full autoencoder fine-tune; NOT the paper's recipe, which keeps the "
+                        "MAE encoder frozen): a lever for the reconstruction ceiling. Invalidates LM4LV heads trained "
+                        "on the old encoder")
     add_common_args(p, lr=5e-4, batch_size=64, steps=3000)
     return p.parse_args(argv)
+
+
+class Reconstructor(nn.Module):
+    """Images in [0, 1] -> all tokens (optionally noised) -> reconstruction; what the fine-tune optimises."""
+
+    def __init__(self, vision: VisionModule, train_encoder: bool = False):
+        super().__init__()
+        self.vision = vision
+        self.train_encoder = train_encoder
+        vision.mae.vit.requires_grad_(train_encoder)
+
+    def forward(self, images: torch.Tensor, latent_noise: float = 0.0) -> torch.Tensor:
+        vision = self.vision
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.train_encoder):
+            tokens = vision.encode(vision.normalize(images))  # (B, L+1, D)
+        if latent_noise > 0:
+            tokens = tokens + latent_noise * torch.randn_like(tokens)
+        return vision.decode(tokens) * vision.std + vision.mean  # (B, 3, S, S)
 
 
 def load_lpips(weight: float, device):
@@ -43,20 +66,14 @@ def main(argv=None):
     accelerator = make_accelerator(args)
     torch.manual_seed(args.seed)
     vision = VisionModule.from_pretrained(args.vision)
-    vision.mae.vit.requires_grad_(False)
+    reconstructor = Reconstructor(vision, train_encoder=args.train_encoder)
     crops = RandomCrops(args.data, vision.image_size, seed=args.seed + 1)
     lpips_fn = load_lpips(args.lpips_weight, accelerator.device)
 
     def loss_fn(model, step):
         images = crops.batch(step, args.batch_size, accelerator.process_index, accelerator.num_processes)
         images = images.to(accelerator.device)  # (B, 3, S, S) in [0, 1]
-        with torch.no_grad():
-            tokens = vision.encode(vision.normalize(images))  # (B, L+1, D)
-        if args.latent_noise > 0:
-            tokens = tokens + args.latent_noise * torch.randn_like(tokens)
-        ids_restore = torch.arange(tokens.shape[1] - 1, device=tokens.device).expand(tokens.shape[0], -1)
-        logits = model(tokens, ids_restore).logits  # model: the MAE decoder; (B, L, p*p*3)
-        recon = vision.mae.unpatchify(logits) * vision.std + vision.mean  # (B, 3, S, S), unclamped [0, 1] scale
+        recon = model(images, args.latent_noise)  # (B, 3, S, S), unclamped [0, 1] scale
         terms = {"l1": (recon - images).abs().mean()}
         terms["loss"] = terms["l1"]
         if lpips_fn is not None:
@@ -70,7 +87,7 @@ def main(argv=None):
     def export(out):
         vision.save_pretrained(os.path.join(out, "vision"))
 
-    last = train_loop(args, accelerator, vision.mae.decoder, loss_fn, export, desc="MAE decoder fine-tune")
+    last = train_loop(args, accelerator, reconstructor, loss_fn, export, desc="MAE decoder fine-tune")
     accelerator.print(f"done: {last}; vision module in {os.path.join(args.out, 'vision')}")
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from lm4lv_core.degrade import SPATIAL_TASKS, degrade, target
-from lm4lv_core.generate import Finished, generate
+from lm4lv_core.generate import Finished
 from lm4lv_core.metrics import psnr
 
 
@@ -39,12 +39,12 @@ class FreeRunningProbe:
     @torch.no_grad()
     def run(self) -> dict[str, float]:
         model, vision = self.model, self.model.vision
-        was_training = model.heads.training
-        model.heads.eval()
+        was_training = model.trainable.training
+        model.trainable.eval()
         lq = vision.encode(vision.preprocess(self.inputs))
         hq = vision.encode(vision.preprocess(self.targets))
         teacher = model.forward_loss(lq, hq, self.tasks)
-        free = {e.row: e for e in generate(model, lq, self.tasks, force_image_after=4) if isinstance(e, Finished)}
+        free = {e.row: e for e in model.events(lq, self.tasks, force_image_after=4) if isinstance(e, Finished)}
         free_tokens = torch.stack([free[i].image_or(lq[i]) for i in range(len(self.tasks))])
         refs = [np.asarray(t) for t in self.targets]
 
@@ -52,7 +52,7 @@ class FreeRunningProbe:
             return float(np.mean([psnr(np.asarray(im), r) for im, r in zip(vision.postprocess(vision.decode(tokens)), refs)]))
 
         base = vision.encode(vision.preprocess(self.baselines))
-        model.heads.train(was_training)
+        model.trainable.train(was_training)
         return {"teacher_l2": float(teacher["l2"]), "teacher_psnr": mean_psnr(teacher["pred"]),
                 "free_l2": float(((free_tokens - hq) ** 2).mean()), "free_psnr": mean_psnr(free_tokens),
                 "mae_r_psnr": mean_psnr(base), "copy_l2": float(((lq - hq) ** 2).mean())}

@@ -2,6 +2,8 @@
 
 One run trains all tasks together (one adapter pair, one task-token set per task, tasks sampled uniformly per
 example); `--tasks denoise` trains a single-task model as in the paper, `--tasks repeat` the sanity check.
+`--variant` trains one of the paper's controls on the same data, seeds and budget (see `lm4lv_core.variants`):
+lm4lv (default), random-llm, vit-llm, single-layer (--layer K), linear, mlp, transformer.
 
     python -m train.train_lm4lv --vision checkpoints/mae-tiny --data ../shared/corpus/train --out runs/lm4lv \\
         --export-to checkpoints/lm4lv-smollm2
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 
 import numpy as np
@@ -17,7 +20,7 @@ import torch
 
 from lm4lv_core.degrade import degrade, target
 from lm4lv_core.heads import SANITY_TASKS, TASKS
-from lm4lv_core.model import LM4LV
+from lm4lv_core.variants import VARIANTS, build_model
 from train.data import RandomCrops
 from train.engine import add_common_args, make_accelerator, train_loop
 from train.probe import FreeRunningProbe
@@ -34,6 +37,10 @@ def parse_tasks(text: str) -> list[str]:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--vision", required=True, help="the trained ViT-MAE (folder or hub id)")
+    p.add_argument("--variant", choices=VARIANTS, default="lm4lv",
+                   help="the model (lm4lv) or a control: random-llm, vit-llm, single-layer, linear, mlp, transformer")
+    p.add_argument("--layer", type=int, default=None,
+                   help="single-layer variant: index of the frozen LLM layer (default: the middle one)")
     p.add_argument("--llm", default=None, help="frozen LLM: hub id, folder or .gguf (default: embedded SmolLM2)")
     p.add_argument("--tasks", default="all", help="comma-separated tasks, 'all' (the seven), or 'repeat'")
     p.add_argument("--num-task-tokens", type=int, default=10, help="task tokens per task")
@@ -74,39 +81,70 @@ def make_pairs(crops: RandomCrops, vision, step: int, batch_size: int, tasks: li
 
 
 @torch.no_grad()
-def ridge_init_adapter_out(model, batches, ridge: float = 1e-2) -> float:
-    """Least-squares fit of adapter_out on teacher-forced hidden states; returns the fit's feature MSE."""
-    layout = model.training_layout
-    sources = layout.regression_sources()
-    xs, ys = [], []
+def ridge_init_readout(model, batches, ridge: float = 1e-2) -> float | None:
+    """Least-squares fit of the model's linear readout (adapter_out) on its (teacher-forced) hidden states; returns
+    the fit's feature MSE, or None for a variant without such a readout (the experts)."""
+    xs, ys, out = [], [], None
     for lq, hq, names in batches:
-        hidden, _ = model.hidden_states(model.embed_layout(layout, lq, names, hq))  # (B, T, llm_dim)
-        xs.append(hidden[:, sources].reshape(-1, hidden.shape[-1]))
-        ys.append(hq.reshape(-1, hq.shape[-1]))
-    x, y = torch.cat(xs).double(), torch.cat(ys).double()  # (M, llm_dim), (M, vision_dim)
+        found = model.readout(lq, hq, names)
+        if found is None:
+            return None
+        x, y, out = found  # (M, width), (M, vision_dim), nn.Linear
+        xs.append(x)
+        ys.append(y)
+    x, y = torch.cat(xs).double(), torch.cat(ys).double()  # (M, width), (M, vision_dim)
     x_mean, y_mean = x.mean(0), y.mean(0)
     xc, yc = x - x_mean, y - y_mean
     gram = xc.T @ xc + ridge * len(x) * torch.eye(x.shape[1], dtype=x.dtype)
-    weight = torch.linalg.solve(gram, xc.T @ yc).T  # (vision_dim, llm_dim)
-    out = model.heads.adapter_out
+    weight = torch.linalg.solve(gram, xc.T @ yc).T  # (vision_dim, width)
     out.weight.copy_(weight.float())
     out.bias.copy_((y_mean - weight @ x_mean).float())
     return float(((out(x.float()) - y.float()) ** 2).mean())
+
+
+def write_training_record(export_dir: str, args, model, tasks: list[str]) -> None:
+    """`training.json` next to the checkpoint: variant, budget, trainable parameters, wall time, final losses."""
+    log = os.path.join(args.out, "log.csv")
+    rows = list(csv.DictReader(open(log))) if os.path.exists(log) else []
+    tail = rows[-50:]
+    record = {"variant": args.variant, "layer": getattr(model.config, "layer", None) if not model.autoregressive
+              else None, "tasks": tasks, "steps": int(rows[-1]["step"]) + 1 if rows else 0,
+              "batch_size": args.batch_size, "samples": (int(rows[-1]["step"]) + 1) * args.batch_size if rows else 0,
+              "seconds": round(sum(float(r["seconds"]) for r in _run_ends(rows)), 1),
+              "trainable_params": model.trainable_parameters(), "lr": args.lr, "seed": args.seed,
+              "self_condition": args.self_condition if model.autoregressive else 0.0,
+              "final_l2": sum(float(r["l2"]) for r in tail) / len(tail) if tail else None}
+    with open(os.path.join(export_dir, "training.json"), "w") as f:
+        json.dump(record, f, indent=2)
+
+
+def _run_ends(rows: list[dict]) -> list[dict]:
+    """The last row of each (resumed) run segment: `seconds` restarts from 0 when a run is resumed."""
+    ends = [r for r, nxt in zip(rows, rows[1:]) if float(nxt["seconds"]) < float(r["seconds"])]
+    return ends + rows[-1:]
 
 
 def main(argv=None):
     args = parse_args(argv)
     tasks = parse_tasks(args.tasks)
     accelerator = make_accelerator(args)
-    model = LM4LV.build(llm=args.llm, vision=args.vision, tasks=tasks, num_task_tokens=args.num_task_tokens,
-                        device=accelerator.device, seed=args.seed)
+    layer = args.layer
+    if args.variant == "single-layer" and layer is None:
+        from lm4lv_core.llm import load_llm
+
+        layer = load_llm(args.llm)[0].config.num_hidden_layers // 2
+    model = build_model(args.variant, llm=args.llm, vision=args.vision, tasks=tasks,
+                        num_task_tokens=args.num_task_tokens, layer=layer, device=accelerator.device, seed=args.seed)
+    accelerator.print(f"variant {args.variant}: {model.trainable_parameters():,} trainable parameters")
     vision = model.vision
     crops = RandomCrops(args.data, vision.image_size, seed=args.seed + 2)
     probe = FreeRunningProbe(model, tasks) if args.probe_every > 0 else None
     if args.ridge_init > 0 and not (args.resume and os.path.isdir(os.path.join(args.out, "state"))):
         batches = [make_pairs(crops, vision, 10**9 + i, args.batch_size, tasks, args.seed)
                    for i in range(args.ridge_init)]  # batches far beyond any training step
-        accelerator.print(f"adapter_out ridge init: teacher-forced feature MSE {ridge_init_adapter_out(model, batches):.4f}")
+        fit = ridge_init_readout(model, batches)
+        if fit is not None:
+            accelerator.print(f"adapter_out ridge init: teacher-forced feature MSE {fit:.4f}")
     export_dir = args.export_to or os.path.join(args.out, "lm4lv")
     probe_log = os.path.join(args.out, "probe.csv")
 
@@ -114,7 +152,7 @@ def main(argv=None):
         lq, hq, names = make_pairs(crops, vision, step, args.batch_size, tasks, args.seed,
                                    accelerator.process_index, accelerator.num_processes)
         fed = None
-        if args.self_condition > 0:
+        if args.self_condition > 0 and model.autoregressive:
             with torch.no_grad():
                 own = model.forward_loss(lq, hq, names)["pred"]
             swap = torch.rand(hq.shape[:2], device=hq.device)[..., None] < args.self_condition
@@ -137,8 +175,9 @@ def main(argv=None):
         if os.path.isdir(args.vision):
             vision_ref = os.path.relpath(os.path.abspath(args.vision), os.path.abspath(export_dir))
         model.save_pretrained(export_dir, vision_path=vision_ref)
+        write_training_record(export_dir, args, model, tasks)
 
-    last = train_loop(args, accelerator, model, loss_fn, export, desc=f"LM4LV {','.join(tasks)}")
+    last = train_loop(args, accelerator, model, loss_fn, export, desc=f"{args.variant} {','.join(tasks)}")
     accelerator.print(f"done: {last}; checkpoint in {export_dir}")
 
 

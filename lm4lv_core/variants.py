@@ -1,0 +1,58 @@
+"""The model and its controls behind one name (`--variant` of training and evaluation), and checkpoint loading.
+
+| variant | what maps LQ tokens to HQ tokens | trainable |
+|---|---|---|
+| `lm4lv` | the frozen LLM, autoregressively (the paper's model) | adapters + task tokens |
+| `random-llm` | the same LLM architecture with random weights, frozen, autoregressively (paper 5.2) | adapters + task tokens |
+| `vit-llm` | the frozen LLM in one pass, non-causal, no rotary embedding (paper 4.4) | adapters + task tokens |
+| `single-layer` | one frozen LLM layer in one pass, non-causal (paper B.3) | adapters + task tokens |
+| `linear` | one linear layer per task, per token, no LLM (paper 5.1) | the linear layers |
+| `mlp` | a 2-layer MLP per token, no LLM (paper 5.3) | about LM4LV's count |
+| `transformer` | a 1-layer Transformer, no LLM (paper 5.3) | about LM4LV's count |
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from .errors import CheckpointError, InputError
+from .model import CONFIG_FILE, LM4LV, _checkpoint_folder, _vision_name
+from .one_pass import EXPERT_VARIANTS, LLM_VARIANTS, ONE_PASS_VARIANTS, OnePassModel, lm4lv_trainable_count
+
+AUTOREGRESSIVE_VARIANTS = ("lm4lv", "random-llm")
+VARIANTS = AUTOREGRESSIVE_VARIANTS + ONE_PASS_VARIANTS
+
+
+def build_model(variant: str = "lm4lv", *, llm: str | None = None, vision=None, tasks=("denoise",),
+                num_task_tokens: int = 10, layer: int | None = None, device=None, dtype=None, seed: int = 0):
+    """A new, untrained model of a variant (for training). `layer`: the LLM layer of `single-layer`."""
+    if variant not in VARIANTS:
+        raise InputError(f"Unknown variant {variant!r}; choose from {', '.join(VARIANTS)}.")
+    if variant in AUTOREGRESSIVE_VARIANTS:
+        return LM4LV.build(llm=llm, vision=vision, tasks=tasks, num_task_tokens=num_task_tokens, device=device,
+                           dtype=dtype, seed=seed, random_llm_seed=seed if variant == "random-llm" else None)
+    # the LLM is loaded for every one-pass variant: the LLM variants run it, the experts match its trainable count
+    reference = LM4LV.build(llm=llm, vision=vision, tasks=tasks, num_task_tokens=num_task_tokens, device=device,
+                            dtype=dtype, seed=seed)
+    target = lm4lv_trainable_count(reference.vision.dim, reference.llm.config.hidden_size, len(tasks), num_task_tokens)
+    frozen_llm = reference.llm if variant in LLM_VARIANTS else None
+    return OnePassModel.build(variant, reference.vision, tasks, num_task_tokens, llm=frozen_llm,
+                              llm_name=reference.heads.config.llm, vision_name=_vision_name(vision), layer=layer,
+                              target_params=target if variant in EXPERT_VARIANTS else None, seed=seed)
+
+
+def load_model(path=None, llm: str | None = None, vision=None, device=None, dtype=None):
+    """Load any trained checkpoint (LM4LV, random-llm or a one-pass control); default: the shipped embedded one."""
+    folder = _checkpoint_folder(path)
+    if folder is not None:
+        try:
+            with open(os.path.join(folder, CONFIG_FILE)) as f:
+                raw = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"The config of checkpoint {folder} is unreadable: {exc}") from exc
+        if isinstance(raw, dict) and "variant" in raw:
+            return OnePassModel.from_pretrained(folder, raw, llm=llm, vision=vision, device=device, dtype=dtype)
+    return LM4LV.from_pretrained(path, llm=llm, vision=vision, device=device, dtype=dtype)
+
+
+__all__ = ["VARIANTS", "AUTOREGRESSIVE_VARIANTS", "build_model", "load_model"]

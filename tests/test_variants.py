@@ -1,0 +1,128 @@
+"""The paper's controls (`--variant`): mechanics on tiny random models."""
+import pytest
+import torch
+
+from lm4lv_core.errors import CheckpointError, InputError
+from lm4lv_core.one_pass import FrozenLLMStack, lm4lv_trainable_count
+from lm4lv_core.variants import VARIANTS, build_model, load_model
+
+TASKS = ("denoise", "rotate")
+
+
+@pytest.fixture(scope="module")
+def models(tiny_llm_dir, tiny_vision_dir):
+    return {v: build_model(v, llm=tiny_llm_dir, vision=tiny_vision_dir, tasks=TASKS, layer=1, device="cpu",
+                           dtype=torch.float32, seed=1) for v in VARIANTS}  # the tiny LLM itself is seed 0
+
+
+def _tokens(model, batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, model.num_visual_tokens, model.vision.dim, generator=g)
+
+
+def test_frozen_llm_stack_is_bidirectional_and_position_free(tiny_model):
+    stack = FrozenLLMStack(tiny_model.llm, [0, 1])
+    x = torch.randn(1, 7, tiny_model.llm.config.hidden_size)
+    out = stack(x)
+    perm = torch.randperm(7)
+    # no rotary embedding and no mask: permuting the inputs permutes the outputs (the LLM itself is causal + RoPE)
+    torch.testing.assert_close(stack(x[:, perm]), out[:, perm], atol=1e-5, rtol=1e-4)
+    changed = x.clone()
+    changed[:, -1] += 1.0
+    assert not torch.allclose(stack(changed)[:, 0], out[:, 0])  # the first position sees the last one
+    with pytest.raises(InputError, match="out of range"):
+        FrozenLLMStack(tiny_model.llm, [5])
+
+
+def test_every_variant_trains_only_its_own_parameters(models):
+    for variant, model in models.items():
+        lq, hq = _tokens(model, seed=1), _tokens(model, seed=2)
+        terms = model.forward_loss(lq, hq, ["denoise", "rotate"])
+        assert terms["pred"].shape == hq.shape and torch.isfinite(terms["loss"]), variant
+        terms["loss"].backward()
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        frozen_grads = [n for n, p in model.named_parameters() if not p.requires_grad and p.grad is not None]
+        assert trainable and not frozen_grads, variant
+        assert sum(p.numel() for p in model.parameters() if p.requires_grad) == model.trainable_parameters(), variant
+        model.zero_grad(set_to_none=True)
+
+
+def test_experts_match_lm4lv_parameter_count_and_start_as_copies(models):
+    reference = models["lm4lv"]
+    target = lm4lv_trainable_count(reference.vision.dim, reference.llm.config.hidden_size, len(TASKS), 10)
+    assert reference.trainable_parameters() == target
+    for variant in ("mlp", "transformer"):
+        count = models[variant].trainable_parameters()
+        assert abs(count - target) / target < 0.1, (variant, count, target)
+    for variant in ("linear", "mlp", "transformer"):
+        lq = _tokens(models[variant])
+        torch.testing.assert_close(models[variant].predict(lq, list(TASKS)), lq)
+
+
+def test_random_llm_is_random_frozen_and_reproducible(models, tiny_vision_dir, tmp_path):
+    real, rand = models["lm4lv"].llm, models["random-llm"].llm
+    w_real, w_rand = real.model.layers[0].mlp.up_proj.weight, rand.model.layers[0].mlp.up_proj.weight
+    assert not torch.allclose(w_real, w_rand) and not any(p.requires_grad for p in rand.parameters())
+    models["random-llm"].save_pretrained(tmp_path / "r", vision_path=tiny_vision_dir)
+    loaded = load_model(tmp_path / "r", device="cpu", dtype=torch.float32)
+    assert loaded.variant == "random-llm"
+    torch.testing.assert_close(loaded.llm.model.layers[0].mlp.up_proj.weight, w_rand)
+
+
+def test_one_pass_checkpoints_roundtrip_and_restore(models, tiny_vision_dir, tmp_path, photo):
+    from lm4lv_core.vision import VisionModule
+
+    other = tmp_path / "other_vision"
+    VisionModule.from_config("debug", seed=7).save_pretrained(other)
+    lq = _tokens(models["lm4lv"])
+    for variant in ("vit-llm", "single-layer", "linear", "mlp", "transformer"):
+        model = models[variant]
+        with torch.no_grad():  # move away from the copy initialisation so that the round trip is meaningful
+            for p in model.trainable.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+        folder = tmp_path / variant
+        model.save_pretrained(folder, vision_path=tiny_vision_dir)
+        loaded = load_model(folder, device="cpu", dtype=torch.float32)
+        assert loaded.variant == variant and loaded.trained
+        torch.testing.assert_close(loaded.predict(lq, ["rotate", "denoise"]), model.predict(lq, ["rotate", "denoise"]))
+        result = loaded.restore(photo, "rotate", mode="resize")
+        assert result.image.size == (loaded.image_size, loaded.image_size)
+        tiled = loaded.restore(photo.resize((40, 24)), "denoise")  # tiles, padding
+        assert tiled.image.size == (40, 24)
+        with pytest.raises(InputError, match="Unknown task"):
+            loaded.restore(photo, "flip", mode="resize")
+        with pytest.raises(CheckpointError, match="another vision module"):
+            load_model(folder, vision=str(other), device="cpu", dtype=torch.float32)
+    (tmp_path / "mlp" / "heads.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_model(tmp_path / "mlp", device="cpu")
+
+
+def test_variant_training_and_evaluation_entry_points(tiny_llm_dir, tiny_vision_dir, tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from train.evaluate import main as evaluate
+    from train.train_lm4lv import main as train
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    for variant in ("single-layer", "transformer"):
+        run = tmp_path / variant
+        train(["--variant", variant, "--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data),
+               "--out", str(run), "--steps", "2", "--batch-size", "2", "--probe-every", "0", "--ridge-init", "1",
+               "--tasks", "denoise,rotate", "--layer", "0"])
+        record = json.loads((run / "lm4lv" / "training.json").read_text())
+        assert record["variant"] == variant and record["steps"] == 2 and record["trainable_params"] > 0
+        out = tmp_path / f"{variant}.json"
+        evaluate(["--images", str(data), "--tasks", "denoise,rotate", "--json", str(out), "--checkpoint",
+                  str(run / "lm4lv"), "--llm", tiny_llm_dir, "--examples", str(tmp_path / f"{variant}_ex")])
+        scores = json.loads(out.read_text())
+        assert scores["variant"] == variant and scores["training"]["steps"] == 2
+        assert set(scores["tasks"]) == {"denoise", "rotate"} and scores["tasks"]["rotate"]["lm4lv"]["psnr"] > 0
+        assert (tmp_path / f"{variant}_ex" / "rotate_output.png").is_file()
