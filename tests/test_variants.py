@@ -126,3 +126,27 @@ def test_variant_training_and_evaluation_entry_points(tiny_llm_dir, tiny_vision_
         assert scores["variant"] == variant and scores["training"]["steps"] == 2
         assert set(scores["tasks"]) == {"denoise", "rotate"} and scores["tasks"]["rotate"]["lm4lv"]["psnr"] > 0
         assert (tmp_path / f"{variant}_ex" / "rotate_output.png").is_file()
+
+
+def test_ablation_runner_and_report(tiny_llm_dir, tiny_vision_dir, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from train.ablations import main as ablations
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    results, report = tmp_path / "results", tmp_path / "docs" / "ABLATIONS.md"
+    report.parent.mkdir()
+    ablations(["--out", str(tmp_path / "runs"), "--results", str(results), "--report", str(report),
+               "--variants", "linear,lm4lv", "--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data),
+               "--images", str(data), "--steps", "2", "--batch-size", "2", "--warmup", "1", "--jobs", "2",
+               "--reference", str(tmp_path / "none.json")])
+    text = report.read_text()
+    assert "| **lm4lv** |" in text and "| linear |" in text and "| MAE-r (baseline) |" in text
+    assert "a linear map of the tokens does not explain" in text and "## Adapter analysis" in text
+    assert (report.parent / "ablations.png").is_file()
+    assert (results / "lm4lv.adapters.json").is_file() and (results / "lm4lv.probe.csv").is_file()

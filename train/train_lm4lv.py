@@ -107,7 +107,8 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
     log = os.path.join(args.out, "log.csv")
     rows = list(csv.DictReader(open(log))) if os.path.exists(log) else []
     tail = rows[-50:]
-    record = {"variant": args.variant, "layer": getattr(model.config, "layer", None) if not model.autoregressive
+    record = {"variant": args.variant, "data": args.data, "vision": args.vision, "llm": args.llm or "smollm2",
+              "layer": getattr(model.config, "layer", None) if not model.autoregressive
               else None, "tasks": tasks, "steps": int(rows[-1]["step"]) + 1 if rows else 0,
               "batch_size": args.batch_size, "samples": (int(rows[-1]["step"]) + 1) * args.batch_size if rows else 0,
               "seconds": round(sum(float(r["seconds"]) for r in _run_ends(rows)), 1),
