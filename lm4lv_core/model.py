@@ -41,7 +41,49 @@ class Result:
     notes: list[str] = field(default_factory=list)
 
 
-class LM4LV(nn.Module):
+class Restorer:
+    """What every model variant shares: sizes from its vision module and the image-level API built on the
+    variant's `events(lq, tasks, **options)` (the generation events of a batch of LQ visual tokens)."""
+
+    vision: VisionModule
+
+    @property
+    def image_size(self) -> int:
+        return self.vision.image_size
+
+    @property
+    def num_visual_tokens(self) -> int:
+        return self.vision.num_tokens
+
+    def stream(self, image, task: str, **options):
+        """Events (`generate.TextPiece`, `VisualToken`, `ImageDone`, `Finished`) for one image, then a `Result`."""
+        from .inference import stream_restore
+
+        yield from stream_restore(self, [image], [task], **options)
+
+    def restore_batch(self, images: list, tasks: list[str] | str, mode: str = "tile", **options) -> list[Result]:
+        """Restore several images. mode "resize": center-crop and resize each to the model's size and generate them
+        as one batch; mode "tile": keep each image's size (see `restore`)."""
+        from .inference import restore_tiled_result, stream_restore
+
+        tasks = [tasks] * len(images) if isinstance(tasks, str) else list(tasks)
+        if mode == "tile":
+            return [restore_tiled_result(self, image, task, **options) for image, task in zip(images, tasks)]
+        if mode != "resize":
+            raise InputError(f"Unknown mode {mode!r}; use 'tile' or 'resize'.")
+        return [e for e in stream_restore(self, images, tasks, **options) if isinstance(e, Result)]
+
+    def restore(self, image, task: str, mode: str = "tile", **options) -> Result:
+        """Restore one image (a path, PIL image or uint8 array) with a task-token set.
+
+        mode "tile" (default): any size; overlapping tiles of the model's size are restored in batches and blended
+        (options: overlap=16, batch_size=16, progress=callable(done, total)); the output keeps the input's size.
+        mode "resize": center-crop and resize to the model's size (options: generation options).
+        """
+        return self.restore_batch([image], [task], mode=mode, **options)[0]
+
+
+class LM4LV(Restorer, nn.Module):
     """The paper's model (variant "lm4lv"), or the same with a randomly initialised frozen LLM ("random-llm")."""
 
     autoregressive = True
@@ -59,14 +101,6 @@ class LM4LV(nn.Module):
         self._cache_kwarg = "cache" if "cache" in forward_params else "past_key_values"
 
     # ------------------------------------------------------------------------------------------------ sizes
-    @property
-    def image_size(self) -> int:
-        return self.vision.image_size
-
-    @property
-    def num_visual_tokens(self) -> int:
-        return self.vision.num_tokens
-
     @property
     def tasks(self) -> tuple[str, ...]:
         return tuple(self.heads.task_tokens.keys())
@@ -186,26 +220,6 @@ class LM4LV(nn.Module):
 
         return generate(self, lq, tasks, **generate_options)
 
-    def stream(self, image, task: str, **options):
-        """Events (`generate.TextPiece`, `VisualToken`, `ImageDone`, `Finished`) for one image, then a `Result`."""
-        from .inference import stream_restore
-
-        yield from stream_restore(self, [image], [task], **options)
-
-    def restore_batch(self, images: list, tasks: list[str] | str, mode: str = "tile", **options) -> list[Result]:
-        """Restore several images. mode "resize": center-crop and resize each to the model's size and generate them
-        as one batch; mode "tile": keep each image's size (see `restore`)."""
-        return restore_batch(self, images, tasks, mode, **options)
-
-    def restore(self, image, task: str, mode: str = "tile", **options) -> Result:
-        """Restore one image (a path, PIL image or uint8 array) with a task-token set.
-
-        mode "tile" (default): any size; overlapping tiles of the model's size are restored in batches and blended
-        (options: overlap=16, batch_size=16, progress=callable(done, total)); the output keeps the input's size.
-        mode "resize": center-crop and resize to the model's size (options: generation options).
-        """
-        return self.restore_batch([image], [task], mode=mode, **options)[0]
-
     # ------------------------------------------------------------------------------------------------ checkpoints
     @classmethod
     def build(cls, llm: str | None = None, vision: str | os.PathLike | VisionModule | None = None,
@@ -287,18 +301,6 @@ class LM4LV(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def restore_batch(model, images: list, tasks: list[str] | str, mode: str = "tile", **options) -> list[Result]:
-    """`restore_batch` of LM4LV and of the one-pass controls (anything with `events`, `vision`, `check_task`)."""
-    from .inference import restore_tiled_result, stream_restore
-
-    tasks = [tasks] * len(images) if isinstance(tasks, str) else list(tasks)
-    if mode == "tile":
-        return [restore_tiled_result(model, image, task, **options) for image, task in zip(images, tasks)]
-    if mode != "resize":
-        raise InputError(f"Unknown mode {mode!r}; use 'tile' or 'resize'.")
-    return [e for e in stream_restore(model, images, tasks, **options) if isinstance(e, Result)]
-
-
 def _default_vision() -> str | None:
     return str(DEFAULT_VISION) if (DEFAULT_VISION / "config.json").is_file() else None
 

@@ -10,8 +10,8 @@ trainable parts (two linear adapters + one task-token set per task):
   sequence, learned positions, task tokens) with about as many trainable parameters as LM4LV's adapters + task
   tokens. Both are residual (output = input + f(input)) with a zero-initialised last layer, so they start as a copy.
 
-`OnePassModel` offers the interface the rest of the library uses (`forward_loss`, `events`, `restore_batch`,
-`save_pretrained` / `from_pretrained`), so the CLI, the demo and `train.evaluate` run the controls unchanged.
+`OnePassModel` offers the interface the rest of the library uses (`forward_loss`, `events`, and through
+`model.Restorer` `stream` / `restore` / `restore_batch`; `save_pretrained` / `from_pretrained`), so the CLI, the demo and `train.evaluate` run the controls unchanged.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from .device import default_device, default_llm_dtype
 from .errors import CheckpointError, InputError
 from .generate import Finished, ImageDone, VisualToken
 from .heads import HeadsConfig, LM4LVHeads
+from .model import Restorer
 from .vision import VisionModule, weights_fingerprint
 
 LLM_VARIANTS = ("vit-llm", "single-layer")
@@ -174,7 +175,7 @@ def expert_width(variant: str, target: int, dim: int, num_tasks: int, num_task_t
 
 
 # ---------------------------------------------------------------------------------------------------- the model
-class OnePassModel(nn.Module):
+class OnePassModel(Restorer, nn.Module):
     """A one-pass control with LM4LV's interface. `llm` is required for the frozen-LLM variants only."""
 
     autoregressive = False
@@ -209,14 +210,6 @@ class OnePassModel(nn.Module):
     @property
     def variant(self) -> str:
         return self.config.variant
-
-    @property
-    def image_size(self) -> int:
-        return self.vision.image_size
-
-    @property
-    def num_visual_tokens(self) -> int:
-        return self.vision.num_tokens
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -283,20 +276,6 @@ class OnePassModel(nn.Module):
                 yield VisualToken(row, index, count, pred[row, index])
             yield ImageDone(row, pred[row])
             yield Finished(row, "", pred[row])
-
-    # ------------------------------------------------------------------------------------------------ inference
-    def stream(self, image, task: str, **options):
-        from .inference import stream_restore
-
-        yield from stream_restore(self, [image], [task], **options)
-
-    def restore_batch(self, images: list, tasks, mode: str = "tile", **options):
-        from .model import restore_batch
-
-        return restore_batch(self, images, tasks, mode, **options)
-
-    def restore(self, image, task: str, mode: str = "tile", **options):
-        return self.restore_batch([image], [task], mode=mode, **options)[0]
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     @classmethod

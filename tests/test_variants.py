@@ -98,20 +98,24 @@ def test_one_pass_checkpoints_roundtrip_and_restore(models, tiny_vision_dir, tmp
         load_model(tmp_path / "mlp", device="cpu")
 
 
-def test_variant_training_and_evaluation_entry_points(tiny_llm_dir, tiny_vision_dir, tmp_path):
-    import json
-
+def _random_photos(folder, count=2, shape=(48, 64, 3), seed=0):
     import numpy as np
     from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_variant_training_and_evaluation_entry_points(tiny_llm_dir, tiny_vision_dir, tmp_path):
+    import json
 
     from train.evaluate import main as evaluate
     from train.train_lm4lv import main as train
 
-    data = tmp_path / "data"
-    data.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    data = _random_photos(tmp_path / "data")
     for variant in ("single-layer", "transformer"):
         run = tmp_path / variant
         train(["--variant", variant, "--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data),
@@ -129,16 +133,9 @@ def test_variant_training_and_evaluation_entry_points(tiny_llm_dir, tiny_vision_
 
 
 def test_ablation_runner_and_report(tiny_llm_dir, tiny_vision_dir, tmp_path):
-    import numpy as np
-    from PIL import Image
-
     from train.ablations import main as ablations
 
-    data = tmp_path / "data"
-    data.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(2):
-        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(data / f"{i}.png")
+    data = _random_photos(tmp_path / "data", shape=(40, 48, 3), seed=1)
     results, report = tmp_path / "results", tmp_path / "docs" / "ABLATIONS.md"
     report.parent.mkdir()
     ablations(["--out", str(tmp_path / "runs"), "--results", str(results), "--report", str(report),
