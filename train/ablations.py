@@ -40,6 +40,10 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=25)
     p.add_argument("--self-condition", type=float, default=0.5, help="for the autoregressive variants")
+    p.add_argument("--random-llm-ce-weight", type=float, default=0.0,
+                   help="text CE weight of the random-llm control: a random LLM cannot learn to write the markers (its "
+                        "CE stays near 6 and, under gradient clipping, crowds out the regression), and evaluation "
+                        "forces `<Img>`, so by default it trains on the regression alone")
     p.add_argument("--layer", type=int, default=None, help="single-layer: LLM layer (default: the middle one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=1, help="variants trained at once (one CPU thread each)")
@@ -57,6 +61,8 @@ def train_command(args, variant: str) -> list[str]:
            "--threads", str(args.threads), "--resume"]
     if variant in AUTOREGRESSIVE_VARIANTS:
         cmd += ["--self-condition", str(args.self_condition)]
+    if variant == "random-llm":
+        cmd += ["--ce-weight", str(args.random_llm_ce_weight)]
     if args.llm:
         cmd += ["--llm", args.llm]
     if variant == "single-layer" and args.layer is not None:

@@ -114,6 +114,7 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
               "seconds": round(sum(float(r["seconds"]) for r in _run_ends(rows)), 1),
               "trainable_params": model.trainable_parameters(), "lr": args.lr, "seed": args.seed,
               "self_condition": args.self_condition if model.autoregressive else 0.0,
+              "ce_weight": args.ce_weight if model.autoregressive else 0.0,
               "final_l2": sum(float(r["l2"]) for r in tail) / len(tail) if tail else None}
     with open(os.path.join(export_dir, "training.json"), "w") as f:
         json.dump(record, f, indent=2)
