@@ -4,7 +4,8 @@
 
 `--runs` holds `<variant>.json` (from `train.evaluate`, with the run's `training.json`), optionally
 `<variant>.probe.csv` (teacher-forced vs free-running probe), `<variant>.adapters.json` (adapter analysis) and
-`examples/<variant>/<task>_{degraded,mae_r,output,clean}.png`. Every number in the report comes from these files.
+`examples/<variant>/<task>_{degraded,mae_r,output,clean}.png`. Every number in the report comes from these files;
+an optional hand-written `NOTES.md` in the same folder is included as the discussion.
 """
 from __future__ import annotations
 
@@ -165,7 +166,8 @@ def save_grid(runs: dict, folder: str, tasks: list[str], path: str, scale: int =
     return True
 
 
-def render(runs: dict, folder: str, out: str, reference: dict | None, grid: str | None) -> str:
+def render(runs: dict, folder: str, out: str, reference: dict | None, grid: str | None,
+           notes: str | None = None) -> str:
     first = next(iter(runs.values()))
     tasks = list(first["tasks"])
     for variant, run in runs.items():  # the same images, degradations and MAE-r for every run, or no comparison
@@ -199,6 +201,9 @@ def render(runs: dict, folder: str, out: str, reference: dict | None, grid: str 
     lines += ["## The paper's claims at our scale", "",
               f"A control counts as beaten when LM4LV's PSNR is higher by more than {MARGIN_DB} dB.", ""]
     lines += claim_lines(runs, tasks) + [""]
+    if notes:
+        lines += ["## Reading the results", "", "*(hand-written, from `NOTES.md` next to the run JSONs)*", "",
+                  notes.strip(), ""]
     lines += probe_lines(runs)
     lines += adapter_lines(runs, folder, out_dir)
     return "\n".join(lines)
@@ -216,7 +221,9 @@ def main(argv=None):
         raise SystemExit(f"No <variant>.json in {args.runs}: run `python -m train.ablations` first.")
     reference = json.load(open(args.reference)) if args.reference else None
     grid = args.grid or os.path.join(os.path.dirname(os.path.abspath(args.out)), "ablations.png")
-    text = render(runs, args.runs, args.out, reference, grid)
+    notes_path = os.path.join(args.runs, "NOTES.md")
+    notes = open(notes_path).read() if os.path.isfile(notes_path) else None
+    text = render(runs, args.runs, args.out, reference, grid, notes)
     with open(args.out, "w") as f:
         f.write(text + "\n")
     print(text)
