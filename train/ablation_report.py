@@ -66,7 +66,8 @@ def task_table(task: str, runs: dict, reference: dict | None) -> list[str]:
     first = next(iter(runs.values()))["tasks"][task]
     lm4lv = runs.get("lm4lv", {}).get("tasks", {}).get(task, {}).get("lm4lv", {}).get("psnr")
     lines = [f"### {task}", "",
-             "| model | trainable parameters | training (CPU, 1 thread) | PSNR / SSIM | vs MAE-r | vs LM4LV |",
+             "| model | trainable parameters | training (CPU, 1 thread) | PSNR / SSIM | minus MAE-r (dB) | "
+             "minus LM4LV (dB) |",
              "|---|---|---|---|---|---|",
              f"| degraded input | — | — | {first['degraded']['psnr']:.2f} / {first['degraded']['ssim']:.3f} | "
              f"{first['degraded']['psnr'] - first['mae_r']['psnr']:+.2f} | — |",
