@@ -55,6 +55,10 @@ class Restorer:
     def num_visual_tokens(self) -> int:
         return self.vision.num_tokens
 
+    def trainable_parameters(self) -> int:
+        """How many parameters training updates (the variant's `trainable` module)."""
+        return sum(p.numel() for p in self.trainable.parameters())
+
     def stream(self, image, task: str, **options):
         """Events (`generate.TextPiece`, `VisualToken`, `ImageDone`, `Finished`) for one image, then a `Result`."""
         from .inference import stream_restore
@@ -121,9 +125,6 @@ class LM4LV(Restorer, nn.Module):
     def trainable(self) -> nn.Module:
         """Everything that is trained: the adapters and task tokens."""
         return self.heads
-
-    def trainable_parameters(self) -> int:
-        return sum(p.numel() for p in self.heads.parameters())
 
     def check_task(self, task: str) -> str:
         if task not in self.heads.task_tokens:
@@ -264,43 +265,63 @@ class LM4LV(Restorer, nn.Module):
         config = _read_config(folder)
         device = torch.device(device) if device is not None else default_device()
         dtype = dtype or default_llm_dtype(device)
-        vision_source = vision or _resolve_relative(config.vision, folder)
-        vision_module = _load_vision(vision_source)
-        if vision_module.fingerprint() != config.vision_fingerprint:
-            raise CheckpointError(f"The checkpoint {folder} was trained with another vision module "
-                                  f"({config.vision}), not with {vision_source}.")
+        vision_module = load_checked_vision(vision, config.vision, config.vision_fingerprint, folder)
         model, tokenizer = load_llm(llm or config.llm, dtype=dtype, device=device)
         if config.extra.get("random_llm_seed") is not None:  # the random-llm control: rebuild the same random weights
             model = randomly_initialised(model, int(config.extra["random_llm_seed"]))
-        if weights_fingerprint(model) != config.llm_fingerprint:
-            raise CheckpointError(f"The checkpoint {folder} was trained with another LLM ({config.llm}), "
-                                  f"not with {llm or config.llm}.")
+        check_llm(model, config.llm_fingerprint, folder, config.llm, llm)
         if model.config.hidden_size != config.llm_dim or vision_module.dim != config.vision_dim:
             raise CheckpointError(f"The checkpoint {folder} does not fit this LLM / vision module (dimensions).")
         heads = LM4LVHeads(config)
-        try:
-            state = load_file(os.path.join(folder, HEADS_FILE))
-            heads.load_state_dict(state)
-        except (SafetensorError, OSError, RuntimeError) as exc:
-            raise CheckpointError(f"The adapter weights in {folder} are corrupt or do not match its config: "
-                                  f"{str(exc).splitlines()[0]}") from exc
+        load_trained_weights(heads, folder)
         return cls(model, tokenizer, vision_module.to(device).eval(), heads.to(device), trained=True)
 
     def save_pretrained(self, path: str | os.PathLike, vision_path: str | None = None) -> None:
         """Write heads (safetensors) + config (JSON). `vision_path` is recorded as the vision module's location
         (relative paths are resolved against the checkpoint folder when loading)."""
-        os.makedirs(path, exist_ok=True)
         config = self.heads.config
         if vision_path is not None:
             config.vision = vision_path
-        state = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
-        save_file(state, os.path.join(path, HEADS_FILE + ".tmp"))
-        os.replace(os.path.join(path, HEADS_FILE + ".tmp"), os.path.join(path, HEADS_FILE))
-        with open(os.path.join(path, CONFIG_FILE), "w") as f:
-            json.dump(asdict(config), f, indent=2)
+        write_checkpoint(path, self.heads, asdict(config))
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
+def write_checkpoint(path: str | os.PathLike, trained: nn.Module, config: dict) -> None:
+    """The trained weights (safetensors, written atomically) + the config (JSON) of any variant."""
+    os.makedirs(path, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in trained.state_dict().items()}
+    save_file(state, os.path.join(path, HEADS_FILE + ".tmp"))
+    os.replace(os.path.join(path, HEADS_FILE + ".tmp"), os.path.join(path, HEADS_FILE))
+    with open(os.path.join(path, CONFIG_FILE), "w") as f:
+        json.dump(config, f, indent=2)
+
+
+def load_trained_weights(trained: nn.Module, folder: str) -> None:
+    """Load a checkpoint's safetensors into `trained`; a corrupt or mismatched file is a CheckpointError."""
+    try:
+        trained.load_state_dict(load_file(os.path.join(folder, HEADS_FILE)))
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise CheckpointError(f"The trained weights in {folder} are corrupt or do not match its config: "
+                              f"{str(exc).splitlines()[0]}") from exc
+
+
+def load_checked_vision(override, recorded: str, fingerprint: str, folder: str) -> VisionModule:
+    """The vision module a checkpoint names (or `override`), refused unless its encoder is the one trained with."""
+    source = override or _resolve_relative(recorded, folder)
+    vision_module = _load_vision(source)
+    if vision_module.fingerprint() != fingerprint:
+        raise CheckpointError(f"The checkpoint {folder} was trained with another vision module "
+                              f"({recorded}), not with {source}.")
+    return vision_module
+
+
+def check_llm(model, fingerprint: str, folder: str, recorded: str, override: str | None) -> None:
+    """Refuse an LLM whose weights are not the ones the checkpoint was trained with."""
+    if weights_fingerprint(model) != fingerprint:
+        raise CheckpointError(f"The checkpoint {folder} was trained with another LLM ({recorded}), "
+                              f"not with {override or recorded}.")
+
+
 def _default_vision() -> str | None:
     return str(DEFAULT_VISION) if (DEFAULT_VISION / "config.json").is_file() else None
 

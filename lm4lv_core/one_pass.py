@@ -15,13 +15,10 @@ trainable parts (two linear adapters + one task-token set per task):
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
@@ -29,13 +26,12 @@ from .device import default_device, default_llm_dtype
 from .errors import CheckpointError, InputError
 from .generate import Finished, ImageDone, VisualToken
 from .heads import HeadsConfig, LM4LVHeads
-from .model import Restorer
+from .model import Restorer, check_llm, load_checked_vision, load_trained_weights, write_checkpoint
 from .vision import VisionModule, weights_fingerprint
 
 LLM_VARIANTS = ("vit-llm", "single-layer")
 EXPERT_VARIANTS = ("linear", "mlp", "transformer")
 ONE_PASS_VARIANTS = LLM_VARIANTS + EXPERT_VARIANTS
-HEADS_FILE, CONFIG_FILE = "heads.safetensors", "lm4lv_config.json"
 
 
 @dataclass
@@ -224,9 +220,6 @@ class OnePassModel(Restorer, nn.Module):
             raise InputError(f"Unknown task {task!r}; choose one of: {', '.join(self.tasks)}.")
         return task
 
-    def trainable_parameters(self) -> int:
-        return sum(p.numel() for p in self.trainable.parameters())
-
     # ------------------------------------------------------------------------------------------------ tensors
     def backbone_hidden(self, lq: torch.Tensor, tasks: list[str]) -> torch.Tensor:
         """Frozen-LLM variants: (B, N, vision_dim) -> (B, N, llm_dim) hidden states at the LQ positions."""
@@ -306,21 +299,15 @@ class OnePassModel(Restorer, nn.Module):
         return model.to(device)
 
     def save_pretrained(self, path: str | os.PathLike, vision_path: str | None = None) -> None:
-        os.makedirs(path, exist_ok=True)
         if vision_path is not None:
             self.config.vision = vision_path
-        state = {k: v.detach().contiguous().cpu() for k, v in self.trainable.state_dict().items()}
-        save_file(state, os.path.join(path, HEADS_FILE + ".tmp"))
-        os.replace(os.path.join(path, HEADS_FILE + ".tmp"), os.path.join(path, HEADS_FILE))
-        with open(os.path.join(path, CONFIG_FILE), "w") as f:
-            json.dump(asdict(self.config), f, indent=2)
+        write_checkpoint(path, self.trainable, asdict(self.config))
 
     @classmethod
     def from_pretrained(cls, folder: str, raw_config: dict, llm: str | None = None, vision: str | None = None,
                         device=None, dtype=None) -> "OnePassModel":
         """Load a saved control (called by `lm4lv_core.variants.load_model`, which reads the config)."""
         from .llm import load_llm
-        from .model import _load_vision, _resolve_relative
 
         try:
             raw = dict(raw_config, tasks=tuple(raw_config["tasks"]))
@@ -328,21 +315,11 @@ class OnePassModel(Restorer, nn.Module):
         except (TypeError, KeyError) as exc:
             raise CheckpointError(f"The config of checkpoint {folder} is unreadable: {exc}") from exc
         device = torch.device(device) if device is not None else default_device()
-        vision_source = vision or _resolve_relative(config.vision, folder)
-        vision_module = _load_vision(vision_source)
-        if vision_module.fingerprint() != config.vision_fingerprint:
-            raise CheckpointError(f"The checkpoint {folder} was trained with another vision module "
-                                  f"({config.vision}), not with {vision_source}.")
+        vision_module = load_checked_vision(vision, config.vision, config.vision_fingerprint, folder)
         llm_model = None
         if config.variant in LLM_VARIANTS:
             llm_model, _ = load_llm(llm or config.llm, dtype=dtype or default_llm_dtype(device), device=device)
-            if weights_fingerprint(llm_model) != config.llm_fingerprint:
-                raise CheckpointError(f"The checkpoint {folder} was trained with another LLM ({config.llm}), "
-                                      f"not with {llm or config.llm}.")
+            check_llm(llm_model, config.llm_fingerprint, folder, config.llm, llm)
         model = cls(config, vision_module.to(device).eval(), llm_model, trained=True)
-        try:
-            model.trainable.load_state_dict(load_file(os.path.join(folder, HEADS_FILE)))
-        except (SafetensorError, OSError, RuntimeError) as exc:
-            raise CheckpointError(f"The weights in {folder} are corrupt or do not match its config: "
-                                  f"{str(exc).splitlines()[0]}") from exc
+        load_trained_weights(model.trainable, folder)
         return model.to(device)
