@@ -275,7 +275,8 @@ class OnePassModel(Restorer, nn.Module):
     def build(cls, variant: str, vision: VisionModule, tasks, num_task_tokens: int = 10, llm=None,
               llm_name: str = "", vision_name: str = "", layer: int | None = None, target_params: int | None = None,
               seed: int = 0) -> "OnePassModel":
-        """A new control. `target_params`: trainable parameters the experts should match (LM4LV's count)."""
+        """A new control. `target_params`: trainable parameters the experts should match (LM4LV's count);
+        `layer`: the single-layer variant's LLM layer (default: the middle one)."""
         tasks = tuple(tasks)
         width = llm.config.hidden_size if llm is not None and variant in LLM_VARIANTS else 0
         if variant in ("mlp", "transformer"):
@@ -283,7 +284,7 @@ class OnePassModel(Restorer, nn.Module):
                 raise InputError(f"The {variant} expert needs target_params (LM4LV's trainable-parameter count).")
             width = expert_width(variant, target_params, vision.dim, len(tasks), num_task_tokens, vision.num_tokens)
         if variant == "single-layer" and layer is None:
-            raise InputError("The single-layer variant needs a layer index.")
+            layer = llm.config.num_hidden_layers // 2  # the middle layer
         config = OnePassConfig(variant=variant, vision_dim=vision.dim, num_visual_tokens=vision.num_tokens,
                                tasks=tasks, num_task_tokens=num_task_tokens, width=width,
                                layer=layer if variant == "single-layer" else None,

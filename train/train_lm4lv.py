@@ -105,12 +105,16 @@ def ridge_init_readout(model, batches, ridge: float = 1e-2) -> float | None:
 def write_training_record(export_dir: str, args, model, tasks: list[str]) -> None:
     """`training.json` next to the checkpoint: variant, budget, trainable parameters, wall time, final losses."""
     log = os.path.join(args.out, "log.csv")
-    rows = list(csv.DictReader(open(log))) if os.path.exists(log) else []
+    rows = []
+    if os.path.exists(log):
+        with open(log, newline="") as f:
+            rows = list(csv.DictReader(f))
+    steps = int(rows[-1]["step"]) + 1 if rows else 0
     tail = rows[-50:]
     record = {"variant": args.variant, "data": args.data, "vision": args.vision, "llm": args.llm or "smollm2",
               "layer": getattr(model.config, "layer", None) if not model.autoregressive
-              else None, "tasks": tasks, "steps": int(rows[-1]["step"]) + 1 if rows else 0,
-              "batch_size": args.batch_size, "samples": (int(rows[-1]["step"]) + 1) * args.batch_size if rows else 0,
+              else None, "tasks": tasks, "steps": steps,
+              "batch_size": args.batch_size, "samples": steps * args.batch_size,
               "seconds": round(sum(float(r["seconds"]) for r in _run_ends(rows)), 1),
               "trainable_params": model.trainable_parameters(), "lr": args.lr, "seed": args.seed,
               "self_condition": args.self_condition if model.autoregressive else 0.0,
@@ -130,13 +134,9 @@ def main(argv=None):
     args = parse_args(argv)
     tasks = parse_tasks(args.tasks)
     accelerator = make_accelerator(args)
-    layer = args.layer
-    if args.variant == "single-layer" and layer is None:
-        from lm4lv_core.llm import load_llm
-
-        layer = load_llm(args.llm)[0].config.num_hidden_layers // 2
     model = build_model(args.variant, llm=args.llm, vision=args.vision, tasks=tasks,
-                        num_task_tokens=args.num_task_tokens, layer=layer, device=accelerator.device, seed=args.seed)
+                        num_task_tokens=args.num_task_tokens, layer=args.layer, device=accelerator.device,
+                        seed=args.seed)
     accelerator.print(f"variant {args.variant}: {model.trainable_parameters():,} trainable parameters")
     vision = model.vision
     crops = RandomCrops(args.data, vision.image_size, seed=args.seed + 2)
