@@ -68,3 +68,51 @@ def test_crops_are_deterministic_and_skip_broken_files(data_dir, tmp_path):
         warnings.simplefilter("ignore")
         np.testing.assert_array_equal(batch.numpy(), b.batch(0, 16).numpy())
         assert not np.array_equal(a.batch(1, 16).numpy(), batch.numpy())
+
+
+def test_pretrain_architecture_flags_override_the_preset(data_dir, tmp_path):
+    import json
+
+    from train.pretrain_mae import main
+
+    main(["--preset", "debug", "--image-size", "16", "--patch-size", "4", "--hidden-size", "24", "--data",
+          str(data_dir), "--batch-size", "2", "--steps", "1", "--mixed-precision", "no", "--out", str(tmp_path)])
+    config = json.loads((tmp_path / "vision" / "config.json").read_text())
+    assert (config["image_size"], config["patch_size"], config["hidden_size"]) == (16, 4, 24)
+    assert config["num_hidden_layers"] == 1  # the rest is the debug preset's
+
+
+def test_curriculum_init_from_copies_adapters_and_shared_task_tokens(data_dir, tmp_path, tiny_llm_dir,
+                                                                    tiny_vision_dir):
+    import torch
+
+    from lm4lv_core import LM4LV
+    from train.train_lm4lv import init_from_checkpoint, main
+
+    common = ["--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data_dir), "--batch-size", "2",
+              "--probe-every", "0", "--ridge-init", "0"]
+    main(common + ["--out", str(tmp_path / "first"), "--steps", "2", "--tasks", "repeat"])
+    first = LM4LV.from_pretrained(tmp_path / "first" / "lm4lv", device="cpu")
+    second = LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, tasks=["denoise", "repeat"], device="cpu", seed=5)
+    untouched = second.heads.task_tokens["denoise"].detach().clone()
+    copied = init_from_checkpoint(second, str(tmp_path / "first" / "lm4lv"))
+    assert "task_tokens.repeat" in copied and "task_tokens.denoise" not in copied
+    for name in ("adapter_in.weight", "adapter_out.bias", "task_tokens.repeat"):
+        torch.testing.assert_close(second.heads.state_dict()[name], first.heads.state_dict()[name])
+    torch.testing.assert_close(second.heads.task_tokens["denoise"], untouched)
+    main(common + ["--out", str(tmp_path / "second"), "--steps", "1", "--tasks", "denoise,repeat",
+                   "--init-from", str(tmp_path / "first" / "lm4lv")])
+    assert (tmp_path / "second" / "lm4lv" / "heads.safetensors").is_file()
+
+
+def test_init_from_refuses_another_vision_module(data_dir, tmp_path, tiny_llm_dir, tiny_vision_dir):
+    from lm4lv_core import LM4LV
+    from lm4lv_core.vision import VisionModule
+    from train.train_lm4lv import init_from_checkpoint
+
+    first = LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, tasks=["repeat"], device="cpu")
+    first.save_pretrained(tmp_path / "first", vision_path=tiny_vision_dir)
+    other = VisionModule.from_config("debug", seed=99)
+    second = LM4LV.build(llm=tiny_llm_dir, vision=other, tasks=["repeat"], device="cpu")
+    with pytest.raises(SystemExit, match="another vision module"):
+        init_from_checkpoint(second, str(tmp_path / "first"))

@@ -52,6 +52,9 @@ def parse_args(argv=None):
     p.add_argument("--ridge-init", type=int, default=4,
                    help="batches used to initialise adapter_out by ridge regression from the teacher-forced hidden "
                         "states (0: keep the pseudo-inverse of adapter_in)")
+    p.add_argument("--init-from", default=None,
+                   help="start from a trained LM4LV checkpoint (a curriculum, e.g. `--tasks repeat` first): its "
+                        "adapters and the task tokens of the tasks both runs share; skips --ridge-init")
     p.add_argument("--export-to", default=None,
                    help="also write the checkpoint here (e.g. checkpoints/lm4lv-smollm2); default: OUT/lm4lv")
     p.add_argument("--probe-every", type=int, default=100,
@@ -102,6 +105,29 @@ def ridge_init_readout(model, batches, ridge: float = 1e-2) -> float | None:
     return float(((out(x.float()) - y.float()) ** 2).mean())
 
 
+def init_from_checkpoint(model, folder: str) -> list[str]:
+    """Copy a trained checkpoint's adapters and shared task tokens into `model`; returns the names copied.
+
+    Refuses a checkpoint trained on another vision module or LLM, or one with other adapter shapes."""
+    from safetensors.torch import load_file
+
+    from lm4lv_core.model import CONFIG_FILE, HEADS_FILE
+
+    with open(os.path.join(folder, CONFIG_FILE)) as f:
+        config = json.load(f)
+    for key, what in (("vision_fingerprint", "vision module"), ("llm_fingerprint", "LLM")):
+        if config.get(key) != getattr(model.heads.config, key):
+            raise SystemExit(f"--init-from {folder} was trained with another {what} than this run's.")
+    own = model.trainable.state_dict()
+    found = load_file(os.path.join(folder, HEADS_FILE))
+    shared = {k: v for k, v in found.items() if k in own}
+    wrong = [k for k, v in shared.items() if v.shape != own[k].shape]
+    if wrong or not any(k.startswith("adapter_") for k in shared):
+        raise SystemExit(f"--init-from {folder}: no adapters of matching shape ({wrong or 'none found'}).")
+    model.trainable.load_state_dict(shared, strict=False)
+    return sorted(shared)
+
+
 def write_training_record(export_dir: str, args, model, tasks: list[str]) -> None:
     """`training.json` next to the checkpoint: variant, budget, trainable parameters, wall time, final losses."""
     log = os.path.join(args.out, "log.csv")
@@ -118,7 +144,7 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
               "seconds": round(sum(float(r["seconds"]) for r in _run_ends(rows)), 1),
               "trainable_params": model.trainable_parameters(), "lr": args.lr, "seed": args.seed,
               "self_condition": args.self_condition if model.autoregressive else 0.0,
-              "ce_weight": args.ce_weight if model.autoregressive else 0.0,
+              "ce_weight": args.ce_weight if model.autoregressive else 0.0, "init_from": args.init_from,
               "final_l2": sum(float(r["l2"]) for r in tail) / len(tail) if tail else None}
     with open(os.path.join(export_dir, "training.json"), "w") as f:
         json.dump(record, f, indent=2)
@@ -141,7 +167,13 @@ def main(argv=None):
     vision = model.vision
     crops = RandomCrops(args.data, vision.image_size, seed=args.seed + 2)
     probe = FreeRunningProbe(model, tasks) if args.probe_every > 0 else None
-    if args.ridge_init > 0 and not (args.resume and os.path.isdir(os.path.join(args.out, "state"))):
+    resuming = args.resume and os.path.isdir(os.path.join(args.out, "state"))
+    if args.init_from and not resuming:
+        if not model.autoregressive:
+            raise SystemExit("--init-from applies to the autoregressive variants (lm4lv, random-llm).")
+        copied = init_from_checkpoint(model, args.init_from)
+        accelerator.print(f"initialised from {args.init_from}: {', '.join(copied)}")
+    elif args.ridge_init > 0 and not resuming:
         batches = [make_pairs(crops, vision, 10**9 + i, args.batch_size, tasks, args.seed)
                    for i in range(args.ridge_init)]  # batches far beyond any training step
         fit = ridge_init_readout(model, batches)
