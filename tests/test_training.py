@@ -116,3 +116,39 @@ def test_init_from_refuses_another_vision_module(data_dir, tmp_path, tiny_llm_di
     second = LM4LV.build(llm=tiny_llm_dir, vision=other, tasks=["repeat"], device="cpu")
     with pytest.raises(SystemExit, match="another vision module"):
         init_from_checkpoint(second, str(tmp_path / "first"))
+
+
+def test_linear_readout_init_starts_the_decoder_at_the_least_squares_readout(data_dir):
+    import torch
+
+    from lm4lv_core.vision import VisionModule
+    from train.data import RandomCrops
+    from train.finetune_mae_decoder import Reconstructor, init_linear_readout
+
+    vision = VisionModule.from_config("debug", seed=0).eval()
+    batches = [RandomCrops(str(data_dir), vision.image_size, seed=i).batch(0, 8) for i in range(2)]
+
+    def psnr(v):
+        with torch.no_grad():
+            mse = torch.stack([((Reconstructor(v)(b).clamp(0, 1) - b) ** 2).mean() for b in batches]).mean()
+        return float(-10 * torch.log10(mse))
+
+    before = psnr(vision)
+    fit = init_linear_readout(vision, batches)
+    assert fit == pytest.approx(psnr(vision), abs=1e-3) and fit > before + 1
+    for block in vision.mae.decoder.decoder_layers:  # residual branches start at zero
+        with torch.no_grad():
+            x = torch.randn(1, 5, vision.config.decoder_hidden_size)
+            torch.testing.assert_close(block(x)[0] if isinstance(block(x), tuple) else block(x), x)
+
+
+def test_decoder_finetune_with_readout_init_runs_and_exports(data_dir, tmp_path, tiny_vision_dir):
+    from lm4lv_core.vision import VisionModule
+    from train.finetune_mae_decoder import main
+
+    main(["--vision", tiny_vision_dir, "--init-readout", "1", "--data", str(data_dir), "--batch-size", "4",
+          "--steps", "2", "--mixed-precision", "no", "--out", str(tmp_path)])
+    log = (tmp_path / "log.csv").read_text().splitlines()
+    assert len(log) == 3 and "psnr" in log[0]
+    trained = VisionModule.from_pretrained(tmp_path / "vision")
+    assert trained.fingerprint() == VisionModule.from_pretrained(tiny_vision_dir).fingerprint()  # encoder frozen

@@ -26,6 +26,9 @@ def parse_args(argv=None):
                    help="also train the encoder (a full autoencoder fine-tune; NOT the paper's recipe, which keeps the "
                         "MAE encoder frozen): a lever for the reconstruction ceiling. Invalidates LM4LV heads trained "
                         "on the old encoder")
+    p.add_argument("--init-readout", type=int, default=0,
+                   help="batches for re-initialising the decoder as the least-squares linear readout of the frozen "
+                        "encoder features before training (0: keep the pretrained decoder); see init_linear_readout")
     add_common_args(p, lr=5e-4, batch_size=64, steps=3000)
     return p.parse_args(argv)
 
@@ -46,6 +49,60 @@ class Reconstructor(nn.Module):
         if latent_noise > 0:
             tokens = tokens + latent_noise * torch.randn_like(tokens)
         return vision.decode(tokens) * vision.std + vision.mean  # (B, 3, S, S)
+
+
+@torch.no_grad()
+def init_linear_readout(vision: VisionModule, batches: list[torch.Tensor], ridge: float = 1e-4,
+                        scale: float = 10.0, seed: int = 0) -> float:
+    """Re-initialise the MAE decoder so that it starts as the best linear per-token readout of the encoder features.
+
+    A linear map from the frozen features of a token to its pixels reconstructs photos far better than a decoder
+    fine-tuned for CPU-minutes (on our 64 px MAE: 26 dB vs 21 dB), so the decoder starts there: the residual branch
+    of every decoder block is zeroed (its attention and MLP output projections, the last linear layers of
+    `block.attention` and of the block), `decoder_embed` becomes a scaled orthonormal embedding orthogonal to the
+    all-ones direction (so the final LayerNorm is nearly linear in the features and the fixed position embedding is
+    small beside them), and `decoder_pred` is fitted by ridge regression on what then reaches it. Training then
+    grows the blocks from zero. `batches`: (B, 3, S, S) images in [0, 1]. Returns the PSNR on `batches` afterwards.
+    """
+    decoder = vision.mae.decoder
+    for block in decoder.decoder_layers:
+        for branch in (block.attention, block):
+            last = [m for m in branch.modules() if isinstance(m, nn.Linear)][-1]
+            last.weight.zero_()
+            last.bias.zero_()
+    out_dim, in_dim = decoder.decoder_embed.weight.shape  # (decoder width, encoder width)
+    generator = torch.Generator().manual_seed(seed)
+    basis = torch.randn(out_dim, in_dim, generator=generator, dtype=torch.float64)
+    basis = basis - basis.mean(0, keepdim=True)  # columns orthogonal to the all-ones direction
+    if out_dim > in_dim:
+        embed = torch.linalg.qr(basis).Q  # (out_dim, in_dim), orthonormal columns
+    else:
+        embed = torch.linalg.qr(basis.T).Q.T  # (out_dim, in_dim), orthonormal rows
+    decoder.decoder_embed.weight.copy_(scale * embed)
+    decoder.decoder_embed.bias.zero_()
+    decoder.decoder_norm.weight.fill_(1.0)
+    decoder.decoder_norm.bias.zero_()
+    seen = []
+    hook = decoder.decoder_pred.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0][:, 1:]))
+    targets = []
+    try:
+        for images in batches:
+            pixels = vision.normalize(images)
+            vision.decode(vision.encode(pixels))
+            targets.append(vision.mae.patchify(pixels))  # (B, L, p*p*3) normalised pixels, the decoder's target
+    finally:
+        hook.remove()
+    x = torch.cat([z.reshape(-1, z.shape[-1]) for z in seen]).double()  # (M, out_dim)
+    y = torch.cat([t.reshape(-1, t.shape[-1]) for t in targets]).double()  # (M, p*p*3)
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    xc, yc = x - x_mean, y - y_mean
+    gram = xc.T @ xc + ridge * len(x) * torch.eye(x.shape[1], dtype=x.dtype)
+    weight = torch.linalg.solve(gram, xc.T @ yc).T  # (p*p*3, out_dim)
+    decoder.decoder_pred.weight.copy_(weight.float())
+    decoder.decoder_pred.bias.copy_((y_mean - weight @ x_mean).float())
+    reconstructor = Reconstructor(vision)
+    mse = torch.stack([((reconstructor(images).clamp(0, 1) - images) ** 2).mean() for images in batches]).mean()
+    return float(-10 * torch.log10(mse))
 
 
 def load_lpips(weight: float, device):
@@ -69,6 +126,12 @@ def main(argv=None):
     reconstructor = Reconstructor(vision, train_encoder=args.train_encoder)
     crops = RandomCrops(args.data, vision.image_size, seed=args.seed + 1)
     lpips_fn = load_lpips(args.lpips_weight, accelerator.device)
+    if args.init_readout > 0 and not (args.resume and os.path.isdir(os.path.join(args.out, "state"))):
+        fit_crops = RandomCrops(args.data, vision.image_size, seed=args.seed + 10**6)
+        fit = init_linear_readout(vision, [fit_crops.batch(i, args.batch_size) for i in range(args.init_readout)],
+                                  seed=args.seed)
+        accelerator.print(f"decoder initialised as the linear readout of the encoder features: {fit:.2f} dB on "
+                          f"{args.init_readout} batches of training crops")
 
     def loss_fn(model, step):
         images = crops.batch(step, args.batch_size, accelerator.process_index, accelerator.num_processes)
