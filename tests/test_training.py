@@ -152,3 +152,11 @@ def test_decoder_finetune_with_readout_init_runs_and_exports(data_dir, tmp_path,
     assert len(log) == 3 and "psnr" in log[0]
     trained = VisionModule.from_pretrained(tmp_path / "vision")
     assert trained.fingerprint() == VisionModule.from_pretrained(tiny_vision_dir).fingerprint()  # encoder frozen
+
+
+def test_zero_steps_exports_the_initialisation(data_dir, tmp_path, tiny_vision_dir):
+    from train.finetune_mae_decoder import main
+
+    main(["--vision", tiny_vision_dir, "--init-readout", "1", "--data", str(data_dir), "--batch-size", "4",
+          "--steps", "0", "--out", str(tmp_path)])
+    assert (tmp_path / "vision" / "model.safetensors").is_file() and not (tmp_path / "log.csv").exists()

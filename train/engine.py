@@ -161,6 +161,8 @@ def train_loop(args, accelerator, model: nn.Module, loss_fn: Callable[[nn.Module
         raise
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
+    if start >= args.steps:  # nothing to train (e.g. --steps 0 after an initialisation): export what there is
+        _save(accelerator, model, optimizer, state_dir, start, export, args.out)
     return last
 
 
