@@ -158,5 +158,5 @@ def test_zero_steps_exports_the_initialisation(data_dir, tmp_path, tiny_vision_d
     from train.finetune_mae_decoder import main
 
     main(["--vision", tiny_vision_dir, "--init-readout", "1", "--data", str(data_dir), "--batch-size", "4",
-          "--steps", "0", "--out", str(tmp_path)])
+          "--steps", "0", "--mixed-precision", "no", "--out", str(tmp_path)])
     assert (tmp_path / "vision" / "model.safetensors").is_file() and not (tmp_path / "log.csv").exists()
