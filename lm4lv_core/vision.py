@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -85,10 +87,22 @@ class VisionModule(nn.Module):
             raise CheckpointError(f"Could not load the vision module from {where} {path!r}: {exc}") from exc
         except Exception as exc:  # corrupt safetensors, mismatched shapes
             raise CheckpointError(f"The vision checkpoint at {path!r} is corrupt or incompatible: {exc}") from exc
+        with torch.no_grad():  # own the weights: safetensors maps the file, so rewriting it would change this model
+            for tensor in [*mae.parameters(), *mae.buffers()]:
+                tensor.data = tensor.data.clone()
         return cls(mae)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        self.mae.save_pretrained(str(path), safe_serialization=True)
+        """Write config + safetensors; each file is replaced atomically, so a reader never sees a half-written one."""
+        path = os.fspath(path)
+        os.makedirs(path, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=".saving-", dir=path)
+        try:
+            self.mae.save_pretrained(staging, safe_serialization=True)
+            for name in os.listdir(staging):
+                os.replace(os.path.join(staging, name), os.path.join(path, name))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     # ----------------------------------------------------------------------------------------- sizes
     @property

@@ -44,3 +44,25 @@ def test_fingerprint_same_in_bf16_and_differs_across_weights():
     assert a.fingerprint() != b.fingerprint()
     fp = a.fingerprint()
     assert a.to(torch.bfloat16).fingerprint() == fp
+
+
+def test_loaded_module_is_not_changed_by_rewriting_its_files(tmp_path):
+    """safetensors maps files into memory: a checkpoint re-exported (or copied over) while a model built from it is
+    serving must not change that model."""
+    import shutil
+
+    import torch
+
+    from lm4lv_core.vision import VisionModule
+
+    first, second = VisionModule.from_config("debug", seed=0), VisionModule.from_config("debug", seed=1)
+    first.save_pretrained(tmp_path / "a")
+    second.save_pretrained(tmp_path / "b")
+    loaded = VisionModule.from_pretrained(tmp_path / "a")
+    expected = {k: v.clone() for k, v in loaded.state_dict().items()}
+    shutil.copyfile(tmp_path / "b" / "model.safetensors", tmp_path / "a" / "model.safetensors")  # in place
+    second.save_pretrained(tmp_path / "a")  # and through the library
+    for key, value in loaded.state_dict().items():
+        torch.testing.assert_close(value, expected[key], msg=key)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["config.json", "model.safetensors"]
+    assert VisionModule.from_pretrained(tmp_path / "a").fingerprint() == second.fingerprint()
