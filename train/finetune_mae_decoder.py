@@ -14,6 +14,7 @@ from torch import nn
 from lm4lv_core.vision import VisionModule
 from train.data import RandomCrops
 from train.engine import add_common_args, make_accelerator, train_loop
+from train.least_squares import fit_linear
 
 
 def parse_args(argv=None):
@@ -92,14 +93,9 @@ def init_linear_readout(vision: VisionModule, batches: list[torch.Tensor], ridge
             targets.append(vision.mae.patchify(pixels))  # (B, L, p*p*3) normalised pixels, the decoder's target
     finally:
         hook.remove()
-    x = torch.cat([z.reshape(-1, z.shape[-1]) for z in seen]).double()  # (M, out_dim)
-    y = torch.cat([t.reshape(-1, t.shape[-1]) for t in targets]).double()  # (M, p*p*3)
-    x_mean, y_mean = x.mean(0), y.mean(0)
-    xc, yc = x - x_mean, y - y_mean
-    gram = xc.T @ xc + ridge * len(x) * torch.eye(x.shape[1], dtype=x.dtype)
-    weight = torch.linalg.solve(gram, xc.T @ yc).T  # (p*p*3, out_dim)
-    decoder.decoder_pred.weight.copy_(weight.float())
-    decoder.decoder_pred.bias.copy_((y_mean - weight @ x_mean).float())
+    x = torch.cat([z.reshape(-1, z.shape[-1]) for z in seen])  # (M, out_dim)
+    y = torch.cat([t.reshape(-1, t.shape[-1]) for t in targets])  # (M, p*p*3)
+    fit_linear(decoder.decoder_pred, x, y, ridge)
     reconstructor = Reconstructor(vision)
     mse = torch.stack([((reconstructor(images).clamp(0, 1) - images) ** 2).mean() for images in batches]).mean()
     return float(-10 * torch.log10(mse))

@@ -23,6 +23,7 @@ from lm4lv_core.heads import SANITY_TASKS, TASKS
 from lm4lv_core.variants import VARIANTS, build_model
 from train.data import RandomCrops
 from train.engine import add_common_args, make_accelerator, train_loop
+from train.least_squares import fit_linear
 from train.probe import FreeRunningProbe
 
 
@@ -95,13 +96,8 @@ def ridge_init_readout(model, batches, ridge: float = 1e-2) -> float | None:
         x, y, out = found  # (M, width), (M, vision_dim), nn.Linear
         xs.append(x)
         ys.append(y)
-    x, y = torch.cat(xs).double(), torch.cat(ys).double()  # (M, width), (M, vision_dim)
-    x_mean, y_mean = x.mean(0), y.mean(0)
-    xc, yc = x - x_mean, y - y_mean
-    gram = xc.T @ xc + ridge * len(x) * torch.eye(x.shape[1], dtype=x.dtype)
-    weight = torch.linalg.solve(gram, xc.T @ yc).T  # (vision_dim, width)
-    out.weight.copy_(weight.float())
-    out.bias.copy_((y_mean - weight @ x_mean).float())
+    x, y = torch.cat(xs), torch.cat(ys)  # (M, width), (M, vision_dim)
+    fit_linear(out, x, y, ridge)
     return float(((out(x.float()) - y.float()) ** 2).mean())
 
 
