@@ -262,7 +262,7 @@ class LM4LV(Restorer, nn.Module):
                           "task tokens. Its outputs are not restorations. Train one with `python -m train.train_lm4lv`.",
                           stacklevel=2)
             return cls.build(llm=llm, vision=vision or _default_vision(), device=device, dtype=dtype)
-        config = _read_config(folder)
+        config = read_config(folder)
         device = torch.device(device) if device is not None else default_device()
         dtype = dtype or default_llm_dtype(device)
         vision_module = load_checked_vision(vision, config.vision, config.vision_fingerprint, folder)
@@ -296,11 +296,20 @@ def write_checkpoint(path: str | os.PathLike, trained: nn.Module, config: dict) 
         json.dump(config, f, indent=2)
 
 
+def read_trained_weights(folder: str) -> dict[str, torch.Tensor]:
+    """A checkpoint's trained weights (safetensors); a missing or corrupt file is a CheckpointError."""
+    try:
+        return load_file(os.path.join(folder, HEADS_FILE))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"The trained weights in {folder} are missing or corrupt: "
+                              f"{str(exc).splitlines()[0]}") from exc
+
+
 def load_trained_weights(trained: nn.Module, folder: str) -> None:
     """Load a checkpoint's safetensors into `trained`; a corrupt or mismatched file is a CheckpointError."""
     try:
-        trained.load_state_dict(load_file(os.path.join(folder, HEADS_FILE)))
-    except (SafetensorError, OSError, RuntimeError) as exc:
+        trained.load_state_dict(read_trained_weights(folder))
+    except RuntimeError as exc:
         raise CheckpointError(f"The trained weights in {folder} are corrupt or do not match its config: "
                               f"{str(exc).splitlines()[0]}") from exc
 
@@ -365,7 +374,8 @@ def _checkpoint_folder(path) -> str | None:
         raise CheckpointError(f"Could not fetch the checkpoint {path!r} from the hub: {exc}") from exc
 
 
-def _read_config(folder: str) -> HeadsConfig:
+def read_config(folder: str) -> HeadsConfig:
+    """A checkpoint's `lm4lv_config.json`; an unreadable one is a CheckpointError."""
     try:
         with open(os.path.join(folder, CONFIG_FILE)) as f:
             raw = json.load(f)

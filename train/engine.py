@@ -97,6 +97,11 @@ def load_state(path: str, model: nn.Module, optimizer: torch.optim.Optimizer) ->
     return int(meta["step"])
 
 
+def will_resume(args) -> bool:
+    """Whether `train_loop` will continue a saved run (so initialisations before it must be skipped)."""
+    return bool(args.resume) and os.path.isfile(os.path.join(args.out, "state", "state.json"))
+
+
 def train_loop(args, accelerator, model: nn.Module, loss_fn: Callable[[nn.Module, int], dict[str, torch.Tensor]],
                export: Callable[[str], None], desc: str) -> dict[str, float]:
     """Optimise the parameters of `model` that require grad; `loss_fn(model, step)` returns {"loss": ..., ...}.
@@ -109,7 +114,7 @@ def train_loop(args, accelerator, model: nn.Module, loss_fn: Callable[[nn.Module
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
     state_dir = os.path.join(args.out, "state")
     start = 0
-    if args.resume and os.path.isfile(os.path.join(state_dir, "state.json")):
+    if will_resume(args):
         start = load_state(state_dir, model, optimizer)
         accelerator.print(f"resuming {args.out} at step {start}")
     elif args.resume:

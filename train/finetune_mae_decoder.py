@@ -13,7 +13,7 @@ from torch import nn
 
 from lm4lv_core.vision import VisionModule
 from train.data import RandomCrops
-from train.engine import add_common_args, make_accelerator, train_loop
+from train.engine import add_common_args, make_accelerator, train_loop, will_resume
 from train.least_squares import fit_linear
 
 
@@ -122,7 +122,7 @@ def main(argv=None):
     reconstructor = Reconstructor(vision, train_encoder=args.train_encoder)
     crops = RandomCrops(args.data, vision.image_size, seed=args.seed + 1)
     lpips_fn = load_lpips(args.lpips_weight, accelerator.device)
-    if args.init_readout > 0 and not (args.resume and os.path.isdir(os.path.join(args.out, "state"))):
+    if args.init_readout > 0 and not will_resume(args):
         fit_crops = RandomCrops(args.data, vision.image_size, seed=args.seed + 10**6)
         fit = init_linear_readout(vision, [fit_crops.batch(i, args.batch_size) for i in range(args.init_readout)],
                                   seed=args.seed)

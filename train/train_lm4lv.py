@@ -22,7 +22,7 @@ from lm4lv_core.degrade import degrade, target
 from lm4lv_core.heads import SANITY_TASKS, TASKS
 from lm4lv_core.variants import VARIANTS, build_model
 from train.data import RandomCrops
-from train.engine import add_common_args, make_accelerator, train_loop
+from train.engine import add_common_args, make_accelerator, train_loop, will_resume
 from train.least_squares import fit_linear
 from train.probe import FreeRunningProbe
 
@@ -105,17 +105,14 @@ def init_from_checkpoint(model, folder: str) -> list[str]:
     """Copy a trained checkpoint's adapters and shared task tokens into `model`; returns the names copied.
 
     Refuses a checkpoint trained on another vision module or LLM, or one with other adapter shapes."""
-    from safetensors.torch import load_file
+    from lm4lv_core.model import read_config, read_trained_weights
 
-    from lm4lv_core.model import CONFIG_FILE, HEADS_FILE
-
-    with open(os.path.join(folder, CONFIG_FILE)) as f:
-        config = json.load(f)
+    config = read_config(folder)
     for key, what in (("vision_fingerprint", "vision module"), ("llm_fingerprint", "LLM")):
-        if config.get(key) != getattr(model.heads.config, key):
+        if getattr(config, key) != getattr(model.heads.config, key):
             raise SystemExit(f"--init-from {folder} was trained with another {what} than this run's.")
     own = model.trainable.state_dict()
-    found = load_file(os.path.join(folder, HEADS_FILE))
+    found = read_trained_weights(folder)
     shared = {k: v for k, v in found.items() if k in own}
     wrong = [k for k, v in shared.items() if v.shape != own[k].shape]
     if wrong or not any(k.startswith("adapter_") for k in shared):
@@ -163,7 +160,7 @@ def main(argv=None):
     vision = model.vision
     crops = RandomCrops(args.data, vision.image_size, seed=args.seed + 2)
     probe = FreeRunningProbe(model, tasks) if args.probe_every > 0 else None
-    resuming = args.resume and os.path.isdir(os.path.join(args.out, "state"))
+    resuming = will_resume(args)
     if args.init_from and not resuming:
         if not model.autoregressive:
             raise SystemExit("--init-from applies to the autoregressive variants (lm4lv, random-llm).")
