@@ -22,6 +22,9 @@ class HeadsConfig:
     vision: str = ""
     vision_fingerprint: str = ""
     num_visual_tokens: int = 0
+    # per-dimension standardisation of the MAE features: adapter_in reads (x - mean) / std, adapter_out writes
+    # standardised features, and the L2 loss is taken in that space (the statistics are stored with the weights)
+    standardize: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -36,6 +39,30 @@ class LM4LVHeads(nn.Module):
         self.task_tokens = nn.ParameterDict(
             {t: nn.Parameter(torch.zeros(config.num_task_tokens, config.llm_dim)) for t in config.tasks}
         )
+        # identity unless config.standardize; saved with the weights only then, so older checkpoints still load
+        self.register_buffer("feature_mean", torch.zeros(config.vision_dim), persistent=config.standardize)
+        self.register_buffer("feature_std", torch.ones(config.vision_dim), persistent=config.standardize)
+
+    @torch.no_grad()
+    def set_feature_statistics(self, tokens: torch.Tensor, eps: float = 1e-3) -> None:
+        """Per-dimension mean and std of MAE features (..., vision_dim), for a model with config.standardize."""
+        if not self.config.standardize:
+            raise ValueError("set_feature_statistics needs a HeadsConfig with standardize=True")
+        flat = tokens.reshape(-1, tokens.shape[-1]).double()  # (M, vision_dim)
+        self.feature_mean.copy_(flat.mean(0).float())
+        self.feature_std.copy_(flat.std(0).clamp_min(eps).float())
+
+    def to_llm(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(..., vision_dim) MAE features -> (..., llm_dim) LLM input embeddings."""
+        return self.adapter_in((tokens.float() - self.feature_mean) / self.feature_std)
+
+    def to_visual(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., llm_dim) LLM final hidden states -> (..., vision_dim) MAE features."""
+        return self.adapter_out(hidden.float()) * self.feature_std + self.feature_mean
+
+    def standardized(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(..., vision_dim) MAE features in the space adapter_out writes (and the L2 loss is taken in)."""
+        return (tokens.float() - self.feature_mean) / self.feature_std
 
     @torch.no_grad()
     def initialize(self, token_embeddings: torch.Tensor, generator: torch.Generator | None = None) -> None:

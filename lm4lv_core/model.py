@@ -150,11 +150,11 @@ class LM4LV(Restorer, nn.Module):
 
     def visual_to_llm(self, tokens: torch.Tensor) -> torch.Tensor:
         """(..., vision_dim) MAE features -> (..., llm_dim) input embeddings."""
-        return self.heads.adapter_in(tokens.float())
+        return self.heads.to_llm(tokens)
 
     def llm_to_visual(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., llm_dim) final hidden states -> (..., vision_dim) predicted MAE features."""
-        return self.heads.adapter_out(hidden.float())
+        return self.heads.to_visual(hidden)
 
     def embed_layout(self, layout: Layout, lq: torch.Tensor, tasks: list[str], hq: torch.Tensor | None = None):
         """Fill a layout's slots, as LLaVA splices image features into `inputs_embeds`, with explicit count checks.
@@ -195,7 +195,7 @@ class LM4LV(Restorer, nn.Module):
         fed = fed + input_noise * torch.randn_like(fed) if input_noise > 0 else fed
         hidden, _ = self.hidden_states(self.embed_layout(layout, lq, tasks, fed))  # (B, T, llm_dim)
         pred = self.llm_to_visual(hidden[:, layout.regression_sources().to(hidden.device)])  # (B, N, vision_dim)
-        l2 = F.mse_loss(pred, hq.float())
+        l2 = F.mse_loss(self.heads.standardized(pred), self.heads.standardized(hq))  # raw MAE space by default
         positions, targets = layout.ce_targets()
         logits = self.logits(hidden[:, positions.to(hidden.device)])  # (B, n_text, vocab)
         ce = F.cross_entropy(logits.flatten(0, 1), targets.to(hidden.device).repeat(hq.shape[0]))
@@ -208,7 +208,8 @@ class LM4LV(Restorer, nn.Module):
         layout = self.training_layout
         hidden, _ = self.hidden_states(self.embed_layout(layout, lq, tasks, hq))  # (B, T, llm_dim)
         sources = hidden[:, layout.regression_sources().to(hidden.device)]  # (B, N, llm_dim)
-        return sources.reshape(-1, sources.shape[-1]), hq.reshape(-1, hq.shape[-1]), self.heads.adapter_out
+        targets = self.heads.standardized(hq)  # what adapter_out writes
+        return sources.reshape(-1, sources.shape[-1]), targets.reshape(-1, hq.shape[-1]), self.heads.adapter_out
 
     def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
         """The training forward (so that wrappers such as DDP see it): see `forward_loss`."""
@@ -225,9 +226,11 @@ class LM4LV(Restorer, nn.Module):
     @classmethod
     def build(cls, llm: str | None = None, vision: str | os.PathLike | VisionModule | None = None,
               tasks=TASKS + SANITY_TASKS, num_task_tokens: int = 10, device=None, dtype=None, seed: int = 0,
-              random_llm_seed: int | None = None):
+              random_llm_seed: int | None = None, standardize: bool = False):
         """A new, untrained LM4LV (for training): frozen LLM and vision module, freshly initialised heads.
 
+        standardize: the adapters work on per-dimension standardised MAE features (set their statistics with
+        `heads.set_feature_statistics` before training).
         random_llm_seed: replace the LLM's weights by a random initialisation of the same architecture (the
         "random-llm" control); the tokenizer and chat template stay.
         """
@@ -241,7 +244,7 @@ class LM4LV(Restorer, nn.Module):
                              num_task_tokens=num_task_tokens, llm=llm or EMBEDDED_LLM,
                              llm_fingerprint=weights_fingerprint(model), vision=_vision_name(vision),
                              vision_fingerprint=vision_module.fingerprint(),
-                             num_visual_tokens=vision_module.num_tokens)
+                             num_visual_tokens=vision_module.num_tokens, standardize=standardize)
         if random_llm_seed is not None:
             config.extra = {"variant": "random-llm", "random_llm_seed": random_llm_seed}
         heads = LM4LVHeads(config)

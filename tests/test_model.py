@@ -196,3 +196,31 @@ def test_tiled_restore_keeps_size_and_geometry(tiny_model, task, monkeypatch):
     small = tiny_model.restore(tiny, task, force_image_after=0)
     assert small.image.size == ((12, 20) if task == "rotate" else (20, 12))
 
+
+
+def test_standardized_features(tiny_llm_dir, tiny_vision_dir, tmp_path):
+    """--standardize: adapters read/write (x - mean) / std, the L2 is taken there, the statistics travel with the
+    weights, and a model without it saves no statistics (so older checkpoints keep loading)."""
+    m = LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, device="cpu", dtype=torch.float32, seed=0,
+                    standardize=True)
+    lq, hq = _tokens(m), _tokens(m, seed=1) * 3 + 2
+    m.heads.set_feature_statistics(torch.cat([lq, hq]))
+    flat = torch.cat([lq, hq]).reshape(-1, m.vision.dim)
+    torch.testing.assert_close(m.heads.standardized(flat).mean(0), torch.zeros(m.vision.dim), atol=1e-4, rtol=0)
+    with torch.no_grad():
+        out = m.forward_loss(lq, hq, ["deblur", "flip"])
+        hidden, _ = m.hidden_states(m.embed_layout(m.training_layout, lq, ["deblur", "flip"], hq))
+        raw = m.heads.adapter_out(hidden[:, m.training_layout.positions(HQ) - 1])  # what adapter_out writes
+        std, mean = m.heads.feature_std, m.heads.feature_mean
+        torch.testing.assert_close(out["pred"], raw * std + mean)  # predictions come back in MAE space
+        torch.testing.assert_close(out["l2"], ((raw - (hq - mean) / std) ** 2).mean())
+        torch.testing.assert_close(m.visual_to_llm(hq), m.heads.adapter_in((hq - mean) / std))
+    m.save_pretrained(tmp_path / "std", vision_path=tiny_vision_dir)
+    loaded = LM4LV.from_pretrained(tmp_path / "std", dtype=torch.float32, device="cpu")
+    assert loaded.heads.config.standardize
+    torch.testing.assert_close(loaded.heads.feature_std, std)
+    torch.testing.assert_close(loaded.heads.feature_mean, mean)
+    plain = LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, device="cpu", dtype=torch.float32, seed=0)
+    assert "feature_mean" not in plain.heads.state_dict()
+    with pytest.raises(ValueError, match="standardize"):
+        plain.heads.set_feature_statistics(hq)

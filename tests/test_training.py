@@ -160,3 +160,31 @@ def test_zero_steps_exports_the_initialisation(data_dir, tmp_path, tiny_vision_d
     main(["--vision", tiny_vision_dir, "--init-readout", "1", "--data", str(data_dir), "--batch-size", "4",
           "--steps", "0", "--mixed-precision", "no", "--out", str(tmp_path)])
     assert (tmp_path / "vision" / "model.safetensors").is_file() and not (tmp_path / "log.csv").exists()
+
+
+def test_standardized_run_resumes_exactly_and_keeps_its_statistics(data_dir, tmp_path, tiny_llm_dir,
+                                                                   tiny_vision_dir):
+    """--standardize: statistics are recomputed identically on --resume, exported with the weights, and a
+    curriculum refuses to mix standardised and raw adapters."""
+    import torch
+    from safetensors.torch import load_file
+
+    from lm4lv_core import LM4LV
+    from train.train_lm4lv import init_from_checkpoint, main
+
+    common = ["--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data_dir), "--batch-size", "2",
+              "--probe-every", "0", "--ridge-init", "1", "--standardize", "--tasks", "denoise", "--steps", "3",
+              "--save-every", "1"]
+    main(common + ["--out", str(tmp_path / "straight")])
+    main(common + ["--out", str(tmp_path / "split"), "--max-minutes", "1e-9"])
+    main(common + ["--out", str(tmp_path / "split"), "--resume"])
+    straight = load_file(str(tmp_path / "straight" / "lm4lv" / "heads.safetensors"))
+    split = load_file(str(tmp_path / "split" / "lm4lv" / "heads.safetensors"))
+    assert {"feature_mean", "feature_std"} <= set(straight)
+    std = straight["feature_std"]
+    assert float(std.min()) > 0 and not torch.equal(std, torch.ones_like(std))  # measured, not the identity
+    for name, value in straight.items():
+        torch.testing.assert_close(split[name], value)
+    raw = LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, tasks=["denoise"], device="cpu")
+    with pytest.raises(SystemExit, match="standardize"):
+        init_from_checkpoint(raw, str(tmp_path / "straight" / "lm4lv"))

@@ -30,6 +30,10 @@ def parse_args(argv=None):
     p.add_argument("--init-readout", type=int, default=0,
                    help="batches for re-initialising the decoder as the least-squares linear readout of the frozen "
                         "encoder features before training (0: keep the pretrained decoder); see init_linear_readout")
+    p.add_argument("--readout-ridge", type=float, default=1e-5,
+                   help="ridge of that least-squares fit, relative to the sample count: smaller reconstructs clean "
+                        "images better (64 px MAE: 1e-4 -> 26.6 dB, 1e-5 -> 29.0 dB, 1e-6 -> 29.5 dB) but amplifies "
+                        "errors in the tokens more (what LM4LV's outputs carry)")
     add_common_args(p, lr=5e-4, batch_size=64, steps=3000)
     return p.parse_args(argv)
 
@@ -53,7 +57,7 @@ class Reconstructor(nn.Module):
 
 
 @torch.no_grad()
-def init_linear_readout(vision: VisionModule, batches: list[torch.Tensor], ridge: float = 1e-4,
+def init_linear_readout(vision: VisionModule, batches: list[torch.Tensor], ridge: float = 1e-5,
                         scale: float = 10.0, seed: int = 0) -> float:
     """Re-initialise the MAE decoder so that it starts as the best linear per-token readout of the encoder features.
 
@@ -125,7 +129,7 @@ def main(argv=None):
     if args.init_readout > 0 and not will_resume(args):
         fit_crops = RandomCrops(args.data, vision.image_size, seed=args.seed + 10**6)
         fit = init_linear_readout(vision, [fit_crops.batch(i, args.batch_size) for i in range(args.init_readout)],
-                                  seed=args.seed)
+                                  ridge=args.readout_ridge, seed=args.seed)
         accelerator.print(f"decoder initialised as the linear readout of the encoder features: {fit:.2f} dB on "
                           f"{args.init_readout} batches of training crops")
 

@@ -53,6 +53,9 @@ def parse_args(argv=None):
     p.add_argument("--ridge-init", type=int, default=4,
                    help="batches used to initialise adapter_out by ridge regression from the teacher-forced hidden "
                         "states (0: keep the pseudo-inverse of adapter_in)")
+    p.add_argument("--standardize", action="store_true",
+                   help="adapters read and write per-dimension standardised MAE features (mean/std of --ridge-init "
+                        "or 4 batches of LQ and HQ tokens, stored with the weights); the L2 loss is taken in that space")
     p.add_argument("--init-from", default=None,
                    help="start from a trained LM4LV checkpoint (a curriculum, e.g. `--tasks repeat` first): its "
                         "adapters and the task tokens of the tasks both runs share; skips --ridge-init")
@@ -108,6 +111,9 @@ def init_from_checkpoint(model, folder: str) -> list[str]:
     from lm4lv_core.model import read_config, read_trained_weights
 
     config = read_config(folder)
+    if config.standardize != model.heads.config.standardize:
+        flag = "with" if config.standardize else "without"
+        raise SystemExit(f"--init-from {folder} was trained {flag} --standardize; run this one {flag} it too.")
     for key, what in (("vision_fingerprint", "vision module"), ("llm_fingerprint", "LLM")):
         if getattr(config, key) != getattr(model.heads.config, key):
             raise SystemExit(f"--init-from {folder} was trained with another {what} than this run's.")
@@ -138,6 +144,7 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
               "trainable_params": model.trainable_parameters(), "lr": args.lr, "seed": args.seed,
               "self_condition": args.self_condition if model.autoregressive else 0.0,
               "ce_weight": args.ce_weight if model.autoregressive else 0.0, "init_from": args.init_from,
+              "standardize": args.standardize,
               "final_l2": sum(float(r["l2"]) for r in tail) / len(tail) if tail else None}
     with open(os.path.join(export_dir, "training.json"), "w") as f:
         json.dump(record, f, indent=2)
@@ -155,23 +162,26 @@ def main(argv=None):
     accelerator = make_accelerator(args)
     model = build_model(args.variant, llm=args.llm, vision=args.vision, tasks=tasks,
                         num_task_tokens=args.num_task_tokens, layer=args.layer, device=accelerator.device,
-                        seed=args.seed)
+                        seed=args.seed, standardize=args.standardize)
     accelerator.print(f"variant {args.variant}: {model.trainable_parameters():,} trainable parameters")
     vision = model.vision
     crops = RandomCrops(args.data, vision.image_size, seed=args.seed + 2)
     probe = FreeRunningProbe(model, tasks) if args.probe_every > 0 else None
     resuming = will_resume(args)
+    init_batches = [make_pairs(crops, vision, 10**9 + i, args.batch_size, tasks, args.seed)
+                    for i in range(max(args.ridge_init, 4 if args.standardize else 0))]  # far beyond any training step
+    if args.standardize:  # recomputed on resume too (deterministic): the statistics are not part of the run state
+        model.heads.set_feature_statistics(torch.cat([t for lq, hq, _ in init_batches for t in (lq, hq)]))
     if args.init_from and not resuming:
         if not model.autoregressive:
             raise SystemExit("--init-from applies to the autoregressive variants (lm4lv, random-llm).")
         copied = init_from_checkpoint(model, args.init_from)
         accelerator.print(f"initialised from {args.init_from}: {', '.join(copied)}")
     elif args.ridge_init > 0 and not resuming:
-        batches = [make_pairs(crops, vision, 10**9 + i, args.batch_size, tasks, args.seed)
-                   for i in range(args.ridge_init)]  # batches far beyond any training step
-        fit = ridge_init_readout(model, batches)
+        fit = ridge_init_readout(model, init_batches[:args.ridge_init])
         if fit is not None:
-            accelerator.print(f"adapter_out ridge init: teacher-forced feature MSE {fit:.4f}")
+            space = "standardised " if args.standardize else ""
+            accelerator.print(f"adapter_out ridge init: teacher-forced {space}feature MSE {fit:.4f}")
     export_dir = args.export_to or os.path.join(args.out, "lm4lv")
     probe_log = os.path.join(args.out, "probe.csv")
 
