@@ -54,7 +54,7 @@ class LM4LVHeads(nn.Module):
 
     def to_llm(self, tokens: torch.Tensor) -> torch.Tensor:
         """(..., vision_dim) MAE features -> (..., llm_dim) LLM input embeddings."""
-        return self.adapter_in((tokens.float() - self.feature_mean) / self.feature_std)
+        return self.adapter_in(self.standardized(tokens))
 
     def to_visual(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., llm_dim) LLM final hidden states -> (..., vision_dim) MAE features."""

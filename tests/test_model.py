@@ -197,7 +197,6 @@ def test_tiled_restore_keeps_size_and_geometry(tiny_model, task, monkeypatch):
     assert small.image.size == ((12, 20) if task == "rotate" else (20, 12))
 
 
-
 def test_standardized_features(tiny_llm_dir, tiny_vision_dir, tmp_path):
     """--standardize: adapters read/write (x - mean) / std, the L2 is taken there, the statistics travel with the
     weights, and a model without it saves no statistics (so older checkpoints keep loading)."""

@@ -54,6 +54,7 @@ class FreeRunningProbe:
         base = vision.encode(vision.preprocess(self.baselines))
         model.trainable.train(was_training)
         # feature MSEs in raw MAE space (the training loss may be standardised), comparable across recipes
-        return {"teacher_l2": float(((teacher["pred"] - hq) ** 2).mean()), "teacher_psnr": mean_psnr(teacher["pred"]),
+        return {"teacher_l2": float(((teacher["pred"] - hq) ** 2).mean()),
+                "teacher_psnr": mean_psnr(teacher["pred"]),
                 "free_l2": float(((free_tokens - hq) ** 2).mean()), "free_psnr": mean_psnr(free_tokens),
                 "mae_r_psnr": mean_psnr(base), "copy_l2": float(((lq - hq) ** 2).mean())}

@@ -26,6 +26,8 @@ from train.engine import add_common_args, make_accelerator, train_loop, will_res
 from train.least_squares import fit_linear
 from train.probe import FreeRunningProbe
 
+STATISTICS_BATCHES = 4  # batches of (LQ, HQ) tokens behind the feature statistics of --standardize
+
 
 def parse_tasks(text: str) -> list[str]:
     tasks = list(TASKS) if text == "all" else [t.strip() for t in text.split(",") if t.strip()]
@@ -54,8 +56,9 @@ def parse_args(argv=None):
                    help="batches used to initialise adapter_out by ridge regression from the teacher-forced hidden "
                         "states (0: keep the pseudo-inverse of adapter_in)")
     p.add_argument("--standardize", action="store_true",
-                   help="adapters read and write per-dimension standardised MAE features (mean/std of --ridge-init "
-                        "or 4 batches of LQ and HQ tokens, stored with the weights); the L2 loss is taken in that space")
+                   help="adapters read and write per-dimension standardised MAE features (mean/std of "
+                        f"{STATISTICS_BATCHES} batches of LQ and HQ tokens, stored with the weights); the L2 loss is "
+                        "taken in that space")
     p.add_argument("--init-from", default=None,
                    help="start from a trained LM4LV checkpoint (a curriculum, e.g. `--tasks repeat` first): its "
                         "adapters and the task tokens of the tasks both runs share; skips --ridge-init")
@@ -168,17 +171,20 @@ def main(argv=None):
     crops = RandomCrops(args.data, vision.image_size, seed=args.seed + 2)
     probe = FreeRunningProbe(model, tasks) if args.probe_every > 0 else None
     resuming = will_resume(args)
+    statistics_batches = STATISTICS_BATCHES if args.standardize else 0
+    ridge_batches = args.ridge_init if not (resuming or args.init_from) else 0
     init_batches = [make_pairs(crops, vision, 10**9 + i, args.batch_size, tasks, args.seed)
-                    for i in range(max(args.ridge_init, 4 if args.standardize else 0))]  # far beyond any training step
+                    for i in range(max(statistics_batches, ridge_batches))]  # far beyond any training step
     if args.standardize:  # recomputed on resume too (deterministic): the statistics are not part of the run state
-        model.heads.set_feature_statistics(torch.cat([t for lq, hq, _ in init_batches for t in (lq, hq)]))
+        pairs = init_batches[:statistics_batches]
+        model.heads.set_feature_statistics(torch.cat([t for lq, hq, _ in pairs for t in (lq, hq)]))
     if args.init_from and not resuming:
         if not model.autoregressive:
             raise SystemExit("--init-from applies to the autoregressive variants (lm4lv, random-llm).")
         copied = init_from_checkpoint(model, args.init_from)
         accelerator.print(f"initialised from {args.init_from}: {', '.join(copied)}")
     elif args.ridge_init > 0 and not resuming:
-        fit = ridge_init_readout(model, init_batches[:args.ridge_init])
+        fit = ridge_init_readout(model, init_batches[:ridge_batches])
         if fit is not None:
             space = "standardised " if args.standardize else ""
             accelerator.print(f"adapter_out ridge init: teacher-forced {space}feature MSE {fit:.4f}")
