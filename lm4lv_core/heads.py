@@ -25,6 +25,11 @@ class HeadsConfig:
     # per-dimension standardisation of the MAE features: adapter_in reads (x - mean) / std, adapter_out writes
     # standardised features, and the L2 loss is taken in that space (the statistics are stored with the weights)
     standardize: bool = False
+    # PCA whitening of the (standardised) MAE features, eigenvalues floored at this fraction of the largest (0: off):
+    # adapter_in reads whitened features and adapter_out writes them (the L2 loss stays in the unwhitened space).
+    # A fixed linear map composed with a linear adapter is still a linear adapter: this changes how the optimiser
+    # sees the weak, detail-carrying feature directions, not the model class. Stored with the weights.
+    whitening: float = 0.0
     extra: dict = field(default_factory=dict)
 
 
@@ -42,6 +47,10 @@ class LM4LVHeads(nn.Module):
         # identity unless config.standardize; saved with the weights only then, so older checkpoints still load
         self.register_buffer("feature_mean", torch.zeros(config.vision_dim), persistent=config.standardize)
         self.register_buffer("feature_std", torch.ones(config.vision_dim), persistent=config.standardize)
+        whiten = config.whitening > 0
+        self.register_buffer("whiten_mean", torch.zeros(config.vision_dim), persistent=whiten)
+        self.register_buffer("whiten_basis", torch.eye(config.vision_dim), persistent=whiten)  # B (D, D)
+        self.register_buffer("whiten_inverse", torch.eye(config.vision_dim), persistent=whiten)  # B^-1 (D, D)
 
     @torch.no_grad()
     def set_feature_statistics(self, tokens: torch.Tensor, eps: float = 1e-3) -> None:
@@ -52,13 +61,43 @@ class LM4LVHeads(nn.Module):
         self.feature_mean.copy_(flat.mean(0).float())
         self.feature_std.copy_(flat.std(0).clamp_min(eps).float())
 
+    @torch.no_grad()
+    def set_whitening(self, tokens: torch.Tensor) -> None:
+        """PCA-whiten what the adapters read and write, from MAE features (..., vision_dim), keeping `to_llm` and
+        `to_visual` unchanged: the adapters' weights are re-expressed in the new basis, so an initialised or trained
+        pair computes the same functions and only the optimiser's view of the feature directions changes."""
+        floor = self.config.whitening
+        if floor <= 0:
+            raise ValueError("set_whitening needs a HeadsConfig with whitening > 0")
+        flat = self.standardized(tokens.reshape(-1, tokens.shape[-1])).double()  # (M, D)
+        mean = flat.mean(0)
+        eigenvalues, vectors = torch.linalg.eigh((flat - mean).T @ (flat - mean) / len(flat))  # ascending
+        scale = eigenvalues.clamp_min(floor * eigenvalues.max()).sqrt()  # (D,)
+        basis, inverse = vectors.T / scale[:, None], vectors * scale  # B and B^-1, (D, D)
+        old_mean, old_basis, old_inverse = (t.double() for t in (self.whiten_mean, self.whiten_basis,
+                                                                  self.whiten_inverse))
+        w_in, w_out = self.adapter_in.weight.double() @ old_basis, old_inverse @ self.adapter_out.weight.double()
+        b_out = old_inverse @ self.adapter_out.bias.double() + old_mean  # both maps in the standardised space
+        self.adapter_in.bias.add_((w_in @ (mean - old_mean)).float())
+        self.adapter_in.weight.copy_((w_in @ inverse).float())
+        self.adapter_out.weight.copy_((basis @ w_out).float())
+        self.adapter_out.bias.copy_((basis @ (b_out - mean)).float())
+        self.whiten_mean.copy_(mean.float())
+        self.whiten_basis.copy_(basis.float())
+        self.whiten_inverse.copy_(inverse.float())
+
     def to_llm(self, tokens: torch.Tensor) -> torch.Tensor:
         """(..., vision_dim) MAE features -> (..., llm_dim) LLM input embeddings."""
-        return self.adapter_in(self.standardized(tokens))
+        return self.adapter_in(self.written(tokens))
 
     def to_visual(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., llm_dim) LLM final hidden states -> (..., vision_dim) MAE features."""
-        return self.adapter_out(hidden.float()) * self.feature_std + self.feature_mean
+        standardized = self.adapter_out(hidden.float()) @ self.whiten_inverse.T + self.whiten_mean
+        return standardized * self.feature_std + self.feature_mean
+
+    def written(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(..., vision_dim) MAE features in the space the adapters read and write (standardised, whitened)."""
+        return (self.standardized(tokens) - self.whiten_mean) @ self.whiten_basis.T
 
     def standardized(self, tokens: torch.Tensor) -> torch.Tensor:
         """(..., vision_dim) MAE features in the space adapter_out writes (and the L2 loss is taken in)."""

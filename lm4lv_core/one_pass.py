@@ -308,7 +308,7 @@ class OnePassModel(Restorer, nn.Module):
     def from_pretrained(cls, folder: str, raw_config: dict, llm: str | None = None, vision: str | None = None,
                         device=None, dtype=None) -> "OnePassModel":
         """Load a saved control (called by `lm4lv_core.variants.load_model`, which reads the config)."""
-        from .llm import load_llm
+        from .llm import load_llm, requested_llm
 
         try:
             raw = dict(raw_config, tasks=tuple(raw_config["tasks"]))
@@ -319,6 +319,7 @@ class OnePassModel(Restorer, nn.Module):
         vision_module = load_checked_vision(vision, config.vision, config.vision_fingerprint, folder)
         llm_model = None
         if config.variant in LLM_VARIANTS:
+            llm = requested_llm(llm)
             llm_model, _ = load_llm(llm or config.llm, dtype=dtype or default_llm_dtype(device), device=device)
             check_llm(llm_model, config.llm_fingerprint, folder, config.llm, llm)
         model = cls(config, vision_module.to(device).eval(), llm_model, trained=True)

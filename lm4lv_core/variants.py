@@ -25,17 +25,17 @@ VARIANTS = AUTOREGRESSIVE_VARIANTS + ONE_PASS_VARIANTS
 
 def build_model(variant: str = "lm4lv", *, llm: str | None = None, vision=None, tasks=("denoise",),
                 num_task_tokens: int = 10, layer: int | None = None, device=None, dtype=None, seed: int = 0,
-                standardize: bool = False):
+                standardize: bool = False, whitening: float = 0.0):
     """A new, untrained model of a variant (for training). `layer`: the LLM layer of `single-layer`;
-    `standardize`: per-dimension standardised MAE features (autoregressive variants)."""
+    `standardize`, `whitening`: how the adapters see MAE features (autoregressive variants; see `LM4LV.build`)."""
     if variant not in VARIANTS:
         raise InputError(f"Unknown variant {variant!r}; choose from {', '.join(VARIANTS)}.")
     if variant in AUTOREGRESSIVE_VARIANTS:
         return LM4LV.build(llm=llm, vision=vision, tasks=tasks, num_task_tokens=num_task_tokens, device=device,
                            dtype=dtype, seed=seed, random_llm_seed=seed if variant == "random-llm" else None,
-                           standardize=standardize)
-    if standardize:
-        raise InputError(f"Standardised features apply to the autoregressive variants, not {variant!r}.")
+                           standardize=standardize, whitening=whitening)
+    if standardize or whitening:
+        raise InputError(f"Standardised or whitened features apply to the autoregressive variants, not {variant!r}.")
     # the LLM is loaded for every one-pass variant: the LLM variants run it, the experts match its trainable count
     reference = LM4LV.build(llm=llm, vision=vision, tasks=tasks, num_task_tokens=num_task_tokens, device=device,
                             dtype=dtype, seed=seed)

@@ -188,3 +188,73 @@ def test_standardized_run_resumes_exactly_and_keeps_its_statistics(data_dir, tmp
     raw = LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, tasks=["denoise"], device="cpu")
     with pytest.raises(SystemExit, match="standardize"):
         init_from_checkpoint(raw, str(tmp_path / "straight" / "lm4lv"))
+
+
+def test_whitened_pixel_loss_run_resumes_exactly_and_refuses_a_raw_curriculum(data_dir, tmp_path, tiny_llm_dir,
+                                                                             tiny_vision_dir):
+    """--whiten / --pixel-loss: the basis is recomputed identically on --resume and exported with the weights; the
+    pixel term is logged; a run without --whiten refuses to start from a whitened checkpoint."""
+    import torch
+    from safetensors.torch import load_file
+
+    from lm4lv_core import LM4LV
+    from train.train_lm4lv import init_from_checkpoint, main
+
+    common = ["--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data_dir), "--batch-size", "2",
+              "--probe-every", "0", "--ridge-init", "1", "--whiten", "1e-4", "--pixel-loss", "0.5",
+              "--tasks", "denoise", "--steps", "3", "--save-every", "1"]
+    main(common + ["--out", str(tmp_path / "straight")])
+    main(common + ["--out", str(tmp_path / "split"), "--max-minutes", "1e-9"])
+    main(common + ["--out", str(tmp_path / "split"), "--resume"])
+    assert "pixel" in (tmp_path / "straight" / "log.csv").read_text().splitlines()[0].split(",")
+    straight = load_file(str(tmp_path / "straight" / "lm4lv" / "heads.safetensors"))
+    split = load_file(str(tmp_path / "split" / "lm4lv" / "heads.safetensors"))
+    assert {"whiten_mean", "whiten_basis", "whiten_inverse"} <= set(straight)
+    eye = torch.eye(straight["whiten_basis"].shape[0])
+    torch.testing.assert_close(straight["whiten_basis"] @ straight["whiten_inverse"], eye, atol=1e-3, rtol=0)
+    for name, value in straight.items():
+        torch.testing.assert_close(split[name], value)
+    loaded = LM4LV.from_pretrained(tmp_path / "straight" / "lm4lv", device="cpu")
+    torch.testing.assert_close(loaded.heads.whiten_basis, straight["whiten_basis"])
+    raw = LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, tasks=["denoise"], device="cpu")
+    with pytest.raises(SystemExit, match="--whiten"):
+        init_from_checkpoint(raw, str(tmp_path / "straight" / "lm4lv"))
+
+
+def test_readout_refit_reaches_the_least_squares_optimum_of_free_running(data_dir, tmp_path, tiny_llm_dir,
+                                                                         tiny_vision_dir):
+    """train.refit_readout: on the hidden states of free running, the refitted adapter_out errs less than the
+    trained one (it is their ridge optimum), and the refitted checkpoint loads with its record."""
+    import json
+
+    import torch
+
+    from lm4lv_core import LM4LV
+    from train.data import RandomCrops
+    from train.refit_readout import FIRST_BATCH, fed_tokens, main, refit_readout
+    from train.train_lm4lv import main as train, make_pairs
+
+    train(["--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data_dir), "--out", str(tmp_path / "r"),
+           "--steps", "2", "--batch-size", "2", "--probe-every", "0", "--ridge-init", "0", "--tasks", "denoise"])
+    model = LM4LV.from_pretrained(tmp_path / "r" / "lm4lv", device="cpu")
+    crops = RandomCrops(str(data_dir), model.image_size, seed=2)
+    batches = [make_pairs(crops, model.vision, FIRST_BATCH + i, 4, ["denoise"], 0) for i in range(2)]
+
+    @torch.no_grad()
+    def free_error():
+        errors = []
+        for lq, hq, names in batches:
+            x, y, readout = model.readout(lq, hq, names, fed=fed_tokens(model, lq, hq, names, "free"))
+            errors.append(((readout(x) - y) ** 2).mean())
+        return float(torch.stack(errors).mean())
+
+    before = free_error()
+    fitted = refit_readout(model, batches, "free", ridge=1e-6)
+    assert fitted < before
+    main(["--checkpoint", str(tmp_path / "r" / "lm4lv"), "--out", str(tmp_path / "refit"), "--data", str(data_dir),
+          "--batches", "1", "--batch-size", "2"])
+    refitted = LM4LV.from_pretrained(tmp_path / "refit", device="cpu")
+    trained = LM4LV.from_pretrained(tmp_path / "r" / "lm4lv", device="cpu")
+    assert not torch.equal(refitted.heads.adapter_out.weight, trained.heads.adapter_out.weight)
+    torch.testing.assert_close(refitted.heads.adapter_in.weight, trained.heads.adapter_in.weight)
+    assert json.loads((tmp_path / "refit" / "refit.json").read_text())["inputs"] == "free"

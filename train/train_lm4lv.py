@@ -59,6 +59,14 @@ def parse_args(argv=None):
                    help="adapters read and write per-dimension standardised MAE features (mean/std of "
                         f"{STATISTICS_BATCHES} batches of LQ and HQ tokens, stored with the weights); the L2 loss is "
                         "taken in that space")
+    p.add_argument("--whiten", type=float, default=0.0, metavar="FLOOR",
+                   help="the adapters read and write PCA-whitened MAE features (eigenvalues floored at FLOOR x the "
+                        f"largest; basis from {STATISTICS_BATCHES} batches, stored with the weights). The adapters are "
+                        "re-expressed in that basis after their initialisation, so the start is unchanged; the L2 loss "
+                        "stays unwhitened; 0: off")
+    p.add_argument("--pixel-loss", type=float, default=0.0, metavar="WEIGHT",
+                   help="add WEIGHT x the MSE between the decoded predicted and decoded target tokens (normalised "
+                        "pixels, the frozen MAE decoder): weighs feature directions by what they change in the image")
     p.add_argument("--init-from", default=None,
                    help="start from a trained LM4LV checkpoint (a curriculum, e.g. `--tasks repeat` first): its "
                         "adapters and the task tokens of the tasks both runs share; skips --ridge-init")
@@ -117,6 +125,8 @@ def init_from_checkpoint(model, folder: str) -> list[str]:
     if config.standardize != model.heads.config.standardize:
         flag = "with" if config.standardize else "without"
         raise SystemExit(f"--init-from {folder} was trained {flag} --standardize; run this one {flag} it too.")
+    if config.whitening > 0 and model.heads.config.whitening <= 0:
+        raise SystemExit(f"--init-from {folder} was trained with --whiten; run this one with --whiten too.")
     for key, what in (("vision_fingerprint", "vision module"), ("llm_fingerprint", "LLM")):
         if getattr(config, key) != getattr(model.heads.config, key):
             raise SystemExit(f"--init-from {folder} was trained with another {what} than this run's.")
@@ -147,7 +157,8 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
               "trainable_params": model.trainable_parameters(), "lr": args.lr, "seed": args.seed,
               "self_condition": args.self_condition if model.autoregressive else 0.0,
               "ce_weight": args.ce_weight if model.autoregressive else 0.0, "init_from": args.init_from,
-              "standardize": args.standardize,
+              "standardize": args.standardize, "whiten": args.whiten,
+              "pixel_loss": args.pixel_loss,
               "final_l2": sum(float(r["l2"]) for r in tail) / len(tail) if tail else None}
     with open(os.path.join(export_dir, "training.json"), "w") as f:
         json.dump(record, f, indent=2)
@@ -165,13 +176,13 @@ def main(argv=None):
     accelerator = make_accelerator(args)
     model = build_model(args.variant, llm=args.llm, vision=args.vision, tasks=tasks,
                         num_task_tokens=args.num_task_tokens, layer=args.layer, device=accelerator.device,
-                        seed=args.seed, standardize=args.standardize)
+                        seed=args.seed, standardize=args.standardize, whitening=args.whiten)
     accelerator.print(f"variant {args.variant}: {model.trainable_parameters():,} trainable parameters")
     vision = model.vision
     crops = RandomCrops(args.data, vision.image_size, seed=args.seed + 2)
     probe = FreeRunningProbe(model, tasks) if args.probe_every > 0 else None
     resuming = will_resume(args)
-    statistics_batches = STATISTICS_BATCHES if args.standardize else 0
+    statistics_batches = STATISTICS_BATCHES if args.standardize or args.whiten > 0 else 0
     ridge_batches = args.ridge_init if not (resuming or args.init_from) else 0
     init_batches = [make_pairs(crops, vision, 10**9 + i, args.batch_size, tasks, args.seed)
                     for i in range(max(statistics_batches, ridge_batches))]  # far beyond any training step
@@ -188,6 +199,9 @@ def main(argv=None):
         if fit is not None:
             space = "standardised " if args.standardize else ""
             accelerator.print(f"adapter_out ridge init: teacher-forced {space}feature MSE {fit:.4f}")
+    if args.whiten > 0:  # after the adapters' initialisation (the same functions in the new basis)
+        model.heads.set_whitening(torch.cat([t for lq, hq, _ in init_batches[:statistics_batches]
+                                                   for t in (lq, hq)]))
     export_dir = args.export_to or os.path.join(args.out, "lm4lv")
     probe_log = os.path.join(args.out, "probe.csv")
 
@@ -201,7 +215,12 @@ def main(argv=None):
             swap = torch.rand(hq.shape[:2], device=hq.device)[..., None] < args.self_condition
             fed = torch.where(swap, own, hq)
         terms = module(lq, hq, names, input_noise=args.input_noise, ce_weight=args.ce_weight, fed=fed)
-        terms.pop("pred")
+        pred = terms.pop("pred")
+        if args.pixel_loss > 0:  # (B, 3, S, S) normalised pixels, through the frozen decoder
+            with torch.no_grad():
+                reference = vision.decode(hq)
+            terms["pixel"] = torch.nn.functional.mse_loss(vision.decode(pred), reference)
+            terms["loss"] = terms["loss"] + args.pixel_loss * terms["pixel"]
         if probe is not None and step % args.probe_every == 0 and accelerator.is_main_process:
             row = {"step": step, **probe.run()}
             accelerator.print("probe " + " ".join(f"{k}={v:.3f}" for k, v in row.items() if k != "step"))

@@ -1,0 +1,97 @@
+"""Refit LM4LV's `adapter_out` in closed form on the hidden states it meets when generating.
+
+Training fits the readout on teacher-forced (or partly self-conditioned) inputs; free running feeds back the model's
+own tokens, and the readout lags its least-squares optimum there. This refits it by ridge regression on the hidden
+states of `--inputs free` (the generated tokens fed back: exactly free running's hidden states), `self` (one pass of
+the model's teacher-forced predictions) or `teacher`; `--rounds` repeats the fit on the refitted model's own outputs.
+
+    python -m train.refit_readout --checkpoint checkpoints/lm4lv-smollm2 --out runs/refit --inputs free --batches 8
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+
+import torch
+
+from lm4lv_core.generate import Finished
+from lm4lv_core.variants import load_model
+from train.data import RandomCrops
+from train.least_squares import fit_linear
+from train.train_lm4lv import make_pairs, parse_tasks
+
+INPUTS = ("free", "self", "teacher")
+FIRST_BATCH = 2 * 10**9  # batch indices far from any training step and from train_lm4lv's initialisation batches
+
+
+@torch.no_grad()
+def fed_tokens(model, lq: torch.Tensor, hq: torch.Tensor, names: list[str], inputs: str) -> torch.Tensor:
+    """(B, N, vision_dim) HQ tokens to feed the LLM: generated (free), one-pass predictions (self) or hq (teacher)."""
+    if inputs == "teacher":
+        return hq
+    if inputs == "self":
+        return model.forward_loss(lq, hq, names)["pred"]
+    finished = {e.row: e for e in model.events(lq, names, force_image_after=0) if isinstance(e, Finished)}
+    return torch.stack([finished[i].image_or(lq[i]) for i in range(len(names))])
+
+
+@torch.no_grad()
+def refit_readout(model, batches, inputs: str = "free", ridge: float = 1e-2) -> float:
+    """Ridge fit of adapter_out on the hidden states of `inputs`; returns the fit's MSE (in the space it writes)."""
+    xs, ys = [], []
+    for lq, hq, names in batches:
+        x, y, readout = model.readout(lq, hq, names, fed=fed_tokens(model, lq, hq, names, inputs))
+        xs.append(x)
+        ys.append(y)
+    x, y = torch.cat(xs), torch.cat(ys)  # (M, llm_dim), (M, vision_dim)
+    fit_linear(readout, x, y, ridge)
+    return float(((readout(x.float()) - y.float()) ** 2).mean())
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="trained LM4LV checkpoint folder")
+    p.add_argument("--out", required=True, help="where to write the refitted checkpoint")
+    p.add_argument("--data", default="../shared/corpus/train", help="folder of training images")
+    p.add_argument("--tasks", default=None, help="tasks to fit on (default: the checkpoint's)")
+    p.add_argument("--inputs", choices=INPUTS, default="free", help="which hidden states the readout is fitted on")
+    p.add_argument("--batches", type=int, default=8, help="batches of --batch-size crops")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--ridge", type=float, default=1e-2, help="ridge, relative to the sample count")
+    p.add_argument("--rounds", type=int, default=1, help="fits, each on the outputs of the previous one")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.checkpoint)
+    if not model.autoregressive:
+        raise SystemExit(f"{args.checkpoint} is a one-pass control; the refit applies to LM4LV's adapter_out.")
+    tasks = parse_tasks(args.tasks) if args.tasks else list(model.tasks)
+    crops = RandomCrops(args.data, model.image_size, seed=args.seed + 2)
+    batches = [make_pairs(crops, model.vision, FIRST_BATCH + i, args.batch_size, tasks, args.seed)
+               for i in range(args.batches)]
+    fits = [refit_readout(model, batches, args.inputs, args.ridge) for _ in range(args.rounds)]
+    print("refit MSE per round: " + ", ".join(f"{f:.4f}" for f in fits))
+    config = model.heads.config
+    vision = config.vision
+    if not os.path.isabs(vision) and os.path.exists(os.path.join(args.checkpoint, vision)):
+        vision = os.path.relpath(os.path.join(os.path.abspath(args.checkpoint), vision), os.path.abspath(args.out))
+    model.save_pretrained(args.out, vision_path=vision)
+    record = os.path.join(args.checkpoint, "training.json")
+    if os.path.isfile(record) and os.path.abspath(args.checkpoint) != os.path.abspath(args.out):
+        shutil.copy(record, os.path.join(args.out, "training.json"))
+    with open(os.path.join(args.out, "refit.json"), "w") as f:
+        json.dump({"from": args.checkpoint, "inputs": args.inputs, "tasks": tasks, "samples": args.batches *
+                   args.batch_size, "ridge": args.ridge, "rounds": args.rounds, "fit_mse": fits}, f, indent=2)
+    print(f"refitted checkpoint in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Routing probe: how much of each image token the frozen LLM carries to where the restored token is written.
+
+    python -m train.routing --checkpoint checkpoints/lm4lv-smollm2 --task denoise --images skimage --json OUT
+
+Teacher-forced, ridge readouts (ridge chosen on held-out crops) fitted on training crops and scored on the evaluation
+photos (PSNR of the image the
+readouts' patches assemble):
+- `writing[l]`: from the hidden state after layer l (0: the input embeddings) at each position that predicts an HQ
+  token, to that token's pixels in the reference image; `adapter_out` is the model's own teacher-forced output;
+- `value[l]`: from the attention value vectors of layer l at each LQ position, to that LQ token's own pixels (what the
+  value path can pass on), beside `lq_embedding` (from the input embedding itself) and `lq_tokens` (the MAE decoder
+  on the LQ tokens: the ceiling of both);
+- `copy` (the degraded input) and `mae_r` against the reference, as in Table 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+import torch
+
+from lm4lv_core.degrade import degrade, target
+from lm4lv_core.images import fit_square
+from lm4lv_core.metrics import psnr
+from lm4lv_core.sequence import LQ
+from lm4lv_core.variants import load_model
+from train.data import RandomCrops
+from train.evaluate import load_eval_images
+from train.probe import baseline_input
+
+FIT_BATCH = 3 * 10**9  # crop indices far from training and from the readout refit
+
+
+def patches(vision, images01: torch.Tensor) -> torch.Tensor:
+    """(B, 3, S, S) in [0, 1] -> (B, L, p*p*3) normalised pixels, one row per patch token."""
+    return vision.mae.patchify(vision.normalize(images01))
+
+
+def image_psnr(vision, predicted: torch.Tensor, reference01: torch.Tensor) -> float:
+    """Mean PSNR of images assembled from predicted patches (B, L, p*p*3) against references (B, 3, S, S)."""
+    images = vision.postprocess(vision.mae.unpatchify(predicted.float()))
+    refs = (reference01 * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return float(np.mean([psnr(np.asarray(a), r) for a, r in zip(images, refs)]))
+
+
+@torch.no_grad()
+def traces(model, lq01: torch.Tensor, hq01: torch.Tensor, tasks: list[str], value_layers: list[int]) -> dict:
+    """Teacher-forced features: per layer the hidden states at the writing positions (B, L, llm_dim), the value
+    vectors at LQ positions (B, L, kv_dim) for `value_layers`, the LQ input embeddings and adapter_out's output."""
+    vision = model.vision
+    lq, hq = vision.encode(vision.normalize(lq01)), vision.encode(vision.normalize(hq01))
+    layout = model.training_layout
+    embeds = model.embed_layout(layout, lq, tasks, hq)  # (B, T, llm_dim)
+    values, hooks = {}, []
+    for layer in value_layers:
+        projection = model.llm.base_model.layers[layer].self_attn.v_proj
+        hooks.append(projection.register_forward_hook(lambda m, i, out, k=layer: values.__setitem__(k, out)))
+    try:
+        out = model.llm.base_model(inputs_embeds=embeds.to(model.llm_dtype), output_hidden_states=True)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    writers = layout.regression_sources()[1:]  # positions predicting the patch tokens (not the CLS token)
+    readers = layout.positions(LQ)[1:]  # the LQ patch tokens
+    return {"writing": [h[:, writers].float() for h in out.hidden_states],
+            "value": {k: v[:, readers].float() for k, v in values.items()},
+            "lq_embedding": embeds[:, readers].float(),
+            "adapter_out": model.llm_to_visual(out.last_hidden_state.float()[:, layout.regression_sources()])}
+
+
+RIDGES = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+
+
+def ridge_readout(x_fit: torch.Tensor, y_fit: torch.Tensor, ridges=RIDGES):
+    """A ridge map from standardised features, its ridge chosen on a held-out quarter of the fit data (then refitted
+    on all of it): returns predict(x) for (..., in) -> (..., out)."""
+    x, y = x_fit.reshape(-1, x_fit.shape[-1]).double(), y_fit.reshape(-1, y_fit.shape[-1]).double()
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    z, y_mean = (x - mean) / std, y.mean(0)
+    held = torch.arange(len(z)) % 4 == 3
+
+    def solve(rows, ridge):
+        zz = z[rows]
+        gram = zz.T @ zz + ridge * len(zz) * torch.eye(zz.shape[1], dtype=zz.dtype)
+        return torch.linalg.solve(gram, zz.T @ (y[rows] - y_mean))
+
+    errors = [float(((z[held] @ solve(~held, r) + y_mean - y[held]) ** 2).mean()) for r in ridges]
+    weight = solve(torch.ones_like(held), ridges[int(np.argmin(errors))])
+    return lambda q: (((q.double() - mean) / std) @ weight + y_mean).float()
+
+
+def make_set(clean: list, task: str, seeds: list[int]):
+    """PIL images of the model's size -> (degraded, reference, MAE-r input) as (B, 3, S, S) tensors in [0, 1]."""
+    def stack(images):
+        return torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+                            for im in images])
+
+    degraded = [degrade(c, task, seed=s) for c, s in zip(clean, seeds)]
+    references = [target(c, task) for c in clean]
+    baselines = [baseline_input(task, d, r) for d, r in zip(degraded, references)]
+    return stack(degraded), stack(references), stack(baselines)
+
+
+def to_image(t: torch.Tensor):
+    """(3, S, S) in [0, 1] -> PIL image."""
+    from PIL import Image
+
+    return Image.fromarray((t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+
+
+@torch.no_grad()
+def routing_table(model, task: str, fit_clean: list, eval_clean: list, value_layers: list[int],
+                  batch_size: int = 16) -> dict:
+    """The probe's PSNRs (see the module docstring) for one task."""
+    from lm4lv_core.heads import TASKS
+
+    vision, t_index = model.vision, TASKS.index(task) if task in TASKS else 0
+    fit_lq, fit_hq, _ = make_set(fit_clean, task, [10**6 + i for i in range(len(fit_clean))])
+    ev_lq, ev_hq, ev_base = make_set(eval_clean, task, [i * 101 + t_index for i in range(len(eval_clean))])
+
+    def run(lq01, hq01):
+        parts = [traces(model, lq01[i:i + batch_size], hq01[i:i + batch_size], [task] * len(lq01[i:i + batch_size]),
+                        value_layers) for i in range(0, len(lq01), batch_size)]
+        cat = lambda get: torch.cat([get(p) for p in parts])  # noqa: E731
+        return {"writing": [cat(lambda p, l=l: p["writing"][l]) for l in range(len(parts[0]["writing"]))],
+                "value": {k: cat(lambda p, k=k: p["value"][k]) for k in value_layers},
+                "lq_embedding": cat(lambda p: p["lq_embedding"]), "adapter_out": cat(lambda p: p["adapter_out"])}
+
+    fit, ev = run(fit_lq, fit_hq), run(ev_lq, ev_hq)
+    y_hq, y_lq = patches(vision, fit_hq), patches(vision, fit_lq)
+
+    def scored(x_fit, x_eval, y, reference):
+        return image_psnr(vision, ridge_readout(x_fit, y)(x_eval), reference)
+
+    decode = lambda tokens, ref: image_psnr(vision, patches(vision, vision.denormalize(vision.decode(tokens))), ref)  # noqa: E731
+    return {
+        "task": task,
+        "writing": [scored(f, e, y_hq, ev_hq) for f, e in zip(fit["writing"], ev["writing"])],
+        "adapter_out": decode(ev["adapter_out"], ev_hq),
+        "value": {str(k): scored(fit["value"][k], ev["value"][k], y_lq, ev_lq) for k in value_layers},
+        "lq_embedding": scored(fit["lq_embedding"], ev["lq_embedding"], y_lq, ev_lq),
+        "lq_tokens": decode(vision.encode(vision.normalize(ev_lq)), ev_lq),
+        "copy": image_psnr(vision, patches(vision, ev_lq), ev_hq),
+        "mae_r": decode(vision.encode(vision.normalize(ev_base)), ev_hq),
+    }
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=None, help="LM4LV checkpoint (default: the shipped embedded default)")
+    p.add_argument("--task", default="denoise")
+    p.add_argument("--images", default="skimage", help="'skimage' or a folder of clean evaluation images")
+    p.add_argument("--data", default="../shared/corpus/train", help="training images the readouts are fitted on")
+    p.add_argument("--fit-images", type=int, default=64, help="training crops the readouts are fitted on")
+    p.add_argument("--value-layers", default="0,last", help="layers whose value vectors are read (comma list; 'last')")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="write the table here")
+    p.add_argument("--threads", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.checkpoint)
+    if not model.autoregressive:
+        raise SystemExit("The routing probe reads the frozen LLM of an autoregressive checkpoint (lm4lv, random-llm).")
+    last = model.llm.config.num_hidden_layers - 1
+    layers = [last if x.strip() == "last" else int(x) for x in args.value_layers.split(",") if x.strip()]
+    size = model.image_size
+    crops = RandomCrops(args.data, size, seed=args.seed + 2)
+    fit_clean = [to_image(crops.sample(FIT_BATCH + k)) for k in range(args.fit_images)]
+    eval_clean = [fit_square(im, size)[0] for _, im in load_eval_images(args.images, None)]
+    table = routing_table(model, args.task, fit_clean, eval_clean, layers)
+    table.update(checkpoint=args.checkpoint or "embedded default", fit_images=args.fit_images,
+                 eval_images=len(eval_clean))
+    writing = table["writing"]
+    print(f"{args.task}: copy {table['copy']:.2f} dB, MAE-r {table['mae_r']:.2f} dB, teacher-forced adapter_out "
+          f"{table['adapter_out']:.2f} dB")
+    print("writing-position readout by layer (0: embeddings; last: after the final norm): " + " ".join(f"{p:.1f}" for p in writing))
+    print(f"LQ tokens: MAE decoder {table['lq_tokens']:.2f} dB, input embedding {table['lq_embedding']:.2f} dB, "
+          + ", ".join(f"values of layer {k} {v:.2f} dB" for k, v in table["value"].items()))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(table, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
