@@ -1,5 +1,6 @@
 """Generation speed of the embedded LLM on this machine: ms per visual token with the KV cache vs the full
-re-forward loop (the paper's released code), for 65 and 197 visual tokens, batch 1 and 8, and time to first token.
+re-forward loop (the paper's released code), for 65 and 197 visual tokens, at several batch sizes (default 1, 8 and a
+tile batch of 32), and time to first token.
 
     python -m bench.generation_speed [--reforward-tokens 16] [--threads N]
 
@@ -42,28 +43,33 @@ def time_generation(model, lq, tasks, use_cache: bool, max_visual: int):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--reforward-tokens", type=int, default=16, help="visual tokens timed in the re-forward loop")
+    p.add_argument("--reforward-tokens", type=int, default=16,
+                   help="visual tokens timed in the re-forward loop (0: skip it)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto")
+    p.add_argument("--tokens", default="65,197", help="visual-token counts to time (65: the embedded default)")
+    p.add_argument("--batch-sizes", default="1,8,32", help="comma-separated batch sizes (32: a tile batch)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'tokens':>6} {'batch':>5} {'dtype':>9} {'TTFT s':>7} {'KV ms/tok':>10} {'re-forward ms/tok':>18} {'speed-up':>8}")
-    for count, config in GRIDS.items():
+    for count in [int(c) for c in args.tokens.split(",")]:
+        config = GRIDS[count]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             vision = VisionModule.from_config(config, seed=0)
             model = LM4LV.build(vision=vision, device="cpu", dtype=dtype)
-        for batch in (1, 8):
+        for batch in [int(b) for b in args.batch_sizes.split(",")]:
             lq = torch.randn(batch, count, vision.dim) * 0.6
             tasks = ["denoise"] * batch
             time_generation(model, lq[:, :], tasks, True, 4)  # warm-up
             ttft, kv = time_generation(model, lq, tasks, True, count - 1)
-            _, full = time_generation(model, lq, tasks, False, args.reforward_tokens)
-            print(f"{count:>6} {batch:>5} {str(model.llm_dtype).split('.')[-1]:>9} {ttft:>7.3f} {kv:>10.1f} "
-                  f"{full:>18.1f} {full / kv:>7.1f}x", flush=True)
+            full = time_generation(model, lq, tasks, False, args.reforward_tokens)[1] if args.reforward_tokens else None
+            columns = f"{full:>18.1f} {full / kv:>7.1f}x" if full else f"{'-':>18} {'-':>8}"
+            print(f"{count:>6} {batch:>5} {str(model.llm_dtype).split('.')[-1]:>9} {ttft:>7.3f} {kv:>10.1f} {columns}"
+                  f"  ({kv / batch:.2f} ms per image-token)", flush=True)
 
 
 if __name__ == "__main__":
