@@ -258,3 +258,32 @@ def test_readout_refit_reaches_the_least_squares_optimum_of_free_running(data_di
     assert not torch.equal(refitted.heads.adapter_out.weight, trained.heads.adapter_out.weight)
     torch.testing.assert_close(refitted.heads.adapter_in.weight, trained.heads.adapter_in.weight)
     assert json.loads((tmp_path / "refit" / "refit.json").read_text())["inputs"] == "free"
+
+
+def test_routing_probe_reads_every_layer_and_the_value_path(data_dir, tmp_path, tiny_llm_dir, tiny_vision_dir):
+    """train.routing: one writing readout per hidden state (embeddings + each layer), value readouts for the chosen
+    layers, and copy / MAE-r figures computed as Table 2 computes them."""
+    import json
+
+    import numpy as np
+
+    from lm4lv_core.degrade import degrade
+    from lm4lv_core.metrics import psnr
+    from train.routing import main
+    from train.train_lm4lv import main as train
+
+    train(["--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data_dir), "--out", str(tmp_path / "r"),
+           "--steps", "1", "--batch-size", "2", "--probe-every", "0", "--tasks", "denoise"])
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(1)
+    clean = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(2)]
+    for i, image in enumerate(clean):
+        Image.fromarray(image).save(photos / f"{i}.png")
+    main(["--checkpoint", str(tmp_path / "r" / "lm4lv"), "--task", "denoise", "--images", str(photos),
+          "--data", str(data_dir), "--fit-images", "8", "--value-layers", "0,last", "--json", str(tmp_path / "t.json")])
+    table = json.loads((tmp_path / "t.json").read_text())
+    assert len(table["writing"]) == 3 and set(table["value"]) == {"0", "1"}  # the tiny LLM has 2 layers
+    copy = np.mean([psnr(np.asarray(degrade(c, "denoise", seed=i * 101)), c) for i, c in enumerate(clean)])
+    assert abs(table["copy"] - copy) < 1e-6
+    assert all(np.isfinite(v) for v in [*table["writing"], *table["value"].values(), table["mae_r"]])

@@ -51,6 +51,20 @@ def make_accelerator(args):
     return Accelerator(mixed_precision=precision)
 
 
+def load_autoregressive(checkpoint: str | None, threads: int, purpose: str):
+    """The entry points that read a trained LM4LV (or random-llm) checkpoint: set the thread count and load it;
+    a one-pass control is refused with one sentence saying what `purpose` needs."""
+    from lm4lv_core.variants import load_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = load_model(checkpoint)
+    if not model.autoregressive:
+        raise SystemExit(f"{checkpoint} is a one-pass control; {purpose} needs an autoregressive checkpoint "
+                         "(lm4lv, random-llm).")
+    return model
+
+
 def lr_at(step: int, args) -> float:
     """Linear warm-up, then cosine decay to `min_lr_ratio * lr`."""
     warmup = args.warmup if args.warmup is not None else max(1, args.steps // 20)

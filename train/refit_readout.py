@@ -17,8 +17,8 @@ import shutil
 import torch
 
 from lm4lv_core.generate import Finished
-from lm4lv_core.variants import load_model
 from train.data import RandomCrops
+from train.engine import load_autoregressive
 from train.least_squares import fit_linear
 from train.train_lm4lv import make_pairs, parse_tasks
 
@@ -68,11 +68,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = load_model(args.checkpoint)
-    if not model.autoregressive:
-        raise SystemExit(f"{args.checkpoint} is a one-pass control; the refit applies to LM4LV's adapter_out.")
+    model = load_autoregressive(args.checkpoint, args.threads, "the refit of adapter_out")
     tasks = parse_tasks(args.tasks) if args.tasks else list(model.tasks)
     crops = RandomCrops(args.data, model.image_size, seed=args.seed + 2)
     batches = [make_pairs(crops, model.vision, FIRST_BATCH + i, args.batch_size, tasks, args.seed)

@@ -25,8 +25,8 @@ from lm4lv_core.degrade import degrade, target
 from lm4lv_core.images import fit_square
 from lm4lv_core.metrics import psnr
 from lm4lv_core.sequence import LQ
-from lm4lv_core.variants import load_model
 from train.data import RandomCrops
+from train.engine import load_autoregressive
 from train.evaluate import load_eval_images
 from train.probe import baseline_input
 
@@ -163,11 +163,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = load_model(args.checkpoint)
-    if not model.autoregressive:
-        raise SystemExit("The routing probe reads the frozen LLM of an autoregressive checkpoint (lm4lv, random-llm).")
+    model = load_autoregressive(args.checkpoint, args.threads, "the routing probe")
     last = model.llm.config.num_hidden_layers - 1
     layers = [last if x.strip() == "last" else int(x) for x in args.value_layers.split(",") if x.strip()]
     size = model.image_size
