@@ -40,9 +40,27 @@ def patches(vision, images01: torch.Tensor) -> torch.Tensor:
 
 def image_psnr(vision, predicted: torch.Tensor, reference01: torch.Tensor) -> float:
     """Mean PSNR of images assembled from predicted patches (B, L, p*p*3) against references (B, 3, S, S)."""
-    images = vision.postprocess(vision.mae.unpatchify(predicted.float()))
+    return mean_psnr(vision.postprocess(vision.mae.unpatchify(predicted.float())), reference01)
+
+
+def decoded_psnr(vision, tokens: torch.Tensor, reference01: torch.Tensor) -> float:
+    """Mean PSNR of the MAE decoder's images of tokens (B, N, D) against references (B, 3, S, S)."""
+    return mean_psnr(vision.postprocess(vision.decode(tokens)), reference01)
+
+
+def mean_psnr(images: list, reference01: torch.Tensor) -> float:
     refs = (reference01 * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return float(np.mean([psnr(np.asarray(a), r) for a, r in zip(images, refs)]))
+
+
+def concat(parts: list):
+    """Concatenate along the batch a list of equally nested dicts / lists of tensors."""
+    first = parts[0]
+    if isinstance(first, dict):
+        return {k: concat([p[k] for p in parts]) for k in first}
+    if isinstance(first, list):
+        return [concat([p[i] for p in parts]) for i in range(len(first))]
+    return torch.cat(parts)
 
 
 @torch.no_grad()
@@ -121,12 +139,9 @@ def routing_table(model, task: str, fit_clean: list, eval_clean: list, value_lay
     ev_lq, ev_hq, ev_base = make_set(eval_clean, task, [i * 101 + t_index for i in range(len(eval_clean))])
 
     def run(lq01, hq01):
-        parts = [traces(model, lq01[i:i + batch_size], hq01[i:i + batch_size], [task] * len(lq01[i:i + batch_size]),
-                        value_layers) for i in range(0, len(lq01), batch_size)]
-        cat = lambda get: torch.cat([get(p) for p in parts])  # noqa: E731
-        return {"writing": [cat(lambda p, l=l: p["writing"][l]) for l in range(len(parts[0]["writing"]))],
-                "value": {k: cat(lambda p, k=k: p["value"][k]) for k in value_layers},
-                "lq_embedding": cat(lambda p: p["lq_embedding"]), "adapter_out": cat(lambda p: p["adapter_out"])}
+        return concat([traces(model, lq01[i:i + batch_size], hq01[i:i + batch_size],
+                              [task] * len(lq01[i:i + batch_size]), value_layers)
+                       for i in range(0, len(lq01), batch_size)])
 
     fit, ev = run(fit_lq, fit_hq), run(ev_lq, ev_hq)
     y_hq, y_lq = patches(vision, fit_hq), patches(vision, fit_lq)
@@ -134,16 +149,15 @@ def routing_table(model, task: str, fit_clean: list, eval_clean: list, value_lay
     def scored(x_fit, x_eval, y, reference):
         return image_psnr(vision, ridge_readout(x_fit, y)(x_eval), reference)
 
-    decode = lambda tokens, ref: image_psnr(vision, patches(vision, vision.denormalize(vision.decode(tokens))), ref)  # noqa: E731
     return {
         "task": task,
         "writing": [scored(f, e, y_hq, ev_hq) for f, e in zip(fit["writing"], ev["writing"])],
-        "adapter_out": decode(ev["adapter_out"], ev_hq),
+        "adapter_out": decoded_psnr(vision, ev["adapter_out"], ev_hq),
         "value": {str(k): scored(fit["value"][k], ev["value"][k], y_lq, ev_lq) for k in value_layers},
         "lq_embedding": scored(fit["lq_embedding"], ev["lq_embedding"], y_lq, ev_lq),
-        "lq_tokens": decode(vision.encode(vision.normalize(ev_lq)), ev_lq),
+        "lq_tokens": decoded_psnr(vision, vision.encode(vision.normalize(ev_lq)), ev_lq),
         "copy": image_psnr(vision, patches(vision, ev_lq), ev_hq),
-        "mae_r": decode(vision.encode(vision.normalize(ev_base)), ev_hq),
+        "mae_r": decoded_psnr(vision, vision.encode(vision.normalize(ev_base)), ev_hq),
     }
 
 
