@@ -19,17 +19,9 @@ from lm4lv_core.generate import TextPiece, VisualToken
 from lm4lv_core.images import fit_square, load_image
 from lm4lv_core.inference import Prepared, preview
 from lm4lv_core.metrics import psnr, ssim
+from lm4lv_core.tasks import get_task
 from lm4lv_core.tiling import TileProgress, iter_restore_tiled, reconstruct_tiled
 
-TASK_HELP = {
-    "denoise": "remove Gaussian noise",
-    "deblur": "remove Gaussian blur",
-    "derain": "remove rain streaks",
-    "depepper": "remove pepper (black-pixel) noise",
-    "demask": "fill in 4x4 masked blocks",
-    "rotate": "rotate by 90 degrees counter-clockwise",
-    "flip": "flip horizontally",
-}
 
 
 @dataclass
@@ -164,9 +156,9 @@ class DemoService:
             loaded = load_image(reference).image
             ref_image = cap_size(loaded, self.max_side)[0] if full_size else fit_square(loaded, self.model.image_size)[0]
             ref = target(ref_image, task)
-            if ref.size != degraded.size and task not in ("rotate",):
+            if ref.size != get_task(task).transform(degraded).size:
                 raise InputError("The reference image does not have the input image's size and shape.")
-        header = f"**{task}**: {TASK_HELP[task]}."
+        header = f"**{task}**: {get_task(task).help}."
         if notes:
             header += "\n\n_" + "; ".join(notes) + "._"
         if not self.model.trained:
@@ -179,12 +171,12 @@ class DemoService:
             else:
                 restored, mae_r, text = update
         baseline = mae_r
-        if task in ("rotate", "flip") and ref is not None:  # the baseline is the MAE-r of the rotated/flipped image
+        if get_task(task).mae_r_of_target and ref is not None:  # MAE-r of the rotated/flipped image
             baseline = reconstruct_tiled(self.model, ref) if full_size else self.model.vision.reconstruct(ref)
         outcome = Outcome(task=task, degraded=degraded, mae_r=baseline, restored=restored, reference=ref,
                           notes=notes, text=text, seconds=time.time() - began)
         scored = {"mae_r": baseline, "lm4lv": restored}
-        if task not in ("rotate", "flip"):
+        if not get_task(task).spatial:
             scored = {"degraded": degraded, **scored}
         outcome.metrics = score(scored, ref)
         outcome.files = self.save(outcome)

@@ -14,7 +14,7 @@ import warnings
 
 import torch
 
-from lm4lv_core.heads import TASKS
+from lm4lv_core.tasks import TASKS
 from lm4lv_core.variants import build_model
 from train.data import RandomCrops
 from train.train_lm4lv import make_pairs

@@ -9,7 +9,7 @@ import time
 import warnings
 
 from .errors import LM4LVError
-from .heads import TASKS
+from .tasks import TASKS
 from .images import IMAGE_EXTENSIONS
 
 

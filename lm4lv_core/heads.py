@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-TASKS = ("denoise", "deblur", "derain", "depepper", "demask", "rotate", "flip")
-SANITY_TASKS = ("repeat",)  # the paper's sanity check: the target is the input itself
+from .tasks import TASKS
 
 
 @dataclass
@@ -30,6 +29,10 @@ class HeadsConfig:
     # A fixed linear map composed with a linear adapter is still a linear adapter: this changes how the optimiser
     # sees the weak, detail-carrying feature directions, not the model class. Stored with the weights.
     whitening: float = 0.0
+    # LoRA on the LLM's attention (the `lm4lv-lora` control; 0: none, the LLM frozen as in the paper). The pairs are
+    # attached by LM4LV (they live in the LLM) and saved with these weights under `lora.`.
+    lora_rank: int = 0
+    lora_alpha: float = 0.0
     extra: dict = field(default_factory=dict)
 
 

@@ -17,8 +17,10 @@ from torch.nn import functional as F
 
 from .device import default_device, default_llm_dtype
 from .errors import CheckpointError, InputError
-from .heads import SANITY_TASKS, TASKS, HeadsConfig, LM4LVHeads
+from .heads import HeadsConfig, LM4LVHeads
 from .llm import EMBEDDED_LLM, load_llm, randomly_initialised, requested_llm
+from .lora import attach_lora
+from .tasks import SANITY_TASKS, TASKS
 from .sequence import HQ, LQ, TASK, Layout, SequenceBuilder
 from .vision import VisionModule, weights_fingerprint
 
@@ -98,6 +100,9 @@ class LM4LV(Restorer, nn.Module):
         self.trained = trained
         self.llm.requires_grad_(False)
         self.vision.requires_grad_(False)
+        if heads.config.lora_rank > 0:  # the lm4lv-lora control: trained low-rank pairs in the LLM, saved with heads
+            heads.lora = attach_lora(self.llm, heads.config.lora_rank, heads.config.lora_alpha,
+                                     seed=heads.config.extra.get("lora_seed", 0)).to(heads.adapter_in.weight.device)
         self.sequences = SequenceBuilder(tokenizer, vision.num_tokens, heads.config.num_task_tokens)
         self.prompt_layout = self.sequences.prompt()
         self.training_layout = self.sequences.training()
@@ -119,11 +124,16 @@ class LM4LV(Restorer, nn.Module):
 
     @property
     def variant(self) -> str:
-        return self.heads.config.extra.get("variant", "lm4lv")
+        return "lm4lv-lora" if self.heads.config.lora_rank > 0 else self.heads.config.extra.get("variant", "lm4lv")
+
+    @property
+    def llm_frozen(self) -> bool:
+        """False for the lm4lv-lora control, whose LLM has trained low-rank pairs."""
+        return self.heads.config.lora_rank == 0
 
     @property
     def trainable(self) -> nn.Module:
-        """Everything that is trained: the adapters and task tokens."""
+        """Everything that is trained: the adapters and task tokens (and the LoRA pairs of lm4lv-lora)."""
         return self.heads
 
     def check_task(self, task: str) -> str:
@@ -228,7 +238,8 @@ class LM4LV(Restorer, nn.Module):
     @classmethod
     def build(cls, llm: str | None = None, vision: str | os.PathLike | VisionModule | None = None,
               tasks=TASKS + SANITY_TASKS, num_task_tokens: int = 10, device=None, dtype=None, seed: int = 0,
-              random_llm_seed: int | None = None, standardize: bool = False, whitening: float = 0.0):
+              random_llm_seed: int | None = None, standardize: bool = False, whitening: float = 0.0,
+              lora_rank: int = 0, lora_alpha: float | None = None):
         """A new, untrained LM4LV (for training): frozen LLM and vision module, freshly initialised heads.
 
         standardize: the adapters work on per-dimension standardised MAE features (set their statistics with
@@ -237,6 +248,8 @@ class LM4LV(Restorer, nn.Module):
         largest (set the basis with `heads.set_whitening` after any initialisation of the adapters).
         random_llm_seed: replace the LLM's weights by a random initialisation of the same architecture (the
         "random-llm" control); the tokenizer and chat template stay.
+        lora_rank: LoRA of this rank on the LLM's attention (the "lm4lv-lora" control: the LLM is then not frozen);
+        lora_alpha: its scale numerator (default 2 x rank).
         """
         device = torch.device(device) if device is not None else default_device()
         dtype = dtype or default_llm_dtype(device)
@@ -250,9 +263,12 @@ class LM4LV(Restorer, nn.Module):
                              llm_fingerprint=weights_fingerprint(model), vision=_vision_name(vision),
                              vision_fingerprint=vision_module.fingerprint(),
                              num_visual_tokens=vision_module.num_tokens, standardize=standardize,
-                             whitening=whitening)
+                             whitening=whitening, lora_rank=lora_rank,
+                             lora_alpha=float(lora_alpha or 2 * lora_rank) if lora_rank else 0.0)
+        if lora_rank:
+            config.extra = {"lora_seed": seed}
         if random_llm_seed is not None:
-            config.extra = {"variant": "random-llm", "random_llm_seed": random_llm_seed}
+            config.extra.update(variant="random-llm", random_llm_seed=random_llm_seed)
         heads = LM4LVHeads(config)
         heads.initialize(model.get_input_embeddings().weight.detach().cpu(), torch.Generator().manual_seed(seed))
         return cls(model, tokenizer, vision_module.to(device).eval(), heads.to(device), trained=False)
@@ -282,9 +298,9 @@ class LM4LV(Restorer, nn.Module):
         check_llm(model, config.llm_fingerprint, folder, config.llm, llm)
         if model.config.hidden_size != config.llm_dim or vision_module.dim != config.vision_dim:
             raise CheckpointError(f"The checkpoint {folder} does not fit this LLM / vision module (dimensions).")
-        heads = LM4LVHeads(config)
-        load_trained_weights(heads, folder)
-        return cls(model, tokenizer, vision_module.to(device).eval(), heads.to(device), trained=True)
+        restorer = cls(model, tokenizer, vision_module.to(device).eval(), LM4LVHeads(config).to(device), trained=True)
+        load_trained_weights(restorer.heads, folder)  # after construction: LoRA pairs are attached there
+        return restorer
 
     def save_pretrained(self, path: str | os.PathLike, vision_path: str | None = None) -> None:
         """Write heads (safetensors) + config (JSON). `vision_path` is recorded as the vision module's location

@@ -1,9 +1,9 @@
 """Any image size: split into overlapping tiles of the model's size, restore them as batches, blend the overlaps.
 
 Overlaps are blended with linear ramps (weights fall to near zero at each tile's inner edges), so there are no seams.
-Rotate and flip act on the whole image: each restored tile is placed where its content lands in the rotated / flipped
-output (a tile at (x, y) of a W-wide image goes to (y, W - x - s) for a 90-degree counter-clockwise rotation and to
-(W - x - s, y) for a horizontal flip).
+Spatial tasks (rotate, flip) act on the whole image: each restored tile is placed where its content lands in the
+rotated / flipped output (`Task.box`: a tile at (x, y) of a W-wide image goes to (y, W - x - s) for a 90-degree
+counter-clockwise rotation and to (W - x - s, y) for a horizontal flip).
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from .generate import Finished
+from .tasks import get_task
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -37,15 +38,11 @@ def blend_window(tile: int, overlap: int) -> np.ndarray:
 
 def place(task: str, x: int, y: int, size: int, width: int, height: int) -> tuple[int, int]:
     """Top-left corner, in the output image, of the restored tile whose input sits at (x, y)."""
-    if task == "rotate":
-        return y, width - x - size
-    if task == "flip":
-        return width - x - size, y
-    return x, y
+    return get_task(task).box((x, y, x + size, y + size), width, height)[:2]
 
 
 def output_size(task: str, width: int, height: int) -> tuple[int, int]:
-    return (height, width) if task == "rotate" else (width, height)
+    return get_task(task).box((0, 0, width, height), width, height)[2:]
 
 
 @dataclass
@@ -109,7 +106,7 @@ def iter_restore_tiled(model, image: Image.Image, task: str, overlap: int = 16, 
         lq_all.append(lq)
         for (x, y), rec in zip(chunk, vision.postprocess(vision.decode(lq))):
             ox, oy = place(task, x, y, size, full_w, full_h)
-            mae_r[oy:oy + size, ox:ox + size] += window * np.asarray(_transform(rec, task), dtype=np.float64)
+            mae_r[oy:oy + size, ox:ox + size] += window * np.asarray(get_task(task).transform(rec), dtype=np.float64)
             weights[oy:oy + size, ox:ox + size] += window
     mae_r_image = Image.fromarray(np.clip(mae_r / weights, 0, 255).round().astype(np.uint8))
     if mae_r_only:
@@ -147,21 +144,4 @@ def iter_restore_tiled(model, image: Image.Image, task: str, overlap: int = 16, 
 def _crop(image: Image.Image, task: str, width: int, height: int, full_w: int, full_h: int) -> Image.Image:
     if (full_w, full_h) == (width, height):
         return image
-    return image.crop(_crop_box(task, width, height, full_w, full_h))
-
-
-def _transform(image: Image.Image, task: str) -> Image.Image:
-    if task == "rotate":
-        return image.transpose(Image.Transpose.ROTATE_90)
-    if task == "flip":
-        return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return image
-
-
-def _crop_box(task: str, width: int, height: int, full_w: int, full_h: int) -> tuple[int, int, int, int]:
-    """Where the unpadded image lies in the (transformed) padded output."""
-    if task == "rotate":  # padded columns x >= width land at rows y' < full_w - width
-        return 0, full_w - width, height, full_w
-    if task == "flip":
-        return full_w - width, 0, full_w, height
-    return 0, 0, width, height
+    return image.crop(get_task(task).box((0, 0, width, height), full_w, full_h))  # the unpadded part

@@ -3,6 +3,7 @@
 | variant | what maps LQ tokens to HQ tokens | trainable |
 |---|---|---|
 | `lm4lv` | the frozen LLM, autoregressively (the paper's model) | adapters + task tokens |
+| `lm4lv-lora` | the same LLM with LoRA on its attention: **not frozen** (a control of the frozen constraint) | adapters + task tokens + LoRA pairs |
 | `random-llm` | the same LLM architecture with random weights, frozen, autoregressively (paper 5.2) | adapters + task tokens |
 | `vit-llm` | the frozen LLM in one pass, non-causal, no rotary embedding (paper 4.4) | adapters + task tokens |
 | `single-layer` | one frozen LLM layer in one pass, non-causal (paper B.3) | adapters + task tokens |
@@ -19,21 +20,26 @@ from .errors import CheckpointError, InputError
 from .model import CONFIG_FILE, LM4LV, _checkpoint_folder, _vision_name
 from .one_pass import EXPERT_VARIANTS, LLM_VARIANTS, ONE_PASS_VARIANTS, OnePassModel, lm4lv_trainable_count
 
-AUTOREGRESSIVE_VARIANTS = ("lm4lv", "random-llm")
+AUTOREGRESSIVE_VARIANTS = ("lm4lv", "lm4lv-lora", "random-llm")
 VARIANTS = AUTOREGRESSIVE_VARIANTS + ONE_PASS_VARIANTS
 
 
 def build_model(variant: str = "lm4lv", *, llm: str | None = None, vision=None, tasks=("denoise",),
                 num_task_tokens: int = 10, layer: int | None = None, device=None, dtype=None, seed: int = 0,
-                standardize: bool = False, whitening: float = 0.0):
+                standardize: bool = False, whitening: float = 0.0, lora_rank: int | None = None,
+                lora_alpha: float | None = None):
     """A new, untrained model of a variant (for training). `layer`: the LLM layer of `single-layer`;
-    `standardize`, `whitening`: how the adapters see MAE features (autoregressive variants; see `LM4LV.build`)."""
+    `standardize`, `whitening`: how the adapters see MAE features (autoregressive variants; see `LM4LV.build`);
+    `lora_rank` (default 8), `lora_alpha` (default 2 x rank): the LoRA of `lm4lv-lora`, refused for other variants."""
     if variant not in VARIANTS:
         raise InputError(f"Unknown variant {variant!r}; choose from {', '.join(VARIANTS)}.")
+    if variant != "lm4lv-lora" and (lora_rank or lora_alpha):
+        raise InputError(f"LoRA settings apply to the lm4lv-lora variant, not {variant!r}.")
     if variant in AUTOREGRESSIVE_VARIANTS:
         return LM4LV.build(llm=llm, vision=vision, tasks=tasks, num_task_tokens=num_task_tokens, device=device,
                            dtype=dtype, seed=seed, random_llm_seed=seed if variant == "random-llm" else None,
-                           standardize=standardize, whitening=whitening)
+                           standardize=standardize, whitening=whitening,
+                           lora_rank=(lora_rank or 8) if variant == "lm4lv-lora" else 0, lora_alpha=lora_alpha)
     if standardize or whitening:
         raise InputError(f"Standardised or whitened features apply to the autoregressive variants, not {variant!r}.")
     # the LLM is loaded for every one-pass variant: the LLM variants run it, the experts match its trainable count

@@ -4,7 +4,7 @@ from PIL import Image
 
 from lm4lv_core.degrade import DEFAULT_STRENGTH, degrade, sample_strength, target
 from lm4lv_core.errors import InputError
-from lm4lv_core.heads import TASKS
+from lm4lv_core.tasks import TASKS
 
 
 @pytest.fixture

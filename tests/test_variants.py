@@ -147,3 +147,25 @@ def test_ablation_runner_and_report(tiny_llm_dir, tiny_vision_dir, tmp_path):
     assert "a linear map of the tokens does not explain" in text and "## Adapter analysis" in text
     assert (report.parent / "ablations.png").is_file()
     assert (results / "lm4lv.adapters.json").is_file() and (results / "lm4lv.probe.csv").is_file()
+
+
+def test_lora_control_starts_as_lm4lv_trains_the_llm_and_roundtrips(models, tiny_vision_dir, tmp_path):
+    plain, lora = models["lm4lv"], models["lm4lv-lora"]
+    assert lora.variant == "lm4lv-lora" and not lora.llm_frozen and plain.llm_frozen
+    pairs = sum(p.numel() for p in lora.heads.lora.parameters())
+    assert lora.trainable_parameters() == plain.trainable_parameters() + pairs and pairs > 0
+    lq, hq = _tokens(lora, seed=3), _tokens(lora, seed=4)
+    lora.heads.load_state_dict(plain.heads.state_dict(), strict=False)  # same adapters: B = 0 gives the same model
+    torch.testing.assert_close(lora.forward_loss(lq, hq, ["denoise", "rotate"])["pred"],
+                               plain.forward_loss(lq, hq, ["denoise", "rotate"])["pred"])
+    with torch.no_grad():  # a trained LoRA: the LLM's function changes
+        for name, pair in lora.heads.lora.items():
+            pair["B"].weight.add_(0.05 * torch.randn_like(pair["B"].weight))
+    changed = lora.forward_loss(lq, hq, ["denoise", "rotate"])["pred"]
+    assert not torch.allclose(changed, plain.forward_loss(lq, hq, ["denoise", "rotate"])["pred"])
+    lora.save_pretrained(tmp_path / "lora", vision_path=tiny_vision_dir)
+    loaded = load_model(tmp_path / "lora", device="cpu", dtype=torch.float32)
+    assert loaded.variant == "lm4lv-lora" and not loaded.llm_frozen
+    torch.testing.assert_close(loaded.forward_loss(lq, hq, ["denoise", "rotate"])["pred"], changed)
+    with pytest.raises(InputError, match="lm4lv-lora"):
+        build_model("lm4lv", lora_rank=4)

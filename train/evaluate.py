@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from lm4lv_core.degrade import degrade, target
-from lm4lv_core.heads import TASKS
+from lm4lv_core.tasks import TASKS, restoration_tasks
 from lm4lv_core.images import fit_square, load_image
 from lm4lv_core.metrics import psnr, ssim
 from train.data import list_images
@@ -160,7 +160,7 @@ def main(argv=None):
     with open(args.json, "w") as f:
         json.dump(result, f, indent=2)
     print(table(scores))
-    restoration = [t for t in scores if t not in ("rotate", "flip")]
+    restoration = restoration_tasks(scores)
     if restoration:
         mean = np.mean([scores[t]["lm4lv"]["psnr"] - scores[t]["mae_r"]["psnr"] for t in restoration])
         print(f"mean Delta PSNR over restoration tasks: {mean:+.2f} dB")

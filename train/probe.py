@@ -4,14 +4,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lm4lv_core.degrade import SPATIAL_TASKS, degrade, target
+from lm4lv_core.degrade import degrade, target
 from lm4lv_core.generate import Finished
 from lm4lv_core.metrics import psnr
+from lm4lv_core.tasks import get_task
 
 
 def baseline_input(task: str, degraded, reference):
-    """What MAE-r reconstructs for a task: the degraded input, or for spatial tasks the already transformed image."""
-    return reference if task in SPATIAL_TASKS + ("repeat",) else degraded
+    """What MAE-r reconstructs for a task (`Task.mae_r_of_target`): the degraded input, or the target itself."""
+    return reference if get_task(task).mae_r_of_target else degraded
 
 
 class FreeRunningProbe:

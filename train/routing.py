@@ -132,7 +132,7 @@ def to_image(t: torch.Tensor):
 def routing_table(model, task: str, fit_clean: list, eval_clean: list, value_layers: list[int],
                   batch_size: int = 16) -> dict:
     """The probe's PSNRs (see the module docstring) for one task."""
-    from lm4lv_core.heads import TASKS
+    from lm4lv_core.tasks import TASKS
 
     vision, t_index = model.vision, TASKS.index(task) if task in TASKS else 0
     fit_lq, fit_hq, _ = make_set(fit_clean, task, [10**6 + i for i in range(len(fit_clean))])

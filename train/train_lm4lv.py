@@ -3,7 +3,8 @@
 One run trains all tasks together (one adapter pair, one task-token set per task, tasks sampled uniformly per
 example); `--tasks denoise` trains a single-task model as in the paper, `--tasks repeat` the sanity check.
 `--variant` trains one of the paper's controls on the same data, seeds and budget (see `lm4lv_core.variants`):
-lm4lv (default), random-llm, vit-llm, single-layer (--layer K), linear, mlp, transformer.
+lm4lv (default), lm4lv-lora (--lora-rank R: the LLM is then NOT frozen), random-llm, vit-llm, single-layer (--layer K),
+linear, mlp, transformer.
 
     python -m train.train_lm4lv --vision checkpoints/mae-tiny --data ../shared/corpus/train --out runs/lm4lv \\
         --export-to checkpoints/lm4lv-smollm2
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from lm4lv_core.degrade import degrade, target
-from lm4lv_core.heads import SANITY_TASKS, TASKS
+from lm4lv_core.tasks import SANITY_TASKS, TASKS
 from lm4lv_core.variants import VARIANTS, build_model
 from train.data import RandomCrops
 from train.engine import add_common_args, make_accelerator, train_loop, will_resume
@@ -44,6 +45,9 @@ def parse_args(argv=None):
                    help="the model (lm4lv) or a control: random-llm, vit-llm, single-layer, linear, mlp, transformer")
     p.add_argument("--layer", type=int, default=None,
                    help="single-layer variant: index of the frozen LLM layer (default: the middle one)")
+    p.add_argument("--lora-rank", type=int, default=None,
+                   help="lm4lv-lora: LoRA rank on the LLM's q/k/v/o projections (default 8; the LLM is not frozen)")
+    p.add_argument("--lora-alpha", type=float, default=None, help="lm4lv-lora: LoRA alpha (default 2 x rank)")
     p.add_argument("--llm", default=None, help="frozen LLM: hub id, folder or .gguf (default: embedded SmolLM2)")
     p.add_argument("--tasks", default="all", help="comma-separated tasks, 'all' (the seven), or 'repeat'")
     p.add_argument("--num-task-tokens", type=int, default=10, help="task tokens per task")
@@ -158,7 +162,8 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
               "self_condition": args.self_condition if model.autoregressive else 0.0,
               "ce_weight": args.ce_weight if model.autoregressive else 0.0, "init_from": args.init_from,
               "standardize": args.standardize, "whiten": args.whiten,
-              "pixel_loss": args.pixel_loss,
+              "pixel_loss": args.pixel_loss, "llm_frozen": getattr(model, "llm_frozen", True),
+              "lora_rank": args.lora_rank if args.variant == "lm4lv-lora" else None,
               "final_l2": sum(float(r["l2"]) for r in tail) / len(tail) if tail else None}
     with open(os.path.join(export_dir, "training.json"), "w") as f:
         json.dump(record, f, indent=2)
@@ -176,8 +181,10 @@ def main(argv=None):
     accelerator = make_accelerator(args)
     model = build_model(args.variant, llm=args.llm, vision=args.vision, tasks=tasks,
                         num_task_tokens=args.num_task_tokens, layer=args.layer, device=accelerator.device,
-                        seed=args.seed, standardize=args.standardize, whitening=args.whiten)
-    accelerator.print(f"variant {args.variant}: {model.trainable_parameters():,} trainable parameters")
+                        seed=args.seed, standardize=args.standardize, whitening=args.whiten,
+                        lora_rank=args.lora_rank, lora_alpha=args.lora_alpha)
+    frozen = "" if getattr(model, "llm_frozen", True) else " (LLM NOT frozen: LoRA)"
+    accelerator.print(f"variant {args.variant}: {model.trainable_parameters():,} trainable parameters{frozen}")
     vision = model.vision
     crops = RandomCrops(args.data, vision.image_size, seed=args.seed + 2)
     probe = FreeRunningProbe(model, tasks) if args.probe_every > 0 else None

@@ -1,0 +1,42 @@
+"""Low-rank adapters (LoRA, through `peft`) on the LLM's attention: the `lm4lv-lora` control.
+
+With LoRA the LLM is **no longer frozen**: its attention projections become W + (alpha / r) B A, with A, B trained
+alongside the adapters and task tokens. The control answers what the frozen constraint costs; the paper's model
+(`lm4lv`) has no LoRA.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .errors import InputError
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")  # the attention projections of Llama-style LLMs
+
+
+def attach_lora(llm: nn.Module, rank: int, alpha: float, targets=LORA_TARGETS, seed: int = 0) -> nn.ModuleDict:
+    """Inject LoRA of `rank` into `llm`'s `targets` (in place; B starts at zero, so the LLM's function is unchanged)
+    and return the injected pairs as {module path with '/' for '.': {"A": Linear, "B": Linear}} in fp32.
+
+    The pairs are the LLM's own modules, so training them through this dict trains the LLM's LoRA."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0)
+    with torch.random.fork_rng(devices=[]):  # A's random init: a function of the seed, not of the global RNG
+        torch.manual_seed(seed)
+        inject_adapter_in_model(config, llm)
+    pairs = nn.ModuleDict()
+    for name, module in llm.named_modules():
+        if isinstance(getattr(module, "lora_A", None), nn.ModuleDict) and "default" in module.lora_A:
+            pairs[name.replace(".", "/")] = nn.ModuleDict({"A": module.lora_A["default"],
+                                                           "B": module.lora_B["default"]})
+    if not pairs:
+        raise InputError(f"This LLM has no modules named {', '.join(targets)} for LoRA.")
+    pairs.float()  # trained in fp32 (peft casts the input to the LoRA weights' dtype and the sum back)
+    pairs.requires_grad_(True)
+    return pairs
+
+
+def lora_parameters(pairs: nn.ModuleDict) -> int:
+    """How many parameters the LoRA pairs add to the LLM."""
+    return sum(p.numel() for p in pairs.parameters())
