@@ -17,7 +17,7 @@ from lm4lv_core import TASKS, InputError, LM4LVError, Result
 from lm4lv_core.degrade import degrade, strength_from_level, target
 from lm4lv_core.generate import TextPiece, VisualToken
 from lm4lv_core.images import fit_square, load_image
-from lm4lv_core.inference import Prepared, preview
+from lm4lv_core.restore import Prepared, preview
 from lm4lv_core.metrics import psnr, ssim
 from lm4lv_core.tasks import get_task
 from lm4lv_core.tiling import TileProgress, iter_restore_tiled, reconstruct_tiled

@@ -2,97 +2,32 @@
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import warnings
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, replace
 
 import torch
-from PIL import Image
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
+from .checkpoint import (checkpoint_folder, check_llm, default_vision, load_checked_vision, load_trained_weights,
+                         load_vision, read_config, vision_name, write_checkpoint)
 from .device import default_device, default_llm_dtype
 from .errors import CheckpointError, InputError
 from .heads import HeadsConfig, LM4LVHeads
 from .llm import EMBEDDED_LLM, load_llm, randomly_initialised, requested_llm
 from .lora import attach_lora
-from .tasks import SANITY_TASKS, TASKS
+from .restore import Restorer
 from .sequence import HQ, LQ, TASK, Layout, SequenceBuilder
+from .tasks import SANITY_TASKS, TASKS
 from .vision import VisionModule, weights_fingerprint
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "lm4lv-smollm2"
-DEFAULT_VISION = REPO_ROOT / "checkpoints" / "mae-tiny"
-HEADS_FILE, CONFIG_FILE = "heads.safetensors", "lm4lv_config.json"
-
-
-@dataclass
-class Result:
-    """One restored image. `tokens`: (N, vision_dim) generated visual tokens; `notes`: what was done to the input."""
-
-    task: str
-    image: Image.Image
-    mae_r: Image.Image
-    input: Image.Image
-    text: str
-    tokens: torch.Tensor
-    notes: list[str] = field(default_factory=list)
-
-
-class Restorer:
-    """What every model variant shares: sizes from its vision module and the image-level API built on the
-    variant's `events(lq, tasks, **options)` (the generation events of a batch of LQ visual tokens)."""
-
-    vision: VisionModule
-
-    @property
-    def image_size(self) -> int:
-        return self.vision.image_size
-
-    @property
-    def num_visual_tokens(self) -> int:
-        return self.vision.num_tokens
-
-    def trainable_parameters(self) -> int:
-        """How many parameters training updates (the variant's `trainable` module)."""
-        return sum(p.numel() for p in self.trainable.parameters())
-
-    def stream(self, image, task: str, **options):
-        """Events (`generate.TextPiece`, `VisualToken`, `ImageDone`, `Finished`) for one image, then a `Result`."""
-        from .inference import stream_restore
-
-        yield from stream_restore(self, [image], [task], **options)
-
-    def restore_batch(self, images: list, tasks: list[str] | str, mode: str = "tile", **options) -> list[Result]:
-        """Restore several images. mode "resize": center-crop and resize each to the model's size and generate them
-        as one batch; mode "tile": keep each image's size (see `restore`)."""
-        from .inference import restore_tiled_result, stream_restore
-
-        tasks = [tasks] * len(images) if isinstance(tasks, str) else list(tasks)
-        if mode == "tile":
-            return [restore_tiled_result(self, image, task, **options) for image, task in zip(images, tasks)]
-        if mode != "resize":
-            raise InputError(f"Unknown mode {mode!r}; use 'tile' or 'resize'.")
-        return [e for e in stream_restore(self, images, tasks, **options) if isinstance(e, Result)]
-
-    def restore(self, image, task: str, mode: str = "tile", **options) -> Result:
-        """Restore one image (a path, PIL image or uint8 array) with a task-token set.
-
-        mode "tile" (default): any size; overlapping tiles of the model's size are restored in batches and blended
-        (options: overlap=16, batch_size=16, progress=callable(done, total)); the output keeps the input's size.
-        mode "resize": center-crop and resize to the model's size (options: generation options).
-        """
-        return self.restore_batch([image], [task], mode=mode, **options)[0]
 
 
 class LM4LV(Restorer, nn.Module):
     """The paper's model (variant "lm4lv"), or the same with a randomly initialised frozen LLM ("random-llm")."""
 
     autoregressive = True
+    has_linear_readout = True
 
     def __init__(self, llm, tokenizer, vision: VisionModule, heads: LM4LVHeads, trained: bool = True):
         super().__init__()
@@ -257,10 +192,10 @@ class LM4LV(Restorer, nn.Module):
         model, tokenizer = load_llm(llm, dtype=dtype, device=device)
         if random_llm_seed is not None:
             model = randomly_initialised(model, random_llm_seed)
-        vision_module = vision if isinstance(vision, VisionModule) else _load_vision(vision)
+        vision_module = vision if isinstance(vision, VisionModule) else load_vision(vision)
         config = HeadsConfig(vision_dim=vision_module.dim, llm_dim=model.config.hidden_size, tasks=tuple(tasks),
                              num_task_tokens=num_task_tokens, llm=llm or EMBEDDED_LLM,
-                             llm_fingerprint=weights_fingerprint(model), vision=_vision_name(vision),
+                             llm_fingerprint=weights_fingerprint(model), vision=vision_name(vision),
                              vision_fingerprint=vision_module.fingerprint(),
                              num_visual_tokens=vision_module.num_tokens, standardize=standardize,
                              whitening=whitening, lora_rank=lora_rank,
@@ -281,12 +216,12 @@ class LM4LV(Restorer, nn.Module):
         `llm` / `vision` override where the frozen models come from (default: what the checkpoint names); a
         checkpoint is refused if their weights are not the ones it was trained with.
         """
-        folder = _checkpoint_folder(path)
+        folder = checkpoint_folder(path)
         if folder is None:  # nothing shipped yet
             warnings.warn("NO TRAINED LM4LV CHECKPOINT FOUND: using an UNTRAINED initialisation of the adapters and "
                           "task tokens. Its outputs are not restorations. Train one with `python -m train.train_lm4lv`.",
                           stacklevel=2)
-            return cls.build(llm=llm, vision=vision or _default_vision(), device=device, dtype=dtype)
+            return cls.build(llm=llm, vision=vision or default_vision(), device=device, dtype=dtype)
         config = read_config(folder)
         device = torch.device(device) if device is not None else default_device()
         dtype = dtype or default_llm_dtype(device)
@@ -307,105 +242,5 @@ class LM4LV(Restorer, nn.Module):
         (relative paths are resolved against the checkpoint folder when loading)."""
         config = self.heads.config
         if vision_path is not None:
-            config.vision = vision_path
+            config = replace(config, vision=vision_path)
         write_checkpoint(path, self.heads, asdict(config))
-
-
-# ---------------------------------------------------------------------------------------------------- helpers
-def write_checkpoint(path: str | os.PathLike, trained: nn.Module, config: dict) -> None:
-    """The trained weights (safetensors, written atomically) + the config (JSON) of any variant."""
-    os.makedirs(path, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in trained.state_dict().items()}
-    save_file(state, os.path.join(path, HEADS_FILE + ".tmp"))
-    os.replace(os.path.join(path, HEADS_FILE + ".tmp"), os.path.join(path, HEADS_FILE))
-    with open(os.path.join(path, CONFIG_FILE), "w") as f:
-        json.dump(config, f, indent=2)
-
-
-def read_trained_weights(folder: str) -> dict[str, torch.Tensor]:
-    """A checkpoint's trained weights (safetensors); a missing or corrupt file is a CheckpointError."""
-    try:
-        return load_file(os.path.join(folder, HEADS_FILE))
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"The trained weights in {folder} are missing or corrupt: "
-                              f"{str(exc).splitlines()[0]}") from exc
-
-
-def load_trained_weights(trained: nn.Module, folder: str) -> None:
-    """Load a checkpoint's safetensors into `trained`; a corrupt or mismatched file is a CheckpointError."""
-    try:
-        trained.load_state_dict(read_trained_weights(folder))
-    except RuntimeError as exc:
-        raise CheckpointError(f"The trained weights in {folder} are corrupt or do not match its config: "
-                              f"{str(exc).splitlines()[0]}") from exc
-
-
-def load_checked_vision(override, recorded: str, fingerprint: str, folder: str) -> VisionModule:
-    """The vision module a checkpoint names (or `override`), refused unless its encoder is the one trained with."""
-    source = override or _resolve_relative(recorded, folder)
-    vision_module = _load_vision(source)
-    if vision_module.fingerprint() != fingerprint:
-        raise CheckpointError(f"The checkpoint {folder} was trained with another vision module "
-                              f"({recorded}), not with {source}.")
-    return vision_module
-
-
-def check_llm(model, fingerprint: str, folder: str, recorded: str, override: str | None) -> None:
-    """Refuse an LLM whose weights are not the ones the checkpoint was trained with."""
-    if weights_fingerprint(model) != fingerprint:
-        raise CheckpointError(f"The checkpoint {folder} was trained with another LLM ({recorded}), "
-                              f"not with {override or recorded}.")
-
-
-def _default_vision() -> str | None:
-    return str(DEFAULT_VISION) if (DEFAULT_VISION / "config.json").is_file() else None
-
-
-def _vision_name(vision) -> str:
-    if isinstance(vision, VisionModule) or vision is None:
-        return _default_vision() or ""
-    return str(vision)
-
-
-def _load_vision(source) -> VisionModule:
-    if source is None:
-        source = _default_vision()
-    if source is None:
-        warnings.warn("NO TRAINED VISION MODULE FOUND: using a RANDOM tiny ViT-MAE. Train one with "
-                      "`python -m train.pretrain_mae`.", stacklevel=3)
-        return VisionModule.from_config("tiny", seed=0)
-    return VisionModule.from_pretrained(source)
-
-
-def _resolve_relative(location: str, folder: str) -> str:
-    candidate = os.path.normpath(os.path.join(folder, location))
-    return candidate if not os.path.isabs(location) and os.path.exists(candidate) else location
-
-
-def _checkpoint_folder(path) -> str | None:
-    if path is None:
-        return str(DEFAULT_CHECKPOINT) if (DEFAULT_CHECKPOINT / CONFIG_FILE).is_file() else None
-    path = str(path)
-    if os.path.isdir(path):
-        if not os.path.isfile(os.path.join(path, CONFIG_FILE)):
-            raise CheckpointError(f"{path} is not an LM4LV checkpoint: it has no {CONFIG_FILE}.")
-        return path
-    if os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") != 1:
-        raise CheckpointError(f"Checkpoint directory {path} does not exist.")
-    try:  # a hub id
-        from huggingface_hub import snapshot_download
-
-        return snapshot_download(path, allow_patterns=[HEADS_FILE, CONFIG_FILE])
-    except Exception as exc:
-        raise CheckpointError(f"Could not fetch the checkpoint {path!r} from the hub: {exc}") from exc
-
-
-def read_config(folder: str) -> HeadsConfig:
-    """A checkpoint's `lm4lv_config.json`; an unreadable one is a CheckpointError."""
-    try:
-        with open(os.path.join(folder, CONFIG_FILE)) as f:
-            raw = json.load(f)
-        raw["tasks"] = tuple(raw["tasks"])
-        return HeadsConfig(**raw)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"The config of checkpoint {folder} is unreadable: {exc}") from exc

@@ -16,7 +16,7 @@ trainable parts (two linear adapters + one task-token set per task):
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -26,7 +26,8 @@ from .device import default_device, default_llm_dtype
 from .errors import CheckpointError, InputError
 from .generate import Finished, ImageDone, VisualToken
 from .heads import HeadsConfig, LM4LVHeads
-from .model import Restorer, check_llm, load_checked_vision, load_trained_weights, write_checkpoint
+from .checkpoint import check_llm, load_checked_vision, load_trained_weights, write_checkpoint
+from .restore import Restorer
 from .vision import VisionModule, weights_fingerprint
 
 LLM_VARIANTS = ("vit-llm", "single-layer")
@@ -240,18 +241,20 @@ class OnePassModel(Restorer, nn.Module):
             return self.heads.adapter_out(self.backbone_hidden(lq, tasks))
         return self.trainable(lq, tasks)
 
+    @property
+    def has_linear_readout(self) -> bool:
+        """The frozen-LLM variants read their hidden states with a linear adapter_out; the experts do not."""
+        return self.backbone is not None
+
     def readout(self, lq: torch.Tensor, hq: torch.Tensor, tasks: list[str]):
-        """(features (M, width), targets (M, vision_dim), the linear readout layer) for a least-squares init, or
-        None when the variant has no linear readout on frozen features."""
-        if self.backbone is None:
-            return None
+        """(features (M, width), targets (M, vision_dim), the linear readout layer) for a least-squares init."""
+        if not self.has_linear_readout:
+            raise InputError(f"The {self.variant} variant has no linear readout on frozen features.")
         hidden = self.backbone_hidden(lq.to(self.device).float(), tasks)
         return hidden.reshape(-1, hidden.shape[-1]), hq.reshape(-1, hq.shape[-1]), self.heads.adapter_out
 
-    def forward_loss(self, lq: torch.Tensor, hq: torch.Tensor, tasks: list[str], input_noise: float = 0.0,
-                     ce_weight: float = 1.0, fed: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """L2 of the predicted HQ tokens in MAE space. There is no text and nothing is fed back, so `ce_weight`,
-        `input_noise` and `fed` (LM4LV's options) do not apply; `ce` is reported as 0."""
+    def forward_loss(self, lq: torch.Tensor, hq: torch.Tensor, tasks: list[str]) -> dict[str, torch.Tensor]:
+        """L2 of the predicted HQ tokens in MAE space (no text, nothing fed back; `ce` is reported as 0)."""
         pred = self.predict(lq, tasks)
         l2 = F.mse_loss(pred, hq.to(pred.device).float())
         return {"loss": l2, "ce": torch.zeros((), device=l2.device), "l2": l2, "pred": pred}
@@ -300,9 +303,8 @@ class OnePassModel(Restorer, nn.Module):
         return model.to(device)
 
     def save_pretrained(self, path: str | os.PathLike, vision_path: str | None = None) -> None:
-        if vision_path is not None:
-            self.config.vision = vision_path
-        write_checkpoint(path, self.trainable, asdict(self.config))
+        config = self.config if vision_path is None else replace(self.config, vision=vision_path)
+        write_checkpoint(path, self.trainable, asdict(config))
 
     @classmethod
     def from_pretrained(cls, folder: str, raw_config: dict, llm: str | None = None, vision: str | None = None,

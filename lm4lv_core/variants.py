@@ -13,11 +13,9 @@
 """
 from __future__ import annotations
 
-import json
-import os
-
-from .errors import CheckpointError, InputError
-from .model import CONFIG_FILE, LM4LV, _checkpoint_folder, _vision_name
+from .errors import InputError
+from .checkpoint import checkpoint_folder, is_one_pass, read_raw_config, vision_name
+from .model import LM4LV
 from .one_pass import EXPERT_VARIANTS, LLM_VARIANTS, ONE_PASS_VARIANTS, OnePassModel, lm4lv_trainable_count
 
 AUTOREGRESSIVE_VARIANTS = ("lm4lv", "lm4lv-lora", "random-llm")
@@ -48,20 +46,16 @@ def build_model(variant: str = "lm4lv", *, llm: str | None = None, vision=None, 
     target = lm4lv_trainable_count(reference.vision.dim, reference.llm.config.hidden_size, len(tasks), num_task_tokens)
     frozen_llm = reference.llm if variant in LLM_VARIANTS else None
     return OnePassModel.build(variant, reference.vision, tasks, num_task_tokens, llm=frozen_llm,
-                              llm_name=reference.heads.config.llm, vision_name=_vision_name(vision), layer=layer,
+                              llm_name=reference.heads.config.llm, vision_name=vision_name(vision), layer=layer,
                               target_params=target if variant in EXPERT_VARIANTS else None, seed=seed)
 
 
 def load_model(path=None, llm: str | None = None, vision=None, device=None, dtype=None):
     """Load any trained checkpoint (LM4LV, random-llm or a one-pass control); default: the shipped embedded one."""
-    folder = _checkpoint_folder(path)
+    folder = checkpoint_folder(path)
     if folder is not None:
-        try:
-            with open(os.path.join(folder, CONFIG_FILE)) as f:
-                raw = json.load(f)
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"The config of checkpoint {folder} is unreadable: {exc}") from exc
-        if isinstance(raw, dict) and "variant" in raw:
+        raw = read_raw_config(folder)
+        if is_one_pass(raw):
             return OnePassModel.from_pretrained(folder, raw, llm=llm, vision=vision, device=device, dtype=dtype)
     return LM4LV.from_pretrained(path, llm=llm, vision=vision, device=device, dtype=dtype)
 

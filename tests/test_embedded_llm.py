@@ -43,7 +43,7 @@ def test_the_wheel_holds_the_pinned_file():
 
 def test_without_the_wheel_the_pinned_hub_file_is_downloaded_checked_and_converted(no_wheel, monkeypatch):
     """The real download code against the local Hub: the converted LLM is the one the shipped adapters know."""
-    from lm4lv_core.model import DEFAULT_CHECKPOINT
+    from lm4lv_core.checkpoint import DEFAULT_CHECKPOINT
     from lm4lv_core.vision import weights_fingerprint
 
     served = {_pinned_url(): (WHEEL_FILE, PINNED.hub_revision)}

@@ -169,3 +169,23 @@ def test_lora_control_starts_as_lm4lv_trains_the_llm_and_roundtrips(models, tiny
     torch.testing.assert_close(loaded.forward_loss(lq, hq, ["denoise", "rotate"])["pred"], changed)
     with pytest.raises(InputError, match="lm4lv-lora"):
         build_model("lm4lv", lora_rank=4)
+
+
+def test_variant_interface_refuses_what_does_not_apply(models, tiny_vision_dir, tmp_path):
+    from train.train_lm4lv import main as train
+
+    for variant, model in models.items():
+        before = model.config.vision if hasattr(model, "config") else model.heads.config.vision
+        model.save_pretrained(tmp_path / variant, vision_path="elsewhere")
+        after = model.config.vision if hasattr(model, "config") else model.heads.config.vision
+        assert after == before, variant  # saving does not change the model's own config
+        lq, hq = _tokens(model), _tokens(model, seed=5)
+        if model.has_linear_readout:
+            x, y, layer = model.readout(lq, hq, ["denoise", "rotate"])
+            assert x.shape[0] == y.shape[0] == lq.shape[0] * lq.shape[1]
+        else:
+            with pytest.raises(InputError, match="no linear readout"):
+                model.readout(lq, hq, ["denoise", "rotate"])
+    with pytest.raises(SystemExit, match="--self-condition apply to the autoregressive variants"):
+        train(["--variant", "mlp", "--vision", tiny_vision_dir, "--out", str(tmp_path / "run"),
+               "--self-condition", "0.5"])

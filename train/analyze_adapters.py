@@ -17,7 +17,7 @@ import os
 import numpy as np
 from safetensors.numpy import load_file
 
-from lm4lv_core.model import CONFIG_FILE, DEFAULT_CHECKPOINT, HEADS_FILE
+from lm4lv_core.checkpoint import CONFIG_FILE, DEFAULT_CHECKPOINT, HEADS_FILE
 
 
 def identity_distance(a: np.ndarray) -> tuple[float, float]:

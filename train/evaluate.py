@@ -130,7 +130,7 @@ def save_examples(examples: dict, folder: str) -> None:
 
 def training_record(checkpoint: str | None) -> dict | None:
     """The `training.json` that `train.train_lm4lv` writes next to a checkpoint, if any."""
-    from lm4lv_core.model import DEFAULT_CHECKPOINT
+    from lm4lv_core.checkpoint import DEFAULT_CHECKPOINT
 
     path = os.path.join(str(checkpoint or DEFAULT_CHECKPOINT), "training.json")
     if not os.path.isfile(path):

@@ -21,7 +21,7 @@ import torch
 
 from lm4lv_core.degrade import degrade, target
 from lm4lv_core.tasks import SANITY_TASKS, TASKS
-from lm4lv_core.variants import VARIANTS, build_model
+from lm4lv_core.variants import AUTOREGRESSIVE_VARIANTS, VARIANTS, build_model
 from train.data import RandomCrops
 from train.engine import add_common_args, make_accelerator, train_loop, will_resume
 from train.least_squares import fit_linear
@@ -83,6 +83,19 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def check_variant_options(args) -> None:
+    """Refuse options the chosen variant would not use (one sentence), rather than ignoring them."""
+    if args.variant in AUTOREGRESSIVE_VARIANTS:
+        return
+    used = [flag for flag, value, default in (("--input-noise", args.input_noise, 0.0),
+                                               ("--self-condition", args.self_condition, 0.0),
+                                               ("--ce-weight", args.ce_weight, 1.0), ("--init-from", args.init_from, None))
+            if value != default]
+    if used:
+        raise SystemExit(f"{', '.join(used)} apply to the autoregressive variants "
+                         f"({', '.join(AUTOREGRESSIVE_VARIANTS)}), not {args.variant}.")
+
+
 def make_pairs(crops: RandomCrops, vision, step: int, batch_size: int, tasks: list[str], seed: int, rank=0, world=1):
     """Batch `step`: (lq, hq) visual tokens (B, N, D) and the task of each example (uniform over tasks)."""
     clean = crops.batch(step, batch_size, rank, world)  # (B, 3, S, S) in [0, 1]
@@ -104,14 +117,11 @@ def make_pairs(crops: RandomCrops, vision, step: int, batch_size: int, tasks: li
 
 @torch.no_grad()
 def ridge_init_readout(model, batches, ridge: float = 1e-2) -> float | None:
-    """Least-squares fit of the model's linear readout (adapter_out) on its (teacher-forced) hidden states; returns
-    the fit's feature MSE, or None for a variant without such a readout (the experts)."""
+    """Least-squares fit of the model's linear readout (adapter_out) on its (teacher-forced) hidden states (a
+    variant with `has_linear_readout`); returns the fit's feature MSE."""
     xs, ys, out = [], [], None
     for lq, hq, names in batches:
-        found = model.readout(lq, hq, names)
-        if found is None:
-            return None
-        x, y, out = found  # (M, width), (M, vision_dim), nn.Linear
+        x, y, out = model.readout(lq, hq, names)  # (M, width), (M, vision_dim), nn.Linear
         xs.append(x)
         ys.append(y)
     x, y = torch.cat(xs), torch.cat(ys)  # (M, width), (M, vision_dim)
@@ -123,7 +133,7 @@ def init_from_checkpoint(model, folder: str) -> list[str]:
     """Copy a trained checkpoint's adapters and shared task tokens into `model`; returns the names copied.
 
     Refuses a checkpoint trained on another vision module or LLM, or one with other adapter shapes."""
-    from lm4lv_core.model import read_config, read_trained_weights
+    from lm4lv_core.checkpoint import read_config, read_trained_weights
 
     config = read_config(folder)
     if config.standardize != model.heads.config.standardize:
@@ -178,6 +188,7 @@ def _run_ends(rows: list[dict]) -> list[dict]:
 def main(argv=None):
     args = parse_args(argv)
     tasks = parse_tasks(args.tasks)
+    check_variant_options(args)
     accelerator = make_accelerator(args)
     model = build_model(args.variant, llm=args.llm, vision=args.vision, tasks=tasks,
                         num_task_tokens=args.num_task_tokens, layer=args.layer, device=accelerator.device,
@@ -197,15 +208,12 @@ def main(argv=None):
         pairs = init_batches[:statistics_batches]
         model.heads.set_feature_statistics(torch.cat([t for lq, hq, _ in pairs for t in (lq, hq)]))
     if args.init_from and not resuming:
-        if not model.autoregressive:
-            raise SystemExit("--init-from applies to the autoregressive variants (lm4lv, random-llm).")
         copied = init_from_checkpoint(model, args.init_from)
         accelerator.print(f"initialised from {args.init_from}: {', '.join(copied)}")
-    elif args.ridge_init > 0 and not resuming:
+    elif args.ridge_init > 0 and not resuming and model.has_linear_readout:
         fit = ridge_init_readout(model, init_batches[:ridge_batches])
-        if fit is not None:
-            space = "standardised " if args.standardize else ""
-            accelerator.print(f"adapter_out ridge init: teacher-forced {space}feature MSE {fit:.4f}")
+        space = "standardised " if args.standardize else ""
+        accelerator.print(f"adapter_out ridge init: teacher-forced {space}feature MSE {fit:.4f}")
     if args.whiten > 0:  # after the adapters' initialisation (the same functions in the new basis)
         model.heads.set_whitening(torch.cat([t for lq, hq, _ in init_batches[:statistics_batches]
                                                    for t in (lq, hq)]))
@@ -221,7 +229,8 @@ def main(argv=None):
                 own = model.forward_loss(lq, hq, names)["pred"]
             swap = torch.rand(hq.shape[:2], device=hq.device)[..., None] < args.self_condition
             fed = torch.where(swap, own, hq)
-        terms = module(lq, hq, names, input_noise=args.input_noise, ce_weight=args.ce_weight, fed=fed)
+        options = dict(input_noise=args.input_noise, ce_weight=args.ce_weight, fed=fed) if model.autoregressive else {}
+        terms = module(lq, hq, names, **options)
         pred = terms.pop("pred")
         if args.pixel_loss > 0:  # (B, 3, S, S) normalised pixels, through the frozen decoder
             with torch.no_grad():

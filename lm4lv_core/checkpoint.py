@@ -1,0 +1,138 @@
+"""Checkpoint files of every variant: where a checkpoint is (folder, hub id, the shipped default), its config
+(`lm4lv_config.json`) and trained weights (`heads.safetensors`, never unpickled), and the refusals when the frozen
+models it names are not the ones it was trained with."""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import CheckpointError
+from .heads import HeadsConfig
+from .vision import VisionModule, weights_fingerprint
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "lm4lv-smollm2"
+DEFAULT_VISION = REPO_ROOT / "checkpoints" / "mae-tiny"
+HEADS_FILE, CONFIG_FILE = "heads.safetensors", "lm4lv_config.json"
+
+
+def write_checkpoint(path: str | os.PathLike, trained: nn.Module, config: dict) -> None:
+    """The trained weights (safetensors, written atomically) + the config (JSON) of any variant."""
+    os.makedirs(path, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in trained.state_dict().items()}
+    save_file(state, os.path.join(path, HEADS_FILE + ".tmp"))
+    os.replace(os.path.join(path, HEADS_FILE + ".tmp"), os.path.join(path, HEADS_FILE))
+    with open(os.path.join(path, CONFIG_FILE), "w") as f:
+        json.dump(config, f, indent=2)
+
+
+def read_trained_weights(folder: str) -> dict[str, torch.Tensor]:
+    """A checkpoint's trained weights (safetensors); a missing or corrupt file is a CheckpointError."""
+    try:
+        return load_file(os.path.join(folder, HEADS_FILE))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"The trained weights in {folder} are missing or corrupt: "
+                              f"{str(exc).splitlines()[0]}") from exc
+
+
+def load_trained_weights(trained: nn.Module, folder: str) -> None:
+    """Load a checkpoint's safetensors into `trained`; a corrupt or mismatched file is a CheckpointError."""
+    try:
+        trained.load_state_dict(read_trained_weights(folder))
+    except RuntimeError as exc:
+        raise CheckpointError(f"The trained weights in {folder} are corrupt or do not match its config: "
+                              f"{str(exc).splitlines()[0]}") from exc
+
+
+def load_checked_vision(override, recorded: str, fingerprint: str, folder: str) -> VisionModule:
+    """The vision module a checkpoint names (or `override`), refused unless its encoder is the one trained with."""
+    source = override or resolve_relative(recorded, folder)
+    vision_module = load_vision(source)
+    if vision_module.fingerprint() != fingerprint:
+        raise CheckpointError(f"The checkpoint {folder} was trained with another vision module "
+                              f"({recorded}), not with {source}.")
+    return vision_module
+
+
+def check_llm(model, fingerprint: str, folder: str, recorded: str, override: str | None) -> None:
+    """Refuse an LLM whose weights are not the ones the checkpoint was trained with."""
+    if weights_fingerprint(model) != fingerprint:
+        raise CheckpointError(f"The checkpoint {folder} was trained with another LLM ({recorded}), "
+                              f"not with {override or recorded}.")
+
+
+def default_vision() -> str | None:
+    return str(DEFAULT_VISION) if (DEFAULT_VISION / "config.json").is_file() else None
+
+
+def vision_name(vision) -> str:
+    if isinstance(vision, VisionModule) or vision is None:
+        return default_vision() or ""
+    return str(vision)
+
+
+def load_vision(source) -> VisionModule:
+    if source is None:
+        source = default_vision()
+    if source is None:
+        warnings.warn("NO TRAINED VISION MODULE FOUND: using a RANDOM tiny ViT-MAE. Train one with "
+                      "`python -m train.pretrain_mae`.", stacklevel=3)
+        return VisionModule.from_config("tiny", seed=0)
+    return VisionModule.from_pretrained(source)
+
+
+def resolve_relative(location: str, folder: str) -> str:
+    candidate = os.path.normpath(os.path.join(folder, location))
+    return candidate if not os.path.isabs(location) and os.path.exists(candidate) else location
+
+
+def checkpoint_folder(path) -> str | None:
+    if path is None:
+        return str(DEFAULT_CHECKPOINT) if (DEFAULT_CHECKPOINT / CONFIG_FILE).is_file() else None
+    path = str(path)
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, CONFIG_FILE)):
+            raise CheckpointError(f"{path} is not an LM4LV checkpoint: it has no {CONFIG_FILE}.")
+        return path
+    if os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") != 1:
+        raise CheckpointError(f"Checkpoint directory {path} does not exist.")
+    try:  # a hub id
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(path, allow_patterns=[HEADS_FILE, CONFIG_FILE])
+    except Exception as exc:
+        raise CheckpointError(f"Could not fetch the checkpoint {path!r} from the hub: {exc}") from exc
+
+
+def read_raw_config(folder: str) -> dict:
+    """A checkpoint's `lm4lv_config.json` as a dict; an unreadable one is a CheckpointError."""
+    try:
+        with open(os.path.join(folder, CONFIG_FILE)) as f:
+            raw = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"The config of checkpoint {folder} is unreadable: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"The config of checkpoint {folder} is unreadable: not a JSON object.")
+    return raw
+
+
+def is_one_pass(raw: dict) -> bool:
+    """Whether a checkpoint's config is a one-pass control's (these record their `variant`; LM4LV's do not)."""
+    return "variant" in raw
+
+
+def read_config(folder: str) -> HeadsConfig:
+    """A checkpoint's `lm4lv_config.json` as LM4LV's `HeadsConfig`; an unreadable one is a CheckpointError."""
+    raw = read_raw_config(folder)
+    try:
+        raw["tasks"] = tuple(raw["tasks"])
+        return HeadsConfig(**raw)
+    except (TypeError, KeyError) as exc:
+        raise CheckpointError(f"The config of checkpoint {folder} is unreadable: {exc}") from exc
