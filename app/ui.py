@@ -77,46 +77,58 @@ def chat_tab(service: DemoService) -> None:
 
     @gpu
     def respond(message, history, task_name, synthesize, full_size, strength, seed_value):
-        message = message or {}
-        history = list(history or [])
-        files_in, text = message.get("files") or [], message.get("text") or ""
-        chosen = task_from_text(text, task_name)
-        synthesize = bool(synthesize) or wants_degradation(text)
-        user_content = [{"path": files_in[0]}] if files_in else []
-        if text:
-            user_content.append(text)
-        history.append({"role": "user", "content": user_content or "(empty message)"})
-        keep = [gr.skip()] * (len(outputs) - 2)
-        if not files_in:
-            history.append({"role": "assistant", "content": "Please attach an image (drop it on the input box)."})
-            yield [history, None, *keep]
-            return
-        history.append({"role": "assistant", "content": "Working…"})
-        yield [history, None, *keep]
-        try:
-            for update in service.run(files_in[0], chosen, synthesize=synthesize, level=strength,
-                                      seed=int(seed_value or 0), full_size=bool(full_size)):
-                content = [update.message]
-                if update.preview is not None:
-                    content.append(gr.Image(value=_display(update.preview), show_label=False))
-                history[-1] = {"role": "assistant", "content": content}
-                if update.outcome is None:
-                    yield [history, None, *keep]
-                    continue
-                o = update.outcome
-                images = [o.degraded, o.mae_r, o.restored] + ([o.reference] if o.reference is not None else [])
-                labels = ["degraded", "MAE-r", "LM4LV"] + (["clean"] if o.reference is not None else [])
-                history[-1] = {"role": "assistant", "content": [
-                    update.message, gr.Image(value=side_by_side(images, labels), show_label=False),
-                    metrics_markdown(o)]}
-                yield [history, None, _display(o.degraded), _display(o.mae_r), _display(o.restored),
-                       _display(o.reference) if o.reference is not None else None,
-                       (_display(o.degraded), _display(o.restored)), metrics_markdown(o), o.files]
-        except Exception as exc:  # report in the chat; the server keeps serving
-            history[-1] = {"role": "assistant", "content": friendly_error(exc)}
-            yield [history, None, *keep]
+        yield from chat_turn(service, len(outputs) - 2, message, history, task_name, synthesize, full_size, strength,
+                             seed_value)
 
     box.submit(respond, [box, chat, task, synth, full, level, seed], outputs, api_visibility="private")
+
+
+def chat_turn(service: DemoService, kept: int, message, history, task_name, synthesize, full_size, strength,
+              seed_value):
+    """One chat turn: yields [chat history, input box, results panel...] as the restoration streams; `kept` results
+    are left unchanged (gr.skip) until the outcome is there. Errors become one sentence in the chat."""
+    message = message or {}
+    history = list(history or [])
+    files_in, text = message.get("files") or [], message.get("text") or ""
+    chosen = task_from_text(text, task_name)
+    synthesize = bool(synthesize) or wants_degradation(text)
+    user_content = [{"path": files_in[0]}] if files_in else []
+    if text:
+        user_content.append(text)
+    history.append({"role": "user", "content": user_content or "(empty message)"})
+    keep = [gr.skip()] * kept
+    if not files_in:
+        history.append({"role": "assistant", "content": "Please attach an image (drop it on the input box)."})
+        yield [history, None, *keep]
+        return
+    history.append({"role": "assistant", "content": "Working…"})
+    yield [history, None, *keep]
+    try:
+        for update in service.run(files_in[0], chosen, synthesize=synthesize, level=strength,
+                                  seed=int(seed_value or 0), full_size=bool(full_size)):
+            content = [update.message]
+            if update.preview is not None:
+                content.append(gr.Image(value=_display(update.preview), show_label=False))
+            history[-1] = {"role": "assistant", "content": content}
+            if update.outcome is None:
+                yield [history, None, *keep]
+                continue
+            yield finished_turn(history, update)
+    except Exception as exc:  # report in the chat; the server keeps serving
+        history[-1] = {"role": "assistant", "content": friendly_error(exc)}
+        yield [history, None, *keep]
+
+
+def finished_turn(history: list, update) -> list:
+    """The chat's last message and every results component for a finished restoration."""
+    o = update.outcome
+    images = [o.degraded, o.mae_r, o.restored] + ([o.reference] if o.reference is not None else [])
+    labels = ["degraded", "MAE-r", "LM4LV"] + (["clean"] if o.reference is not None else [])
+    history[-1] = {"role": "assistant", "content": [
+        update.message, gr.Image(value=side_by_side(images, labels), show_label=False), metrics_markdown(o)]}
+    return [history, None, _display(o.degraded), _display(o.mae_r), _display(o.restored),
+            _display(o.reference) if o.reference is not None else None,
+            (_display(o.degraded), _display(o.restored)), metrics_markdown(o), o.files]
 
 
 

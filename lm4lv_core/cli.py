@@ -84,16 +84,8 @@ def cmd_restore(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         model = load_model(args.checkpoint, llm=args.llm, vision=args.vision)
-    failures, records, todo = 0, [], []
-    for path in files:
-        restored, mae_r = output_paths(args.out, path, args.task)
-        if os.path.abspath(restored) == os.path.abspath(path) or os.path.abspath(mae_r) == os.path.abspath(path):
-            print(f"{path}: refusing to overwrite an input file; choose another --out.", file=sys.stderr)
-            failures += 1
-        elif os.path.exists(restored) and os.path.exists(mae_r) and not args.overwrite:
-            print(f"skipping {path}: outputs exist (use --overwrite)", file=sys.stderr)
-        else:
-            todo.append(path)
+    todo, failures = plan_outputs(files, args)
+    records = []
     bar = tqdm(total=len(todo), desc=f"restore ({args.task})", unit="image", file=sys.stderr,
                disable=len(todo) < 2)
     per_call = args.batch_size if args.mode == "resize" else 1
@@ -107,36 +99,65 @@ def cmd_restore(args) -> int:
                 tqdm.write(str(exc), file=sys.stderr)
                 failures += 1
                 bar.update(1)
-        if not chunk:
-            continue
-        began = time.time()
-        if args.mode == "resize":
-            results = model.restore_batch(images, args.task, mode="resize")
-        else:
-            with tqdm(desc=os.path.basename(chunk[0]), unit="tile", file=sys.stderr, leave=False) as tiles_bar:
-                def progress(done, total):
-                    tiles_bar.total = total
-                    tiles_bar.update(done - tiles_bar.n)
-
-                results = [model.restore(images[0], args.task, mode="tile", overlap=args.overlap,
-                                         batch_size=args.batch_size, progress=progress)]
-        seconds = (time.time() - began) / len(chunk)
-        for path, result in zip(chunk, results):
-            restored, mae_r = output_paths(args.out, path, args.task)
-            result.image.save(restored)
-            result.mae_r.save(mae_r)
-            record = {"input": path, "task": args.task, "output": restored, "mae_r": mae_r,
-                      "seconds": round(seconds, 3), "size": list(result.image.size), "tiles": int(result.tokens.shape[0])
-                      if result.tokens.dim() == 3 else 1, "text": result.text, "notes": result.notes}
-            records.append(record)
-            tqdm.write(json.dumps(record), file=sys.stdout)
-            bar.update(1)
+        if chunk:
+            records += save_results(chunk, *restore_chunk(model, chunk, images, args), args)
+            bar.update(len(chunk))
     bar.close()
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"task": args.task, "images": records, "failed": failures,
                        "seconds": round(sum(r["seconds"] for r in records), 3)}, f, indent=2)
     return 1 if failures else 0
+
+
+def plan_outputs(files: list[str], args) -> tuple[list[str], int]:
+    """The inputs to restore (not those whose outputs exist, unless --overwrite), and how many are refused."""
+    todo, failures = [], 0
+    for path in files:
+        restored, mae_r = output_paths(args.out, path, args.task)
+        if os.path.abspath(restored) == os.path.abspath(path) or os.path.abspath(mae_r) == os.path.abspath(path):
+            print(f"{path}: refusing to overwrite an input file; choose another --out.", file=sys.stderr)
+            failures += 1
+        elif os.path.exists(restored) and os.path.exists(mae_r) and not args.overwrite:
+            print(f"skipping {path}: outputs exist (use --overwrite)", file=sys.stderr)
+        else:
+            todo.append(path)
+    return todo, failures
+
+
+def restore_chunk(model, chunk: list[str], images: list, args):
+    """-> (Results of the images, seconds per image): one batch (resize) or one image in tiles, with a tile bar."""
+    from tqdm import tqdm
+
+    began = time.time()
+    if args.mode == "resize":
+        results = model.restore_batch(images, args.task, mode="resize")
+    else:
+        with tqdm(desc=os.path.basename(chunk[0]), unit="tile", file=sys.stderr, leave=False) as tiles_bar:
+            def progress(done, total):
+                tiles_bar.total = total
+                tiles_bar.update(done - tiles_bar.n)
+
+            results = [model.restore(images[0], args.task, mode="tile", overlap=args.overlap,
+                                     batch_size=args.batch_size, progress=progress)]
+    return results, (time.time() - began) / len(chunk)
+
+
+def save_results(chunk: list[str], results: list, seconds: float, args) -> list[dict]:
+    """Write each output and its MAE-r as PNG; print and return one JSON record per image."""
+    from tqdm import tqdm
+
+    records = []
+    for path, result in zip(chunk, results):
+        restored, mae_r = output_paths(args.out, path, args.task)
+        result.image.save(restored)
+        result.mae_r.save(mae_r)
+        record = {"input": path, "task": args.task, "output": restored, "mae_r": mae_r,
+                  "seconds": round(seconds, 3), "size": list(result.image.size), "tiles": int(result.tokens.shape[0])
+                  if result.tokens.dim() == 3 else 1, "text": result.text, "notes": result.notes}
+        records.append(record)
+        tqdm.write(json.dumps(record), file=sys.stdout)
+    return records
 
 
 def cmd_degrade(args) -> int:

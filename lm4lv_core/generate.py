@@ -72,10 +72,9 @@ def generate(model, lq: torch.Tensor, tasks: list[str], *, max_new_tokens: int |
     """
     batch, count = lq.shape[0], model.num_visual_tokens
     max_new_tokens = max_new_tokens or count + 48
-    tokenizer, seq = model.tokenizer, model.sequences
-    eos = seq.eos_token_id
+    tokenizer = model.tokenizer
     rows = [_Row() for _ in range(batch)]
-    eos_embed = model.embed_tokens(torch.tensor([eos]))[0]  # fed to finished rows, which only keep the batch aligned
+    eos_embed = model.embed_tokens(torch.tensor([model.sequences.eos_token_id]))[0]  # fed to finished rows
 
     embeds = model.embed_layout(model.prompt_layout, lq.to(model.device), tasks)  # (B, T, llm_dim)
     cache = _new_cache(model, embeds.shape[1] + max_new_tokens) if use_cache else None
@@ -86,44 +85,7 @@ def generate(model, lq: torch.Tensor, tasks: list[str], *, max_new_tokens: int |
         if all(r.mode == "done" for r in rows):
             break
         next_embeds = torch.zeros(batch, embeds.shape[-1], device=model.device)  # (B, llm_dim)
-        for r in rows:
-            if (r.mode == "text" and not r.image_done and not r.queue and force_image_after is not None
-                    and r.text_since_image >= force_image_after):
-                r.queue = list(seq.begin_ids)
-        text_rows = [i for i, r in enumerate(rows) if r.mode == "text" and not r.queue]  # rows that need the LM head
-        if text_rows:
-            greedy = model.logits(h[text_rows]).argmax(-1).tolist()
-        visual_rows = [i for i, r in enumerate(rows) if r.mode == "visual"]
-        if visual_rows:  # all rows in visual mode at once: v = adapter_out(h), next input = adapter_in(v)
-            v_all = model.llm_to_visual(h[visual_rows])  # (b, vision_dim)
-            next_embeds[visual_rows] = model.visual_to_llm(v_all)
-        for i, r in enumerate(rows):
-            if r.mode == "visual":
-                v = v_all[visual_rows.index(i)]  # (vision_dim,)
-                r.visual.append(v)
-                yield VisualToken(i, len(r.visual) - 1, count, v)
-                if len(r.visual) == count:
-                    r.mode, r.image_done, r.queue = "text", True, list(seq.end_ids)
-                    yield ImageDone(i, torch.stack(r.visual))
-                continue
-            if r.mode == "done":
-                next_embeds[i] = eos_embed
-                continue
-            token = r.queue.pop(0) if r.queue else greedy[text_rows.index(i)]
-            r.text_ids.append(token)
-            new_text = tokenizer.decode(r.text_ids, skip_special_tokens=False)
-            piece, r.text = new_text[len(r.text):], new_text
-            next_embeds[i] = model.embed_tokens(torch.tensor([token]))[0]
-            if token == eos:
-                r.mode = "done"
-                yield Finished(i, _clean(r.text, tokenizer), _tokens(r))
-                continue
-            if piece:
-                yield TextPiece(i, piece)
-            if not r.image_done:
-                r.text_since_image += 1
-                if r.text.endswith(IMG_BEGIN) and not r.queue:
-                    r.mode = "visual"
+        yield from _step(model, rows, h, next_embeds, eos_embed, force_image_after)
         if use_cache:
             hidden, cache = model.hidden_states(next_embeds[:, None], cache)
         else:
@@ -133,6 +95,59 @@ def generate(model, lq: torch.Tensor, tasks: list[str], *, max_new_tokens: int |
     for i, r in enumerate(rows):
         if r.mode != "done":
             yield Finished(i, _clean(r.text, tokenizer), _tokens(r))
+
+
+def _step(model, rows: list[_Row], h: torch.Tensor, next_embeds: torch.Tensor, eos_embed: torch.Tensor,
+          force_image_after: int | None):
+    """Advance every row by one position: yield its events and write its next input embedding into `next_embeds`.
+
+    h: (B, llm_dim) final hidden states of the last position; next_embeds: (B, llm_dim), filled in place."""
+    seq, count = model.sequences, model.num_visual_tokens
+    for r in rows:
+        if (r.mode == "text" and not r.image_done and not r.queue and force_image_after is not None
+                and r.text_since_image >= force_image_after):
+            r.queue = list(seq.begin_ids)
+    text_rows = [i for i, r in enumerate(rows) if r.mode == "text" and not r.queue]  # rows that need the LM head
+    greedy = model.logits(h[text_rows]).argmax(-1).tolist() if text_rows else []
+    visual_rows = [i for i, r in enumerate(rows) if r.mode == "visual"]
+    if visual_rows:  # all rows in visual mode at once: v = adapter_out(h), next input = adapter_in(v)
+        v_all = model.llm_to_visual(h[visual_rows])  # (b, vision_dim)
+        next_embeds[visual_rows] = model.visual_to_llm(v_all)
+    for i, r in enumerate(rows):
+        if r.mode == "visual":
+            yield from _add_visual(i, r, v_all[visual_rows.index(i)], count, seq)
+        elif r.mode == "done":
+            next_embeds[i] = eos_embed  # finished rows only keep the batch aligned
+        else:
+            token = r.queue.pop(0) if r.queue else greedy[text_rows.index(i)]
+            next_embeds[i] = model.embed_tokens(torch.tensor([token]))[0]
+            yield from _add_text(i, r, token, model.tokenizer, seq.eos_token_id)
+
+
+def _add_visual(i: int, r: _Row, v: torch.Tensor, count: int, seq):
+    """Row i in visual mode takes the visual token v (vision_dim,); after the N-th, `</Img>` is queued."""
+    r.visual.append(v)
+    yield VisualToken(i, len(r.visual) - 1, count, v)
+    if len(r.visual) == count:
+        r.mode, r.image_done, r.queue = "text", True, list(seq.end_ids)
+        yield ImageDone(i, torch.stack(r.visual))
+
+
+def _add_text(i: int, r: _Row, token: int, tokenizer, eos: int):
+    """Row i in text mode takes `token`: the end-of-turn finishes it, a text ending in `<Img>` opens an image."""
+    r.text_ids.append(token)
+    new_text = tokenizer.decode(r.text_ids, skip_special_tokens=False)
+    piece, r.text = new_text[len(r.text):], new_text
+    if token == eos:
+        r.mode = "done"
+        yield Finished(i, _clean(r.text, tokenizer), _tokens(r))
+        return
+    if piece:
+        yield TextPiece(i, piece)
+    if not r.image_done:
+        r.text_since_image += 1
+        if r.text.endswith(IMG_BEGIN) and not r.queue:
+            r.mode = "visual"
 
 
 def _tokens(row: _Row) -> torch.Tensor | None:

@@ -77,6 +77,56 @@ def reconstruct_tiled(model, image: Image.Image, overlap: int = 16, batch_size: 
     return result.mae_r
 
 
+@dataclass
+class TileGrid:
+    """Where the tiles of one image lie: `boxes` (x, y) of `size`-px tiles over the (reflect-padded) `array`, and
+    where each lands in the task's output."""
+
+    task: str
+    size: int
+    width: int  # the input's size, before padding
+    height: int
+    array: np.ndarray  # (full_h, full_w, 3) uint8, padded to at least one tile
+    boxes: list[tuple[int, int]]
+    window: np.ndarray  # (size, size, 1) blending weights; symmetric, so rotation/flip leave it unchanged
+
+    @classmethod
+    def of(cls, image: Image.Image, task: str, size: int, overlap: int) -> "TileGrid":
+        width, height = image.size
+        pad_w, pad_h = max(0, size - width), max(0, size - height)
+        array = np.asarray(image.convert("RGB"))
+        if pad_w or pad_h:  # smaller than one tile: reflect-pad, restore, crop back
+            mode = "reflect" if min(array.shape[:2]) > 1 else "edge"
+            array = np.pad(array, ((0, pad_h), (0, pad_w), (0, 0)), mode=mode)
+        full_h, full_w = array.shape[:2]
+        boxes = [(x, y) for y in tile_starts(full_h, size, overlap) for x in tile_starts(full_w, size, overlap)]
+        return cls(task, size, width, height, array, boxes, blend_window(size, overlap)[..., None])
+
+    def canvas(self) -> np.ndarray:
+        """(out_h, out_w, 1) zeros of the task's output size (padded): add channels by broadcasting."""
+        out_w, out_h = output_size(self.task, self.array.shape[1], self.array.shape[0])
+        return np.zeros((out_h, out_w, 1))
+
+    def tiles(self, chunk: list[tuple[int, int]]) -> list[Image.Image]:
+        return [Image.fromarray(self.array[y:y + self.size, x:x + self.size]) for x, y in chunk]
+
+    def add(self, canvas: np.ndarray, weights: np.ndarray, chunk, images) -> None:
+        """Blend output tiles `images` (PIL, for the boxes `chunk`) into `canvas` (out_h, out_w, 3) and `weights`."""
+        full_h, full_w = self.array.shape[:2]
+        for (x, y), out in zip(chunk, images):
+            ox, oy = place(self.task, x, y, self.size, full_w, full_h)
+            canvas[oy:oy + self.size, ox:ox + self.size] += self.window * np.asarray(out, dtype=np.float64)
+            weights[oy:oy + self.size, ox:ox + self.size] += self.window
+
+    def image(self, array: np.ndarray) -> Image.Image:
+        """A padded output canvas (values 0..255) -> the output image at the input's (transformed) size."""
+        image = Image.fromarray(np.clip(array, 0, 255).round().astype(np.uint8))
+        full_h, full_w = self.array.shape[:2]
+        if (full_w, full_h) == (self.width, self.height):
+            return image
+        return image.crop(get_task(self.task).box((0, 0, self.width, self.height), full_w, full_h))
+
+
 @torch.inference_mode()
 def iter_restore_tiled(model, image: Image.Image, task: str, overlap: int = 16, batch_size: int = 16,
                        previews: bool = True, mae_r_only: bool = False, **generate_options):
@@ -84,64 +134,28 @@ def iter_restore_tiled(model, image: Image.Image, task: str, overlap: int = 16, 
 
     The MAE-r of every tile is computed first, so previews show restored tiles over the MAE-r of the rest;
     `mae_r_only` stops there (the MAE-r baseline at full size)."""
-    size = model.image_size
-    width, height = image.size
-    pad_w, pad_h = max(0, size - width), max(0, size - height)
-    array = np.asarray(image.convert("RGB"))
-    if pad_w or pad_h:  # smaller than one tile: reflect-pad, restore, crop back
-        array = np.pad(array, ((0, pad_h), (0, pad_w), (0, 0)), mode="reflect" if min(array.shape[:2]) > 1 else "edge")
-    full_h, full_w = array.shape[:2]
-    boxes = [(x, y) for y in tile_starts(full_h, size, overlap) for x in tile_starts(full_w, size, overlap)]
-    out_w, out_h = output_size(task, full_w, full_h)
-    restored = np.zeros((out_h, out_w, 3))
-    mae_r = np.zeros((out_h, out_w, 3))
-    weights = np.zeros((out_h, out_w, 1))
-    window = blend_window(size, overlap)[..., None]  # symmetric, so rotation/flip leave it unchanged
-    vision, text, all_tokens = model.vision, "", []
-    lq_all = []
-    for start in range(0, len(boxes), batch_size):  # MAE-r of all tiles first (cheap): the backdrop of previews
-        chunk = boxes[start:start + batch_size]
-        tiles = [Image.fromarray(array[y:y + size, x:x + size]) for x, y in chunk]
-        lq = vision.encode(vision.preprocess(tiles))  # (b, N, D)
-        lq_all.append(lq)
-        for (x, y), rec in zip(chunk, vision.postprocess(vision.decode(lq))):
-            ox, oy = place(task, x, y, size, full_w, full_h)
-            mae_r[oy:oy + size, ox:ox + size] += window * np.asarray(get_task(task).transform(rec), dtype=np.float64)
-            weights[oy:oy + size, ox:ox + size] += window
-    mae_r_image = Image.fromarray(np.clip(mae_r / weights, 0, 255).round().astype(np.uint8))
+    grid = TileGrid.of(image, task, model.image_size, overlap)
+    chunks = [grid.boxes[i:i + batch_size] for i in range(0, len(grid.boxes), batch_size)]
+    vision, spec = model.vision, get_task(task)
+    mae_r, weights, lq_all = grid.canvas().repeat(3, -1), grid.canvas(), []
+    for chunk in chunks:  # MAE-r of all tiles first (cheap): the backdrop of previews
+        lq_all.append(vision.encode(vision.preprocess(grid.tiles(chunk))))  # (b, N, D)
+        grid.add(mae_r, weights, chunk, [spec.transform(r) for r in vision.postprocess(vision.decode(lq_all[-1]))])
+    mae_r_image = grid.image(mae_r / weights)
     if mae_r_only:
-        mae_r_image = _crop(mae_r_image, task, width, height, full_w, full_h)
         yield TiledResult(mae_r_image, mae_r_image, "", torch.cat(lq_all).cpu())
         return
-    done_weights = np.zeros_like(weights)
-    for batch_index, start in enumerate(range(0, len(boxes), batch_size)):
-        chunk = boxes[start:start + batch_size]
-        lq = lq_all[batch_index]
+    restored, done_weights, text, all_tokens = grid.canvas().repeat(3, -1), grid.canvas(), "", []
+    for chunk, lq in zip(chunks, lq_all):
         finished = {e.row: e for e in model.events(lq, [task] * len(chunk), **generate_options)
                     if isinstance(e, Finished)}
         tokens = torch.stack([finished[i].image_or(lq[i]) for i in range(len(chunk))])
-        if start == 0:
-            text = finished[0].text
+        text = finished[0].text if not all_tokens else text  # the first tile's
         all_tokens.append(tokens.cpu())
-        outs = vision.postprocess(vision.decode(tokens.to(lq.device)))
-        for (x, y), out in zip(chunk, outs):
-            ox, oy = place(task, x, y, size, full_w, full_h)
-            restored[oy:oy + size, ox:ox + size] += window * np.asarray(out, dtype=np.float64)
-            done_weights[oy:oy + size, ox:ox + size] += window
-        done = min(start + batch_size, len(boxes))
+        grid.add(restored, done_weights, chunk, vision.postprocess(vision.decode(tokens.to(lq.device))))
         preview = None
         if previews:  # restored where tiles are done, blended into the MAE-r elsewhere
             covered = np.minimum(done_weights / weights, 1.0)
-            mix = restored / np.maximum(done_weights, 1e-12) * covered + (mae_r / weights) * (1 - covered)
-            preview = _crop(Image.fromarray(np.clip(mix, 0, 255).round().astype(np.uint8)), task, width, height,
-                            full_w, full_h)
-        yield TileProgress(done, len(boxes), preview)
-    restored_image = Image.fromarray(np.clip(restored / weights, 0, 255).round().astype(np.uint8))
-    yield TiledResult(_crop(restored_image, task, width, height, full_w, full_h),
-                      _crop(mae_r_image, task, width, height, full_w, full_h), text, torch.cat(all_tokens))
-
-
-def _crop(image: Image.Image, task: str, width: int, height: int, full_w: int, full_h: int) -> Image.Image:
-    if (full_w, full_h) == (width, height):
-        return image
-    return image.crop(get_task(task).box((0, 0, width, height), full_w, full_h))  # the unpadded part
+            preview = grid.image(restored / np.maximum(done_weights, 1e-12) * covered + mae_r / weights * (1 - covered))
+        yield TileProgress(sum(len(c) for c in chunks[:len(all_tokens)]), len(grid.boxes), preview)
+    yield TiledResult(grid.image(restored / weights), mae_r_image, text, torch.cat(all_tokens))

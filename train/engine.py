@@ -127,12 +127,7 @@ def train_loop(args, accelerator, model: nn.Module, loss_fn: Callable[[nn.Module
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
     state_dir = os.path.join(args.out, "state")
-    start = 0
-    if will_resume(args):
-        start = load_state(state_dir, model, optimizer)
-        accelerator.print(f"resuming {args.out} at step {start}")
-    elif args.resume:
-        accelerator.print(f"--resume: no state in {state_dir}; starting from step 0")
+    start = resume_from(args, accelerator, model, optimizer, state_dir)
     model, optimizer = accelerator.prepare(model, optimizer)
     log_path = os.path.join(args.out, "log.csv")
     if start == 0 and accelerator.is_main_process and os.path.exists(log_path):
@@ -160,12 +155,7 @@ def train_loop(args, accelerator, model: nn.Module, loss_fn: Callable[[nn.Module
             last = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
             last.update(lr=lr, grad_norm=float(grad_norm), seconds=time.time() - began)
             if accelerator.is_main_process:
-                new = not os.path.exists(log_path)
-                with open(log_path, "a", newline="") as f:
-                    writer = csv.DictWriter(f, fieldnames=["step", *last.keys()])
-                    if new:
-                        writer.writeheader()
-                    writer.writerow({"step": step, **last})
+                append_row(log_path, {"step": step, **last})
                 bar.set_postfix({k: f"{v:.4g}" for k, v in last.items() if k not in {"seconds", "lr"}})
             done = step + 1
             timed_out = args.max_minutes and (time.time() - began) > args.max_minutes * 60
@@ -183,6 +173,27 @@ def train_loop(args, accelerator, model: nn.Module, loss_fn: Callable[[nn.Module
     if start >= args.steps:  # nothing to train (e.g. --steps 0 after an initialisation): export what there is
         _save(accelerator, model, optimizer, state_dir, start, export, args.out)
     return last
+
+
+def resume_from(args, accelerator, model: nn.Module, optimizer, state_dir: str) -> int:
+    """The step to start at: the saved one with --resume (weights and optimizer state restored), else 0."""
+    if will_resume(args):
+        start = load_state(state_dir, model, optimizer)
+        accelerator.print(f"resuming {args.out} at step {start}")
+        return start
+    if args.resume:
+        accelerator.print(f"--resume: no state in {state_dir}; starting from step 0")
+    return 0
+
+
+def append_row(path: str, row: dict) -> None:
+    """Append one row to a CSV log, writing the header when the file is new."""
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
 
 
 def _save(accelerator, model, optimizer, state_dir, step, export, out):

@@ -23,7 +23,7 @@ from lm4lv_core.degrade import degrade, target
 from lm4lv_core.tasks import SANITY_TASKS, TASKS
 from lm4lv_core.variants import AUTOREGRESSIVE_VARIANTS, VARIANTS, build_model
 from train.data import RandomCrops
-from train.engine import add_common_args, make_accelerator, train_loop, will_resume
+from train.engine import add_common_args, append_row, make_accelerator, train_loop, will_resume
 from train.least_squares import fit_linear
 from train.probe import FreeRunningProbe
 
@@ -185,28 +185,17 @@ def _run_ends(rows: list[dict]) -> list[dict]:
     return ends + rows[-1:]
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    tasks = parse_tasks(args.tasks)
-    check_variant_options(args)
-    accelerator = make_accelerator(args)
-    model = build_model(args.variant, llm=args.llm, vision=args.vision, tasks=tasks,
-                        num_task_tokens=args.num_task_tokens, layer=args.layer, device=accelerator.device,
-                        seed=args.seed, standardize=args.standardize, whitening=args.whiten,
-                        lora_rank=args.lora_rank, lora_alpha=args.lora_alpha)
-    frozen = "" if getattr(model, "llm_frozen", True) else " (LLM NOT frozen: LoRA)"
-    accelerator.print(f"variant {args.variant}: {model.trainable_parameters():,} trainable parameters{frozen}")
-    vision = model.vision
-    crops = RandomCrops(args.data, vision.image_size, seed=args.seed + 2)
-    probe = FreeRunningProbe(model, tasks) if args.probe_every > 0 else None
-    resuming = will_resume(args)
+def initialise(model, args, accelerator, crops, tasks: list[str]) -> None:
+    """Before step 0 (or on resume, what is not run state): feature statistics, the adapters from --init-from or
+    the ridge fit of adapter_out, then the whitening basis (the same functions re-expressed)."""
+    vision, resuming = model.vision, will_resume(args)
     statistics_batches = STATISTICS_BATCHES if args.standardize or args.whiten > 0 else 0
     ridge_batches = args.ridge_init if not (resuming or args.init_from) else 0
     init_batches = [make_pairs(crops, vision, 10**9 + i, args.batch_size, tasks, args.seed)
                     for i in range(max(statistics_batches, ridge_batches))]  # far beyond any training step
+    statistics = [t for lq, hq, _ in init_batches[:statistics_batches] for t in (lq, hq)]
     if args.standardize:  # recomputed on resume too (deterministic): the statistics are not part of the run state
-        pairs = init_batches[:statistics_batches]
-        model.heads.set_feature_statistics(torch.cat([t for lq, hq, _ in pairs for t in (lq, hq)]))
+        model.heads.set_feature_statistics(torch.cat(statistics))
     if args.init_from and not resuming:
         copied = init_from_checkpoint(model, args.init_from)
         accelerator.print(f"initialised from {args.init_from}: {', '.join(copied)}")
@@ -215,9 +204,13 @@ def main(argv=None):
         space = "standardised " if args.standardize else ""
         accelerator.print(f"adapter_out ridge init: teacher-forced {space}feature MSE {fit:.4f}")
     if args.whiten > 0:  # after the adapters' initialisation (the same functions in the new basis)
-        model.heads.set_whitening(torch.cat([t for lq, hq, _ in init_batches[:statistics_batches]
-                                                   for t in (lq, hq)]))
-    export_dir = args.export_to or os.path.join(args.out, "lm4lv")
+        model.heads.set_whitening(torch.cat(statistics))
+
+
+def make_loss_fn(model, args, accelerator, crops, tasks: list[str]):
+    """`loss_fn(module, step)` of the training loop: batch `step`, self-conditioning, the pixel loss, the probe."""
+    vision = model.vision
+    probe = FreeRunningProbe(model, tasks) if args.probe_every > 0 else None
     probe_log = os.path.join(args.out, "probe.csv")
 
     def loss_fn(module, step):
@@ -240,13 +233,26 @@ def main(argv=None):
         if probe is not None and step % args.probe_every == 0 and accelerator.is_main_process:
             row = {"step": step, **probe.run()}
             accelerator.print("probe " + " ".join(f"{k}={v:.3f}" for k, v in row.items() if k != "step"))
-            new = not os.path.exists(probe_log)
-            with open(probe_log, "a", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(row))
-                if new:
-                    writer.writeheader()
-                writer.writerow(row)
+            append_row(probe_log, row)
         return terms
+
+    return loss_fn
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    tasks = parse_tasks(args.tasks)
+    check_variant_options(args)
+    accelerator = make_accelerator(args)
+    model = build_model(args.variant, llm=args.llm, vision=args.vision, tasks=tasks,
+                        num_task_tokens=args.num_task_tokens, layer=args.layer, device=accelerator.device,
+                        seed=args.seed, standardize=args.standardize, whitening=args.whiten,
+                        lora_rank=args.lora_rank, lora_alpha=args.lora_alpha)
+    frozen = "" if getattr(model, "llm_frozen", True) else " (LLM NOT frozen: LoRA)"
+    accelerator.print(f"variant {args.variant}: {model.trainable_parameters():,} trainable parameters{frozen}")
+    crops = RandomCrops(args.data, model.vision.image_size, seed=args.seed + 2)
+    initialise(model, args, accelerator, crops, tasks)
+    export_dir = args.export_to or os.path.join(args.out, "lm4lv")
 
     def export(out):
         vision_ref = args.vision
@@ -255,6 +261,7 @@ def main(argv=None):
         model.save_pretrained(export_dir, vision_path=vision_ref)
         write_training_record(export_dir, args, model, tasks)
 
+    loss_fn = make_loss_fn(model, args, accelerator, crops, tasks)
     last = train_loop(args, accelerator, model, loss_fn, export, desc=f"{args.variant} {','.join(tasks)}")
     accelerator.print(f"done: {last}; checkpoint in {export_dir}")
 
