@@ -107,8 +107,9 @@ class TileGrid:
         out_w, out_h = output_size(self.task, self.array.shape[1], self.array.shape[0])
         return np.zeros((out_h, out_w, 1))
 
-    def tiles(self, chunk: list[tuple[int, int]]) -> list[Image.Image]:
-        return [Image.fromarray(self.array[y:y + self.size, x:x + self.size]) for x, y in chunk]
+    def tiles(self, chunk: list[tuple[int, int]]) -> np.ndarray:
+        """(b, size, size, 3) uint8: the tiles at the boxes `chunk` (the vision module's array entry)."""
+        return np.stack([self.array[y:y + self.size, x:x + self.size] for x, y in chunk])
 
     def add(self, canvas: np.ndarray, weights: np.ndarray, chunk, images) -> None:
         """Blend output tiles `images` (PIL, for the boxes `chunk`) into `canvas` (out_h, out_w, 3) and `weights`."""

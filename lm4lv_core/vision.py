@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+from torch.nn import functional as F
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 from .errors import CheckpointError
@@ -172,17 +173,30 @@ class VisionModule(nn.Module):
         return (pixels * self.std + self.mean).clamp(0, 1)
 
     # ----------------------------------------------------------------------------------------- images
-    def preprocess(self, images: list[Image.Image] | Image.Image) -> torch.Tensor:
-        """RGB PIL images of the model's size -> (B, 3, S, S) normalised pixels on the module's device."""
+    def preprocess(self, images) -> torch.Tensor:
+        """Images -> (B, 3, S, S) normalised pixels on the module's device. `images`: RGB PIL images (one or a list),
+        a uint8 batch (B, H, W, 3) as numpy array or tensor, or a float tensor (B, 3, H, W) in [0, 1] (the tensor
+        entry of training: no PIL round trip). Other sizes are resized to the model's (bicubic)."""
+        batch = self._batch01(images)  # (B, 3, H, W) float32 in [0, 1]
+        s = self.image_size
+        if batch.shape[-2:] != (s, s):
+            batch = F.interpolate(batch, size=(s, s), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+        return self.normalize(batch.to(self.mean.device))
+
+    def _batch01(self, images) -> torch.Tensor:
+        """Any accepted image batch (see `preprocess`) -> (B, 3, H, W) float32 in [0, 1] (PIL images are resized
+        with PIL's bicubic, as before)."""
+        if isinstance(images, np.ndarray):
+            images = torch.from_numpy(images)
+        if torch.is_tensor(images):
+            if images.dtype == torch.uint8:  # (B, H, W, 3)
+                return images.permute(0, 3, 1, 2).float() / 255.0
+            return images.float()
         images = [images] if isinstance(images, Image.Image) else images
         s = self.image_size
-        arrays = []
-        for image in images:
-            if image.size != (s, s):
-                image = image.resize((s, s), Image.Resampling.BICUBIC)
-            arrays.append(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)
-        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)  # (B, 3, S, S)
-        return self.normalize(batch.to(self.mean.device))
+        arrays = [np.asarray((im if im.size == (s, s) else im.resize((s, s), Image.Resampling.BICUBIC)).convert("RGB"),
+                             dtype=np.float32) / 255.0 for im in images]
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)  # (B, 3, S, S)
 
     def postprocess(self, pixels: torch.Tensor) -> list[Image.Image]:
         """(B, 3, S, S) normalised pixels -> RGB PIL images."""

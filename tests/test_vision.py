@@ -66,3 +66,19 @@ def test_loaded_module_is_not_changed_by_rewriting_its_files(tmp_path):
         torch.testing.assert_close(value, expected[key], msg=key)
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["config.json", "model.safetensors"]
     assert VisionModule.from_pretrained(tmp_path / "a").fingerprint() == second.fingerprint()
+
+
+def test_preprocess_takes_pil_arrays_and_tensors_alike():
+    import numpy as np
+    from PIL import Image
+
+    vision = VisionModule.from_config("debug", seed=0)
+    s = vision.image_size
+    batch = np.random.default_rng(0).integers(0, 256, (3, s, s, 3), dtype=np.uint8)
+    from_pil = vision.preprocess([Image.fromarray(a) for a in batch])
+    assert torch.equal(vision.preprocess(batch), from_pil)  # uint8 (B, H, W, 3), numpy
+    assert torch.equal(vision.preprocess(torch.from_numpy(batch)), from_pil)  # uint8 tensor
+    floats = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255  # (B, 3, S, S) in [0, 1]
+    assert torch.equal(vision.preprocess(floats), from_pil)
+    bigger = torch.nn.functional.interpolate(floats, scale_factor=2, mode="nearest")
+    assert vision.preprocess(bigger).shape == from_pil.shape  # other sizes are resized

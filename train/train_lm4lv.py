@@ -107,11 +107,11 @@ def make_pairs(crops: RandomCrops, vision, step: int, batch_size: int, tasks: li
         task = tasks[int(rng.integers(len(tasks)))]
         image = (clean[j].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         names.append(task)
-        inputs.append(degrade(image, task, seed=int(rng.integers(2**31))))
-        targets.append(target(image, task))
-    with torch.no_grad():
-        lq = vision.encode(vision.preprocess(inputs))
-        hq = vision.encode(vision.preprocess(targets))
+        inputs.append(np.asarray(degrade(image, task, seed=int(rng.integers(2**31)))))  # (S, S, 3) uint8
+        targets.append(np.asarray(target(image, task)))
+    with torch.no_grad():  # the vision module's tensor entry: (B, S, S, 3) uint8 batches
+        lq = vision.encode(vision.preprocess(np.stack(inputs)))
+        hq = vision.encode(vision.preprocess(np.stack(targets)))
     return lq, hq, names
 
 
