@@ -13,14 +13,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lm4lv_core import TASKS, InputError, LM4LVError, Result
+from lm4lv_core import TASKS, InputError, LM4LVError
 from lm4lv_core.degrade import degrade, strength_from_level, target
-from lm4lv_core.generate import TextPiece, VisualToken
-from lm4lv_core.images import fit_square, load_image
-from lm4lv_core.restore import Prepared, preview
 from lm4lv_core.metrics import psnr, ssim
+from lm4lv_core.restore import Progress
 from lm4lv_core.tasks import get_task
-from lm4lv_core.tiling import TileProgress, iter_restore_tiled, reconstruct_tiled
 
 
 
@@ -57,16 +54,6 @@ def task_from_text(text: str | None, default: str) -> str:
 
 def wants_degradation(text: str | None) -> bool:
     return bool(re.search(r"\bdegrade\b", (text or "").lower()))
-
-
-def cap_size(image: Image.Image, max_side: int) -> tuple[Image.Image, list[str]]:
-    """Downscale so that the longest side is at most `max_side` (aspect kept), with a note."""
-    if max(image.size) <= max_side:
-        return image, []
-    scaled = image.copy()
-    scaled.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    return scaled, [f"downscaled from {image.width}x{image.height} to {scaled.width}x{scaled.height} for the demo "
-                    f"(the command line restores any size)"]
 
 
 def upscale(image: Image.Image, size: int = 256) -> Image.Image:
@@ -108,6 +95,15 @@ def metrics_markdown(outcome: Outcome) -> str:
     return "\n".join(rows)
 
 
+def progress_message(header: str, progress: Progress) -> str:
+    """The chat's text for a step of the restoration."""
+    if progress.done == 0:
+        return header + "\n\nThe LLM is reading the visual tokens…"
+    if progress.unit == "tile":
+        return f"{header}\n\ntiles {progress.done} / {progress.total}"
+    return f"{header}\n\nLLM: `{progress.text}`\n\nvisual token {progress.done} / {progress.total}"
+
+
 class DemoService:
     """Holds the model (loaded once) and runs requests; keeps no per-user state."""
 
@@ -130,12 +126,9 @@ class DemoService:
         full_size: keep the aspect ratio (longest side capped at `max_side`) for tiled restoration; otherwise
         center-crop and resize to the model's size."""
         self.model.check_task(task)
-        loaded = load_image(source)
-        if full_size:
-            image, notes = cap_size(loaded.image, self.max_side)
-        else:
-            image, notes = fit_square(loaded.image, self.model.image_size)
-        notes = loaded.notes + notes
+        image, notes = self.model.fit(source, "tile" if full_size else "resize", self.max_side)
+        if full_size and notes and notes[-1].startswith("downscaled"):
+            notes[-1] += " for the demo (the command line restores any size)"
         if not synthesize:
             return image, None, notes
         strength = strength_from_level(task, level)
@@ -153,9 +146,7 @@ class DemoService:
         began = time.time()
         degraded, ref, notes = self.prepare(source, task, synthesize, level, seed, full_size)
         if reference is not None and ref is None:
-            loaded = load_image(reference).image
-            ref_image = cap_size(loaded, self.max_side)[0] if full_size else fit_square(loaded, self.model.image_size)[0]
-            ref = target(ref_image, task)
+            ref = target(self.model.fit(reference, "tile" if full_size else "resize", self.max_side)[0], task)
             if ref.size != get_task(task).transform(degraded).size:
                 raise InputError("The reference image does not have the input image's size and shape.")
         header = f"**{task}**: {get_task(task).help}."
@@ -164,15 +155,16 @@ class DemoService:
         if not self.model.trained:
             header += "\n\n**Warning: untrained adapters; the output is not a restoration.**"
         yield Update(header + "\n\nEncoding the image…")
-        steps = self._tiles(degraded, task, header) if full_size else self._tokens(degraded, task, header)
-        for update in steps:
-            if isinstance(update, Update):
-                yield update
+        for event in self.model.follow(degraded, task, mode="tile" if full_size else "resize",
+                                       preview_every=self.preview_every, batch_size=self.tile_batch):
+            if isinstance(event, Progress):
+                if event.preview is not None or event.done == 0:
+                    yield Update(progress_message(header, event), preview=event.preview)
             else:
-                restored, mae_r, text = update
+                restored, mae_r, text = event.image, event.mae_r, event.text
         baseline = mae_r
         if get_task(task).mae_r_of_target and ref is not None:  # MAE-r of the rotated/flipped image
-            baseline = reconstruct_tiled(self.model, ref) if full_size else self.model.vision.reconstruct(ref)
+            baseline = self.model.reconstruct(ref, "tile" if full_size else "resize")
         outcome = Outcome(task=task, degraded=degraded, mae_r=baseline, restored=restored, reference=ref,
                           notes=notes, text=text, seconds=time.time() - began)
         scored = {"mae_r": baseline, "lm4lv": restored}
@@ -181,32 +173,6 @@ class DemoService:
         outcome.metrics = score(scored, ref)
         outcome.files = self.save(outcome)
         yield Update(f"{header}\n\nLLM: `{text}`\n\nDone in {outcome.seconds:.1f} s.", restored, outcome)
-
-    def _tokens(self, degraded, task, header):
-        """Updates while one model-size image is generated, then (restored, MAE-r, text)."""
-        text, generated, lq = "", [], None
-        for event in self.model.stream(degraded, task):
-            if isinstance(event, Prepared):
-                lq = event.lq
-                yield Update(header + "\n\nThe LLM is reading the visual tokens…", preview=event.mae_r)
-            elif isinstance(event, TextPiece):
-                text += event.text
-            elif isinstance(event, VisualToken):
-                generated.append(event.token)
-                i = event.index + 1
-                if i % self.preview_every == 0 or i == event.total:
-                    yield Update(f"{header}\n\nLLM: `{text}`\n\nvisual token {i} / {event.total}",
-                                 preview=preview(self.model, generated, lq))
-            elif isinstance(event, Result):
-                yield event.image, event.mae_r, event.text
-
-    def _tiles(self, degraded, task, header):
-        """Updates while a photo is restored in tiles, then (restored, MAE-r, text)."""
-        for event in iter_restore_tiled(self.model, degraded, task, batch_size=self.tile_batch):
-            if isinstance(event, TileProgress):
-                yield Update(f"{header}\n\ntiles {event.done} / {event.total}", preview=event.preview)
-            else:
-                yield event.restored, event.mae_r, event.text
 
     def save(self, outcome: Outcome) -> list[str]:
         folder = tempfile.mkdtemp(dir=self.output_dir)

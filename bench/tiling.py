@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from lm4lv_core import LM4LV
-from lm4lv_core.tiling import reconstruct_tiled, restore_tiled, tile_starts
+from lm4lv_core.tiling import tile_starts
 
 
 def border_mask(width: int, height: int, tile: int, overlap: int) -> np.ndarray:
@@ -64,16 +64,16 @@ def main(argv=None):
     ref = np.asarray(clean)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, LLM {model.llm_dtype}, "
           f"{width}x{height}, tile {tile}, overlap {args.overlap}, trained={model.trained}")
-    mae_r = np.asarray(reconstruct_tiled(model, clean, overlap=args.overlap))
+    mae_r = np.asarray(model.reconstruct(clean, "tile", overlap=args.overlap))
     print(f"MAE-r  PSNR: tile borders {masked_psnr(mae_r, ref, mask):.2f} dB, "
           f"tile centres {masked_psnr(mae_r, ref, ~mask):.2f} dB")
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         began = time.perf_counter()
         counted = {}
-        restored, _, _, tokens = restore_tiled(model, clean, "denoise", overlap=args.overlap, batch_size=batch,
-                                               progress=lambda done, total: counted.update(total=total))
+        result = model.restore(clean, "denoise", mode="tile", overlap=args.overlap, batch_size=batch,
+                               progress=lambda done, total: counted.update(total=total))
         seconds = time.perf_counter() - began
-        out = np.asarray(restored)
+        out = np.asarray(result.image)
         print(f"LM4LV  PSNR: tile borders {masked_psnr(out, ref, mask):.2f} dB, tile centres "
               f"{masked_psnr(out, ref, ~mask):.2f} dB | {counted['total']} tiles, batch {batch}: {seconds:.1f} s "
               f"({seconds / counted['total'] * 1000:.0f} ms per tile)", flush=True)

@@ -68,7 +68,6 @@ def output_paths(out: str, path: str, task: str) -> tuple[str, str]:
 def cmd_restore(args) -> int:
     from tqdm import tqdm
 
-    from .images import load_image
     from .variants import load_model
 
     files, skipped = collect_inputs(args.inputs)
@@ -93,7 +92,7 @@ def cmd_restore(args) -> int:
         chunk, images = [], []
         for path in todo[start:start + per_call]:
             try:
-                images.append(load_image(path).image)
+                images.append(model.fit(path, "tile")[0])  # as loaded: any size
                 chunk.append(path)
             except LM4LVError as exc:
                 tqdm.write(str(exc), file=sys.stderr)

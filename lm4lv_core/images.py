@@ -136,3 +136,12 @@ def fit_square(image: Image.Image, size: int) -> tuple[Image.Image, list[str]]:
         notes.append(f"resized from {image.width}x{image.height} to the model's {size}x{size}")
         image = image.resize((size, size), Image.Resampling.BICUBIC)
     return image, notes
+
+
+def cap_size(image: Image.Image, max_side: int) -> tuple[Image.Image, list[str]]:
+    """Downscale so that the longest side is at most `max_side` (aspect kept), with a note."""
+    if max(image.size) <= max_side:
+        return image, []
+    scaled = image.copy()
+    scaled.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return scaled, [f"downscaled from {image.width}x{image.height} to {scaled.width}x{scaled.height}"]

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 from .errors import InputError
-from .generate import Finished
-from .images import fit_square, load_image
-from .tiling import restore_tiled
+from .generate import Finished, TextPiece, VisualToken
+from .images import cap_size, fit_square, load_image
+from .tiling import TileProgress, iter_restore_tiled
 from .vision import VisionModule
 
 
@@ -38,6 +38,18 @@ class Result:
     text: str
     tokens: torch.Tensor
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Progress:
+    """One step of a streamed restoration (`Restorer.follow`): `done` of `total` visual tokens or tiles, the LLM's
+    text so far, and a preview of the output (restored where done, the MAE-r elsewhere; None between previews)."""
+
+    done: int
+    total: int
+    unit: str  # "visual token" or "tile"
+    text: str
+    preview: Image.Image | None = None
 
 
 class Restorer(ABC):
@@ -100,12 +112,47 @@ class Restorer(ABC):
         """Events (`generate.TextPiece`, `VisualToken`, `ImageDone`, `Finished`) for one image, then a `Result`."""
         yield from stream_restore(self, [image], [task], **options)
 
+    def fit(self, source, mode: str = "resize", max_side: int | None = None) -> tuple[Image.Image, list[str]]:
+        """A user image (path, PIL image or uint8 array) as the model will see it, with notes on what was done:
+        mode "resize": center-cropped and resized to the model's size; "tile": its own size, the longest side capped
+        at `max_side` if given."""
+        loaded = load_image(source)
+        if mode == "resize":
+            image, notes = fit_square(loaded.image, self.image_size)
+        elif mode == "tile":
+            image, notes = cap_size(loaded.image, max_side) if max_side else (loaded.image, [])
+        else:
+            raise InputError(f"Unknown mode {mode!r}; use 'tile' or 'resize'.")
+        return image, loaded.notes + notes
+
+    @torch.inference_mode()
+    def reconstruct(self, image, mode: str = "resize", overlap: int = 16, batch_size: int = 16) -> Image.Image:
+        """MAE-r, the baseline: the vision module's reconstruction of `image`, at the model's size ("resize") or at
+        the image's own size through the same tiles and blending as a tiled restoration ("tile")."""
+        fitted, _ = self.fit(image, mode)
+        if mode == "resize":
+            return self.vision.reconstruct(fitted)
+        *_, result = iter_restore_tiled(self, fitted, "denoise", overlap, batch_size, previews=False, mae_r_only=True)
+        return result.mae_r
+
+    def follow(self, image, task: str, mode: str = "tile", preview_every: int = 4, overlap: int = 16,
+               batch_size: int = 16, **generate_options):
+        """Restore one image, streaming: `Progress` events (previews every `preview_every` visual tokens in mode
+        "resize", after every batch of tiles in mode "tile"; 0: none), then the `Result` (see `restore`)."""
+        self.check_task(task)
+        if mode == "resize":
+            yield from _follow_tokens(self, image, task, preview_every, **generate_options)
+        elif mode == "tile":
+            yield from _follow_tiles(self, image, task, preview_every > 0, overlap, batch_size, **generate_options)
+        else:
+            raise InputError(f"Unknown mode {mode!r}; use 'tile' or 'resize'.")
+
     def restore_batch(self, images: list, tasks: list[str] | str, mode: str = "tile", **options) -> list[Result]:
         """Restore several images. mode "resize": center-crop and resize each to the model's size and generate them
         as one batch; mode "tile": keep each image's size (see `restore`)."""
         tasks = [tasks] * len(images) if isinstance(tasks, str) else list(tasks)
         if mode == "tile":
-            return [restore_tiled_result(self, image, task, **options) for image, task in zip(images, tasks)]
+            return [self._restore_tiled(image, task, **options) for image, task in zip(images, tasks)]
         if mode != "resize":
             raise InputError(f"Unknown mode {mode!r}; use 'tile' or 'resize'.")
         return [e for e in stream_restore(self, images, tasks, **options) if isinstance(e, Result)]
@@ -118,6 +165,12 @@ class Restorer(ABC):
         mode "resize": center-crop and resize to the model's size (options: generation options).
         """
         return self.restore_batch([image], [task], mode=mode, **options)[0]
+
+    def _restore_tiled(self, image, task: str, progress=None, **options) -> Result:
+        for event in self.follow(image, task, mode="tile", preview_every=0, **options):
+            if isinstance(event, Progress) and progress is not None:
+                progress(event.done, event.total)
+        return event
 
 
 @torch.inference_mode()
@@ -175,19 +228,36 @@ def stream_restore(model, images: list, tasks: list[str], **generate_options):
                      notes=row_notes)
 
 
-@torch.inference_mode()
-def restore_tiled_result(model, image, task: str, overlap: int = 16, batch_size: int = 16, progress=None,
-                         **generate_options):
-    """Restore an image of any size tile by tile (see `lm4lv_core.tiling`); the Result keeps the input's size."""
+def _follow_tokens(model, image, task: str, preview_every: int, **generate_options):
+    """`Restorer.follow` in mode "resize": Progress per `preview_every` visual tokens, then the Result."""
+    text, generated, lq = "", [], None
+    for event in stream_restore(model, [image], [task], **generate_options):
+        if isinstance(event, Prepared):
+            lq = event.lq
+            yield Progress(0, model.num_visual_tokens, "visual token", "", event.mae_r if preview_every else None)
+        elif isinstance(event, TextPiece):
+            text += event.text
+        elif isinstance(event, VisualToken):
+            generated.append(event.token)
+            done = event.index + 1
+            shown = preview_every and (done % preview_every == 0 or done == event.total)
+            yield Progress(done, event.total, "visual token", text, preview(model, generated, lq) if shown else None)
+        elif isinstance(event, Result):
+            yield event
 
-    model.check_task(task)
+
+def _follow_tiles(model, image, task: str, previews: bool, overlap: int, batch_size: int, **generate_options):
+    """`Restorer.follow` in mode "tile": Progress per batch of tiles, then the Result at the input's size."""
     loaded = load_image(image)
-    restored, mae_r, text, tokens = restore_tiled(model, loaded.image, task, overlap=overlap, batch_size=batch_size,
-                                                  progress=progress, **generate_options)
+    for event in iter_restore_tiled(model, loaded.image, task, overlap, batch_size, previews=previews,
+                                    **generate_options):
+        if isinstance(event, TileProgress):
+            yield Progress(event.done, event.total, "tile", "", event.preview)
     notes = list(loaded.notes)
-    tiles = tokens.shape[0]
+    tiles = event.tokens.shape[0]
     if tiles > 1:
         notes.append(f"restored as {tiles} overlapping {model.image_size}x{model.image_size} tiles")
     if not model.trained:
         notes.append("UNTRAINED adapters: the output is not a restoration")
-    return Result(task=task, image=restored, mae_r=mae_r, input=loaded.image, text=text, tokens=tokens, notes=notes)
+    yield Result(task=task, image=event.restored, mae_r=event.mae_r, input=loaded.image, text=event.text,
+                 tokens=event.tokens, notes=notes)

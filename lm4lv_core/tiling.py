@@ -8,7 +8,6 @@ counter-clockwise rotation and to (W - x - s, y) for a horizontal flip).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -58,23 +57,6 @@ class TiledResult:
     mae_r: Image.Image
     text: str  # the LLM's text for the first tile
     tokens: torch.Tensor  # (tiles, N, vision_dim)
-
-
-def restore_tiled(model, image: Image.Image, task: str, overlap: int = 16, batch_size: int = 16,
-                  progress: Callable[[int, int], None] | None = None, **generate_options):
-    """-> (restored image, MAE-r image, LLM text of the first tile, visual tokens (tiles, N, D)) at full size."""
-    for event in iter_restore_tiled(model, image, task, overlap, batch_size, previews=False, **generate_options):
-        if isinstance(event, TileProgress) and progress is not None:
-            progress(event.done, event.total)
-        if isinstance(event, TiledResult):
-            return event.restored, event.mae_r, event.text, event.tokens
-    raise RuntimeError("tiled restoration ended without a result")
-
-
-def reconstruct_tiled(model, image: Image.Image, overlap: int = 16, batch_size: int = 16) -> Image.Image:
-    """The MAE-r baseline of an image of any size, through the same tiles and blending as `restore_tiled`."""
-    *_, result = iter_restore_tiled(model, image, "denoise", overlap, batch_size, previews=False, mae_r_only=True)
-    return result.mae_r
 
 
 @dataclass

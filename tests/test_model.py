@@ -143,6 +143,31 @@ def test_restore_api(tiny_model, photo):
     assert isinstance(events[-1], type(result)) and any(isinstance(e, VisualToken) for e in events)
 
 
+def test_follow_streams_both_modes_and_ends_with_the_restore_result(tiny_model, photo):
+    """`follow` is `restore` with Progress events: the same Result, previews where asked, in both modes."""
+    import numpy as np
+
+    from lm4lv_core.restore import Progress
+
+    small = photo.resize((50, 40))  # 4 tiles of the tiny model's 32 px
+    for mode, options in (("resize", {}), ("tile", {"overlap": 8, "batch_size": 2})):
+        events = list(tiny_model.follow(small, "rotate", mode=mode, preview_every=3, force_image_after=0, **options))
+        progress, result = events[:-1], events[-1]
+        expected = tiny_model.restore(small, "rotate", mode=mode, force_image_after=0, **options)
+        assert np.array_equal(np.asarray(result.image), np.asarray(expected.image)) and result.notes == expected.notes
+        assert progress and all(isinstance(e, Progress) for e in progress)
+        assert progress[-1].done == progress[-1].total and all(e.preview is not None for e in progress[-1:])
+        unit = "visual token" if mode == "resize" else "tile"
+        assert {e.unit for e in progress} == {unit}
+        quiet = list(tiny_model.follow(small, "rotate", mode=mode, preview_every=0, force_image_after=0, **options))
+        assert all(e.preview is None for e in quiet[:-1])
+    wide = photo.resize((70, 45))
+    assert tiny_model.reconstruct(wide, "tile", overlap=8).size == (70, 45)
+    assert tiny_model.reconstruct(wide).size == (tiny_model.image_size,) * 2
+    image, notes = tiny_model.fit(wide, "tile", max_side=35)
+    assert max(image.size) == 35 and notes and notes[-1].startswith("downscaled")
+
+
 def test_checkpoint_roundtrip_and_refusals(tiny_model, tiny_llm_dir, tiny_vision_dir, tmp_path):
     from lm4lv_core.vision import VisionModule
 
