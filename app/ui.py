@@ -34,6 +34,10 @@ def example_rows() -> list[list]:
 def build_demo(service: DemoService) -> gr.Blocks:
     with gr.Blocks(title="LM4LV demo") as demo:
         gr.Markdown(INTRO.format(size=service.model.image_size))
+        if not getattr(service.model, "llm_frozen", True):
+            gr.Markdown(f"**LLM adapted with LoRA: not frozen.** This checkpoint is the `lm4lv-lora` control "
+                        f"({service.model.trainable_parameters():,} trained parameters, LoRA on the LLM's attention "
+                        "included), not the paper's frozen-LLM model.")
         if not service.trained:
             gr.Markdown("⚠️ **No trained checkpoint was found: the adapters are untrained and outputs are not "
                         "restorations.**")

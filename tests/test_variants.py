@@ -189,3 +189,21 @@ def test_variant_interface_refuses_what_does_not_apply(models, tiny_vision_dir, 
     with pytest.raises(SystemExit, match="--self-condition apply to the autoregressive variants"):
         train(["--variant", "mlp", "--vision", tiny_vision_dir, "--out", str(tmp_path / "run"),
                "--self-condition", "0.5"])
+
+
+def test_frozen_constraint_section_pairs_frozen_and_lora_runs(tmp_path):
+    import json
+
+    from train.ablation_report import frozen_constraint_lines
+
+    folder = tmp_path / "frozen_constraint"
+    folder.mkdir()
+    scores = lambda out: {"denoise": {"lm4lv": {"psnr": out, "ssim": 0.5}, "mae_r": {"psnr": 23.0, "ssim": 0.7}}}
+    for kind, out, count in (("frozen", 17.0, 100), ("lora", 18.5, 900)):
+        (folder / f"denoise.{kind}.json").write_text(json.dumps(
+            {"tasks": scores(out), "trainable_params": count, "training": {"steps": 120, "init_from": "ckpt"}}))
+    (folder / "lonely.lora.json").write_text("{}")  # no frozen partner: left out
+    text = "\n".join(frozen_constraint_lines(str(tmp_path)))
+    assert "LLM adapted with LoRA: not frozen" in text
+    assert "| denoise | 120 steps from `ckpt` | 100 / 900 | 17.00 / 0.500 | 18.50 / 0.500 | +1.50 |" in text
+    assert "lonely" not in text and frozen_constraint_lines(str(tmp_path / "none")) == []

@@ -178,6 +178,36 @@ def save_grid(runs: dict, folder: str, tasks: list[str], path: str, scale: int =
     return True
 
 
+def frozen_constraint_lines(folder: str) -> list[str]:
+    """The `lm4lv-lora` control: pairs `NAME.frozen.json` / `NAME.lora.json` (evaluation JSON of the same recipe,
+    start, seed and budget, with and without LoRA) in `folder/frozen_constraint/`."""
+    pair_dir = os.path.join(folder, "frozen_constraint")
+    names = sorted({f.split(".")[0] for f in os.listdir(pair_dir)} if os.path.isdir(pair_dir) else [])
+    rows = []
+    for name in names:
+        paths = [os.path.join(pair_dir, f"{name}.{kind}.json") for kind in ("frozen", "lora")]
+        if not all(os.path.isfile(p) for p in paths):
+            continue
+        frozen, lora = (json.load(open(p)) for p in paths)
+        training = lora.get("training") or {}
+        for task, scores in lora["tasks"].items():
+            f_out, l_out, mae_r = frozen["tasks"][task]["lm4lv"], scores["lm4lv"], scores["mae_r"]
+            rows.append(f"| {task} | {training.get('steps')} steps from `{training.get('init_from')}` "
+                        f"| {frozen['trainable_params']:,} / {lora['trainable_params']:,} "
+                        f"| {f_out['psnr']:.2f} / {f_out['ssim']:.3f} | {l_out['psnr']:.2f} / {l_out['ssim']:.3f} "
+                        f"| {l_out['psnr'] - f_out['psnr']:+.2f} | {mae_r['psnr']:.2f} / {mae_r['ssim']:.3f} |")
+    if not rows:
+        return []
+    return ["## What the frozen constraint costs: the `lm4lv-lora` control", "",
+            "**LLM adapted with LoRA: not frozen.** `--variant lm4lv-lora --lora-rank 8` adds LoRA (peft, rank 8, "
+            "alpha 16) on the LLM's q/k/v/o projections to the same model, trained with the adapters and task tokens. "
+            "Each row: the same recipe, start, data, seed and budget with and without LoRA, then the same "
+            "free-running refit of adapter_out; free-running PSNR / SSIM on the evaluation photos "
+            "(`python -m train.evaluate`). Evaluation JSON in `" + pair_dir + "`.", "",
+            "| task | run | trainable (frozen / LoRA) | frozen LLM | LoRA | LoRA minus frozen (dB) | MAE-r |",
+            "|---|---|---|---|---|---|---|", *rows, ""]
+
+
 def render(runs: dict, folder: str, out: str, reference: dict | None, grid: str | None,
            notes: str | None = None) -> str:
     first = next(iter(runs.values()))
@@ -220,6 +250,7 @@ def render(runs: dict, folder: str, out: str, reference: dict | None, grid: str 
               f"models are more than {LEARNED_DB:g} dB under MAE-r (neither learned it) is left out of the verdict "
               "unless neither model learned any task.", ""]
     lines += claim_lines(runs, tasks) + [""]
+    lines += frozen_constraint_lines(folder)
     if notes:
         lines += ["## Reading the results", "", "*(hand-written, from `NOTES.md` next to the run JSONs)*", "",
                   notes.strip(), ""]
