@@ -12,13 +12,38 @@ def parse_args(argv=None):
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)), help="port")
     p.add_argument("--checkpoint", default=None, help="LM4LV checkpoint folder or hub id (default: embedded)")
     p.add_argument("--llm", default=None, help="override the checkpoint's LLM (hub id, folder, .gguf)")
+    p.add_argument("--alternative", action="append", default=None, metavar="DIR",
+                   help="another checkpoint users may select in the chat (loaded on first use; repeatable); default: "
+                        "the shipped LoRA control checkpoints/lm4lv-smollm2-lora when it exists and --checkpoint is "
+                        "not given")
     p.add_argument("--share", action="store_true", help="create a public gradio.live link")
     p.add_argument("--concurrency", type=int, default=1, help="requests run at once (others wait in the queue)")
     p.add_argument("--queue-size", type=int, default=64, help="requests that may wait in the queue")
     return p.parse_args(argv)
 
 
-def create_app(checkpoint=None, llm=None, concurrency: int = 1, queue_size: int = 64):
+def alternative_loaders(folders: list[str] | None, checkpoint, llm) -> dict:
+    """{label: loader} of the checkpoints users may select besides the main one (see --alternative)."""
+    import json
+
+    from lm4lv_core.checkpoint import CONFIG_FILE, DEFAULT_LORA_CHECKPOINT
+    from lm4lv_core.variants import load_model
+
+    from .service import model_label
+
+    if folders is None:
+        folders = [str(DEFAULT_LORA_CHECKPOINT)] if checkpoint is None and (
+            DEFAULT_LORA_CHECKPOINT / CONFIG_FILE).is_file() else []
+    loaders = {}
+    for folder in folders:
+        with open(os.path.join(folder, CONFIG_FILE)) as f:
+            label = model_label(json.load(f).get("lora_rank", 0) == 0)
+        label = label if label not in loaders else f"{label} ({os.path.basename(folder)})"
+        loaders[label] = lambda folder=folder: load_model(folder, llm=llm)
+    return loaders
+
+
+def create_app(checkpoint=None, llm=None, concurrency: int = 1, queue_size: int = 64, alternatives=None):
     """Load the model once and build the queued Blocks app (also used by the tests)."""
     import torch
 
@@ -31,7 +56,7 @@ def create_app(checkpoint=None, llm=None, concurrency: int = 1, queue_size: int 
         warnings.simplefilter("default")
         model = load_model(checkpoint, llm=llm)
     torch.set_grad_enabled(False)
-    demo = build_demo(DemoService(model))
+    demo = build_demo(DemoService(model, alternatives=alternative_loaders(alternatives, checkpoint, llm)))
     return demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
 
 
@@ -42,7 +67,7 @@ def main(argv=None):
 
     args = parse_args(argv)
     try:
-        demo = create_app(args.checkpoint, args.llm, args.concurrency, args.queue_size)
+        demo = create_app(args.checkpoint, args.llm, args.concurrency, args.queue_size, args.alternative)
     except LM4LVError as exc:  # a missing, corrupt or mismatched checkpoint: one sentence, no traceback
         print(str(exc), file=sys.stderr)
         sys.exit(2)

@@ -104,16 +104,46 @@ def progress_message(header: str, progress: Progress) -> str:
     return f"{header}\n\nLLM: `{progress.text}`\n\nvisual token {progress.done} / {progress.total}"
 
 
+def model_label(llm_frozen: bool) -> str:
+    """How the demo names a model: the paper's frozen-LLM model, or the LoRA control (not frozen)."""
+    return "LM4LV (frozen LLM)" if llm_frozen else "LM4LV, LLM adapted with LoRA"
+
+
 class DemoService:
-    """Holds the model (loaded once) and runs requests; keeps no per-user state."""
+    """Holds the model (loaded once) and runs requests; keeps no per-user state.
+
+    `alternatives`: {label: loader} of other checkpoints a user may select (e.g. the LoRA control), each loaded on
+    first use and then kept (`using`)."""
 
     def __init__(self, model, preview_every: int = 4, output_dir: str | None = None, max_side: int = 256,
-                 tile_batch: int = 16):
+                 tile_batch: int = 16, alternatives: dict | None = None):
         self.model = model
         self.preview_every = preview_every
         self.max_side = max_side  # full-size requests are downscaled to this longest side (the CLI has no cap)
         self.tile_batch = tile_batch
         self.output_dir = output_dir or tempfile.mkdtemp(prefix="lm4lv-demo-")
+        self.alternatives = dict(alternatives or {})
+        self._loaded: dict[str, DemoService] = {}
+
+    @property
+    def label(self) -> str:
+        return model_label(getattr(self.model, "llm_frozen", True))
+
+    @property
+    def labels(self) -> list[str]:
+        """This service's model first, then the selectable alternatives."""
+        return [self.label] + [name for name in self.alternatives if name != self.label]
+
+    def using(self, label: str | None) -> "DemoService":
+        """The service of the model named `label` (this one for None or its own label); loads it on first use."""
+        if label in (None, self.label):
+            return self
+        if label not in self.alternatives:
+            raise InputError(f"Unknown model {label!r}; choose one of: {', '.join(self.labels)}.")
+        if label not in self._loaded:
+            self._loaded[label] = DemoService(self.alternatives[label](), self.preview_every, self.output_dir,
+                                              self.max_side, self.tile_batch)
+        return self._loaded[label]
 
     @property
     def trained(self) -> bool:

@@ -58,6 +58,8 @@ def chat_tab(service: DemoService) -> None:
                                        placeholder="Drop an image; optionally name a task, e.g. 'denoise'")
         with gr.Column(scale=2):
             task = gr.Radio(list(TASKS), value="denoise", label="Task-token set", elem_id="task")
+            model = gr.Radio(service.labels, value=service.label, label="Model", elem_id="model",
+                             visible=len(service.labels) > 1)
             synth = gr.Checkbox(value=False, label="Degrade it for me (my photo is clean)", elem_id="synth")
             full = gr.Checkbox(value=False, elem_id="full",
                                label=f"Keep the photo's size (restore in overlapping tiles, up to "
@@ -80,15 +82,15 @@ def chat_tab(service: DemoService) -> None:
     outputs = [chat, box, degraded_img, mae_r_img, restored_img, reference_img, slider, metrics, files]
 
     @gpu
-    def respond(message, history, task_name, synthesize, full_size, strength, seed_value):
+    def respond(message, history, task_name, synthesize, full_size, strength, seed_value, model_name):
         yield from chat_turn(service, len(outputs) - 2, message, history, task_name, synthesize, full_size, strength,
-                             seed_value)
+                             seed_value, model_name)
 
-    box.submit(respond, [box, chat, task, synth, full, level, seed], outputs, api_visibility="private")
+    box.submit(respond, [box, chat, task, synth, full, level, seed, model], outputs, api_visibility="private")
 
 
 def chat_turn(service: DemoService, kept: int, message, history, task_name, synthesize, full_size, strength,
-              seed_value):
+              seed_value, model_name=None):
     """One chat turn: yields [chat history, input box, results panel...] as the restoration streams; `kept` results
     are left unchanged (gr.skip) until the outcome is there. Errors become one sentence in the chat."""
     message = message or {}
@@ -108,7 +110,7 @@ def chat_turn(service: DemoService, kept: int, message, history, task_name, synt
     history.append({"role": "assistant", "content": "Working…"})
     yield [history, None, *keep]
     try:
-        for update in service.run(files_in[0], chosen, synthesize=synthesize, level=strength,
+        for update in service.using(model_name).run(files_in[0], chosen, synthesize=synthesize, level=strength,
                                   seed=int(seed_value or 0), full_size=bool(full_size)):
             content = [update.message]
             if update.preview is not None:

@@ -19,6 +19,7 @@ from .vision import VisionModule, weights_fingerprint
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "lm4lv-smollm2"
+DEFAULT_LORA_CHECKPOINT = REPO_ROOT / "checkpoints" / "lm4lv-smollm2-lora"  # the lm4lv-lora control (LLM not frozen)
 DEFAULT_VISION = REPO_ROOT / "checkpoints" / "mae-tiny"
 HEADS_FILE, CONFIG_FILE = "heads.safetensors", "lm4lv_config.json"
 

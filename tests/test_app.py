@@ -159,3 +159,33 @@ def test_batch_restore_zip(service, tmp_path):
     assert len(gallery) == 1 and errors[0][0] == "notes.png" and "not an image" in errors[0][1]
     with zipfile.ZipFile(archive) as zf:
         assert sorted(zf.namelist()) == ["coffee_denoise.png", "coffee_denoise_mae_r.png"]
+
+
+def test_a_second_model_is_selectable_and_loaded_once(tiny_model, tiny_llm_dir, tiny_vision_dir, tmp_path):
+    import torch
+
+    from app.main import alternative_loaders
+    from app.ui import chat_turn
+    from lm4lv_core.variants import build_model
+
+    lora = build_model("lm4lv-lora", llm=tiny_llm_dir, vision=tiny_vision_dir, tasks=("denoise",), device="cpu",
+                       dtype=torch.float32)
+    lora.save_pretrained(tmp_path / "lora", vision_path=tiny_vision_dir)
+    loaders = alternative_loaders([str(tmp_path / "lora")], None, tiny_llm_dir)
+    assert list(loaders) == ["LM4LV, LLM adapted with LoRA"]
+    calls = []
+    service = DemoService(tiny_model, preview_every=8,
+                          alternatives={k: (lambda f=f: calls.append(1) or f()) for k, f in loaders.items()})
+    assert service.labels == ["LM4LV (frozen LLM)", "LM4LV, LLM adapted with LoRA"]
+    assert service.using(None) is service and service.using("LM4LV (frozen LLM)") is service
+    other = service.using("LM4LV, LLM adapted with LoRA")
+    assert other is service.using("LM4LV, LLM adapted with LoRA") and len(calls) == 1
+    assert not other.model.llm_frozen and other.label == "LM4LV, LLM adapted with LoRA"
+    with pytest.raises(InputError, match="Unknown model"):
+        service.using("GPT-9")
+    message = {"files": [EXAMPLE], "text": "denoise"}
+    *_, last = chat_turn(service, 7, message, [], "denoise", False, False, 0.5, 0, "LM4LV, LLM adapted with LoRA")
+    assert "Done in" in str(last[0][-1]["content"][0])
+    message = {"files": [EXAMPLE], "text": ""}
+    *_, last = chat_turn(service, 7, message, [], "deblur", False, False, 0.5, 0, "LM4LV, LLM adapted with LoRA")
+    assert "Sorry" in str(last[0][-1]["content"])  # the LoRA checkpoint has no deblur tokens: one sentence
