@@ -127,7 +127,7 @@ class DemoService:
 
     @property
     def label(self) -> str:
-        return model_label(getattr(self.model, "llm_frozen", True))
+        return model_label(self.model.llm_frozen)
 
     @property
     def labels(self) -> list[str]:

@@ -34,7 +34,7 @@ def example_rows() -> list[list]:
 def build_demo(service: DemoService) -> gr.Blocks:
     with gr.Blocks(title="LM4LV demo") as demo:
         gr.Markdown(INTRO.format(size=service.model.image_size))
-        if not getattr(service.model, "llm_frozen", True):
+        if not service.model.llm_frozen:
             gr.Markdown(f"**LLM adapted with LoRA: not frozen.** This checkpoint is the `lm4lv-lora` control "
                         f"({service.model.trainable_parameters():,} trained parameters, LoRA on the LLM's attention "
                         "included), not the paper's frozen-LLM model.")

@@ -63,6 +63,7 @@ class Restorer(ABC):
     trainable: torch.nn.Module
     trained: bool
     autoregressive: bool
+    llm_frozen = True  # False only where an LLM's own weights were trained (the lm4lv-lora control)
 
     @property
     @abstractmethod

@@ -151,7 +151,7 @@ def main(argv=None):
     began = time.time()
     scores, examples = evaluate(model, images, tasks, args.seed, args.size, args.strength, args.batch_size)
     result = {"checkpoint": args.checkpoint or "embedded default", "variant": model.variant,
-              "llm_frozen": getattr(model, "llm_frozen", True),
+              "llm_frozen": model.llm_frozen,
               "trainable_params": model.trainable_parameters(), "training": training_record(args.checkpoint),
               "trained": model.trained,
               "images": len(images), "image_names": [n for n, _ in images], "size": args.size or model.image_size,

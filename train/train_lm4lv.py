@@ -172,7 +172,7 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
               "self_condition": args.self_condition if model.autoregressive else 0.0,
               "ce_weight": args.ce_weight if model.autoregressive else 0.0, "init_from": args.init_from,
               "standardize": args.standardize, "whiten": args.whiten,
-              "pixel_loss": args.pixel_loss, "llm_frozen": getattr(model, "llm_frozen", True),
+              "pixel_loss": args.pixel_loss, "llm_frozen": model.llm_frozen,
               "lora_rank": args.lora_rank if args.variant == "lm4lv-lora" else None,
               "final_l2": sum(float(r["l2"]) for r in tail) / len(tail) if tail else None}
     with open(os.path.join(export_dir, "training.json"), "w") as f:
@@ -248,7 +248,7 @@ def main(argv=None):
                         num_task_tokens=args.num_task_tokens, layer=args.layer, device=accelerator.device,
                         seed=args.seed, standardize=args.standardize, whitening=args.whiten,
                         lora_rank=args.lora_rank, lora_alpha=args.lora_alpha)
-    frozen = "" if getattr(model, "llm_frozen", True) else " (LLM NOT frozen: LoRA)"
+    frozen = "" if model.llm_frozen else " (LLM NOT frozen: LoRA)"
     accelerator.print(f"variant {args.variant}: {model.trainable_parameters():,} trainable parameters{frozen}")
     crops = RandomCrops(args.data, model.vision.image_size, seed=args.seed + 2)
     initialise(model, args, accelerator, crops, tasks)
