@@ -24,9 +24,7 @@ def parse_args(argv=None):
 
 def alternative_loaders(folders: list[str] | None, checkpoint, llm) -> dict:
     """{label: loader} of the checkpoints users may select besides the main one (see --alternative)."""
-    import json
-
-    from lm4lv_core.checkpoint import CONFIG_FILE, DEFAULT_LORA_CHECKPOINT
+    from lm4lv_core.checkpoint import CONFIG_FILE, DEFAULT_LORA_CHECKPOINT, read_raw_config
     from lm4lv_core.variants import load_model
 
     from .service import model_label
@@ -36,8 +34,7 @@ def alternative_loaders(folders: list[str] | None, checkpoint, llm) -> dict:
             DEFAULT_LORA_CHECKPOINT / CONFIG_FILE).is_file() else []
     loaders = {}
     for folder in folders:
-        with open(os.path.join(folder, CONFIG_FILE)) as f:
-            label = model_label(json.load(f).get("lora_rank", 0) == 0)
+        label = model_label(read_raw_config(folder).get("lora_rank", 0) == 0)
         label = label if label not in loaders else f"{label} ({os.path.basename(folder)})"
         loaders[label] = lambda folder=folder: load_model(folder, llm=llm)
     return loaders

@@ -35,8 +35,3 @@ def attach_lora(llm: nn.Module, rank: int, alpha: float, targets=LORA_TARGETS, s
     pairs.float()  # trained in fp32 (peft casts the input to the LoRA weights' dtype and the sum back)
     pairs.requires_grad_(True)
     return pairs
-
-
-def lora_parameters(pairs: nn.ModuleDict) -> int:
-    """How many parameters the LoRA pairs add to the LLM."""
-    return sum(p.numel() for p in pairs.parameters())

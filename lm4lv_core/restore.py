@@ -1,6 +1,5 @@
 """The image-level API every variant shares: from user images to `Result`s (load, fit or tile, MAE-r, generate,
-decode), streamed as events. A variant provides `vision`, `trainable`, `trained`, `check_task` and
-`events(lq, tasks, **options)` (the generation events of a batch of LQ visual tokens); `Restorer` adds the rest."""
+decode), streamed as events. A variant implements the `Restorer` interface; `Restorer` adds the rest."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -14,6 +13,15 @@ from .generate import Finished, TextPiece, VisualToken
 from .images import cap_size, fit_square, load_image
 from .tiling import TileProgress, iter_restore_tiled
 from .vision import VisionModule
+
+MODES = ("tile", "resize")
+
+
+def check_mode(mode: str) -> str:
+    """"tile" (the image's own size, in tiles) or "resize" (the model's size); anything else is an InputError."""
+    if mode not in MODES:
+        raise InputError(f"Unknown mode {mode!r}; use 'tile' or 'resize'.")
+    return mode
 
 
 @dataclass
@@ -118,12 +126,10 @@ class Restorer(ABC):
         mode "resize": center-cropped and resized to the model's size; "tile": its own size, the longest side capped
         at `max_side` if given."""
         loaded = load_image(source)
-        if mode == "resize":
+        if check_mode(mode) == "resize":
             image, notes = fit_square(loaded.image, self.image_size)
-        elif mode == "tile":
-            image, notes = cap_size(loaded.image, max_side) if max_side else (loaded.image, [])
         else:
-            raise InputError(f"Unknown mode {mode!r}; use 'tile' or 'resize'.")
+            image, notes = cap_size(loaded.image, max_side) if max_side else (loaded.image, [])
         return image, loaded.notes + notes
 
     @torch.inference_mode()
@@ -141,21 +147,17 @@ class Restorer(ABC):
         """Restore one image, streaming: `Progress` events (previews every `preview_every` visual tokens in mode
         "resize", after every batch of tiles in mode "tile"; 0: none), then the `Result` (see `restore`)."""
         self.check_task(task)
-        if mode == "resize":
+        if check_mode(mode) == "resize":
             yield from _follow_tokens(self, image, task, preview_every, **generate_options)
-        elif mode == "tile":
-            yield from _follow_tiles(self, image, task, preview_every > 0, overlap, batch_size, **generate_options)
         else:
-            raise InputError(f"Unknown mode {mode!r}; use 'tile' or 'resize'.")
+            yield from _follow_tiles(self, image, task, preview_every > 0, overlap, batch_size, **generate_options)
 
     def restore_batch(self, images: list, tasks: list[str] | str, mode: str = "tile", **options) -> list[Result]:
         """Restore several images. mode "resize": center-crop and resize each to the model's size and generate them
         as one batch; mode "tile": keep each image's size (see `restore`)."""
         tasks = [tasks] * len(images) if isinstance(tasks, str) else list(tasks)
-        if mode == "tile":
+        if check_mode(mode) == "tile":
             return [self._restore_tiled(image, task, **options) for image, task in zip(images, tasks)]
-        if mode != "resize":
-            raise InputError(f"Unknown mode {mode!r}; use 'tile' or 'resize'.")
         return [e for e in stream_restore(self, images, tasks, **options) if isinstance(e, Result)]
 
     def restore(self, image, task: str, mode: str = "tile", **options) -> Result:
@@ -189,13 +191,8 @@ def prepare_inputs(model, images: list, tasks: list[str]):
     """Check tasks and images; returns (list of model-size PIL inputs, list of note lists)."""
     for task in tasks:
         model.check_task(task)
-    inputs, notes = [], []
-    for image in images:
-        loaded = load_image(image)
-        fitted, fit_notes = fit_square(loaded.image, model.image_size)
-        inputs.append(fitted)
-        notes.append(loaded.notes + fit_notes)
-    return inputs, notes
+    fitted = [model.fit(image, "resize") for image in images]
+    return [image for image, _ in fitted], [notes for _, notes in fitted]
 
 
 @torch.inference_mode()
@@ -249,16 +246,15 @@ def _follow_tokens(model, image, task: str, preview_every: int, **generate_optio
 
 def _follow_tiles(model, image, task: str, previews: bool, overlap: int, batch_size: int, **generate_options):
     """`Restorer.follow` in mode "tile": Progress per batch of tiles, then the Result at the input's size."""
-    loaded = load_image(image)
-    for event in iter_restore_tiled(model, loaded.image, task, overlap, batch_size, previews=previews,
+    loaded, notes = model.fit(image, "tile")
+    for event in iter_restore_tiled(model, loaded, task, overlap, batch_size, previews=previews,
                                     **generate_options):
         if isinstance(event, TileProgress):
             yield Progress(event.done, event.total, "tile", "", event.preview)
-    notes = list(loaded.notes)
     tiles = event.tokens.shape[0]
     if tiles > 1:
         notes.append(f"restored as {tiles} overlapping {model.image_size}x{model.image_size} tiles")
     if not model.trained:
         notes.append("UNTRAINED adapters: the output is not a restoration")
-    yield Result(task=task, image=event.restored, mae_r=event.mae_r, input=loaded.image, text=event.text,
+    yield Result(task=task, image=event.restored, mae_r=event.mae_r, input=loaded, text=event.text,
                  tokens=event.tokens, notes=notes)
