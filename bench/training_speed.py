@@ -1,10 +1,11 @@
 """Training throughput of `train_lm4lv` at the shipped recipe on this machine, and where a step's time goes.
 
-    python -m bench.training_speed [--batch-size 8] [--self-condition 0.5] [--steps 6] [--threads 2]
+    python -m bench.training_speed [--batch-size 8] [--self-condition 0.5] [--pixel-loss 1] [--steps 6] [--threads 2]
 
 Replays the training step of `train.train_lm4lv` (the embedded LLM and vision module, the training corpus) and times
-its parts: building the batch (crops, degradations, MAE encoding), the self-conditioning pass, the teacher-forced
-forward, the backward pass and the optimizer step. The first step is a warm-up and is not counted.
+its parts: building the batch (crops, degradations, MAE encoding), the forward pass (with the self-conditioning pass
+inside it: `LM4LV.forward_loss` shares the user turn between both), the pixel loss through the frozen MAE decoder,
+the backward pass and the optimizer step. The first step is a warm-up and is not counted.
 """
 from __future__ import annotations
 
@@ -14,27 +15,28 @@ import warnings
 
 import torch
 
+from lm4lv_core.attention import training_attention
 from lm4lv_core.tasks import TASKS
 from lm4lv_core.variants import build_model
 from train.data import RandomCrops
 from train.train_lm4lv import make_pairs
 
-PARTS = ("data", "self_condition", "forward", "backward", "optimizer")
+PARTS = ("data", "forward", "pixel_loss", "backward", "optimizer")
 
 
-def timed_step(model, crops, optimizer, step: int, batch_size: int, self_condition: float) -> dict[str, float]:
+def timed_step(model, crops, optimizer, step: int, batch_size: int, self_condition: float,
+               pixel_loss: float) -> dict[str, float]:
     """One training step as `train_lm4lv` takes it; seconds per part."""
     marks = [time.perf_counter()]
     lq, hq, names = make_pairs(crops, model.vision, step, batch_size, list(TASKS), 0)
     marks.append(time.perf_counter())
-    fed = None
-    if self_condition > 0:
-        with torch.no_grad():
-            own = model.forward_loss(lq, hq, names)["pred"]
-        swap = torch.rand(hq.shape[:2])[..., None] < self_condition
-        fed = torch.where(swap, own, hq)
+    terms = model(lq, hq, names, self_condition=self_condition)
     marks.append(time.perf_counter())
-    terms = model(lq, hq, names, fed=fed)
+    if pixel_loss > 0:  # (B, 3, S, S) normalised pixels, as train_lm4lv weighs them
+        with torch.no_grad():
+            reference = model.vision.decode(hq)
+        pixel = torch.nn.functional.mse_loss(model.vision.decode(terms["pred"]), reference)
+        terms["loss"] = terms["loss"] + pixel_loss * pixel
     marks.append(time.perf_counter())
     terms["loss"].backward()
     marks.append(time.perf_counter())
@@ -51,23 +53,28 @@ def main(argv=None):
     p.add_argument("--data", default="../shared/corpus/train")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--self-condition", type=float, default=0.5)
+    p.add_argument("--pixel-loss", type=float, default=1.0, help="weight of the pixel loss (0: off)")
     p.add_argument("--steps", type=int, default=6, help="timed steps (after one warm-up step)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--attention", choices=["auto", "eager", "sdpa"], default="auto",
+                   help="the LLM's attention kernel (auto: as train_lm4lv, eager on the CPU)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = build_model("lm4lv", vision=args.vision, tasks=TASKS, device="cpu")
+    model.llm.set_attn_implementation(training_attention("cpu") if args.attention == "auto" else args.attention)
     crops = RandomCrops(args.data, model.image_size, seed=2)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.95))
     model.train()
-    timed_step(model, crops, optimizer, 0, args.batch_size, args.self_condition)  # warm-up
-    rows = [timed_step(model, crops, optimizer, s, args.batch_size, args.self_condition)
-            for s in range(1, args.steps + 1)]
+    options = (args.batch_size, args.self_condition, args.pixel_loss)
+    timed_step(model, crops, optimizer, 0, *options)  # warm-up
+    rows = [timed_step(model, crops, optimizer, s, *options) for s in range(1, args.steps + 1)]
     mean = {part: sum(r[part] for r in rows) / len(rows) for part in PARTS}
     total = sum(mean.values())
-    print(f"batch {args.batch_size}, self-condition {args.self_condition}, {args.threads} threads, "
+    print(f"batch {args.batch_size}, self-condition {args.self_condition}, pixel loss {args.pixel_loss}, "
+          f"{args.threads} threads, {model.llm.config._attn_implementation} attention, "
           f"LLM dtype {model.llm_dtype}: {total:.2f} s per step, {args.batch_size / total:.2f} samples/s")
     for part in PARTS:
         print(f"  {part:15s} {mean[part] * 1000:8.0f} ms  {100 * mean[part] / total:5.1f}%")

@@ -34,3 +34,4 @@ def default_llm_dtype(device: torch.device | str | None = None) -> torch.dtype:
     if device.type == "cuda":
         return torch.bfloat16
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+

@@ -77,8 +77,11 @@ def generate(model, lq: torch.Tensor, tasks: list[str], *, max_new_tokens: int |
     eos_embed = model.embed_tokens(torch.tensor([model.sequences.eos_token_id]))[0]  # fed to finished rows
 
     embeds = model.embed_layout(model.prompt_layout, lq.to(model.device), tasks)  # (B, T, llm_dim)
-    cache = _new_cache(model, embeds.shape[1] + max_new_tokens) if use_cache else None
-    hidden, cache = model.hidden_states(embeds, cache)
+    cache, start = None, 0
+    if use_cache:
+        cache = _new_cache(model, embeds.shape[1] + max_new_tokens)
+        start = _fill_constant_prefix(model, cache, batch)
+    hidden, cache = model.hidden_states(embeds[:, start:], cache)
     h = hidden[:, -1]  # (B, llm_dim)
 
     for _ in range(max_new_tokens):
@@ -157,6 +160,17 @@ def _tokens(row: _Row) -> torch.Tensor | None:
 def _clean(text: str, tokenizer) -> str:
     eos = tokenizer.eos_token
     return text[: text.index(eos)] if eos and eos in text else text
+
+
+def _fill_constant_prefix(model, cache, batch: int) -> int:
+    """Write the model's cached keys and values of the constant text before the LQ image into every row of `cache`;
+    returns how many positions that filled (0 where the model has no such cache)."""
+    prefix = model.constant_prefix()  # [(1, kv_heads, P, head_dim) x 2] per layer
+    for index, (keys, values) in enumerate(prefix):
+        positions = torch.arange(keys.shape[-2], device=keys.device)
+        cache.update(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1), index,
+                     {"cache_position": positions})
+    return prefix[0][0].shape[-2] if prefix else 0
 
 
 def _new_cache(model, length: int):

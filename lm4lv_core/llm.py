@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from .attention import generation_attention
 from .errors import CheckpointError
 
 EMBEDDED_LLM = "smollm2"
@@ -174,6 +175,7 @@ def load_llm(spec: str | None = None, dtype: torch.dtype = torch.float32, device
     if tokenizer.chat_template is None:
         raise CheckpointError(f"The LLM {spec!r} has no chat template; LM4LV needs a chat (instruct) model.")
     model.requires_grad_(False).eval().to(device)
+    model.set_attn_implementation(generation_attention(device))
     return model, tokenizer
 
 

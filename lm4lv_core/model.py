@@ -9,6 +9,7 @@ from dataclasses import asdict, replace
 import torch
 from torch import nn
 from torch.nn import functional as F
+from transformers import DynamicCache
 
 from .checkpoint import (checkpoint_folder, check_llm, default_vision, load_checked_vision, load_trained_weights,
                          load_vision, read_config, vision_name, write_checkpoint)
@@ -41,6 +42,7 @@ class LM4LV(Restorer, nn.Module):
         self.sequences = SequenceBuilder(tokenizer, vision.num_tokens, heads.config.num_task_tokens)
         self.prompt_layout = self.sequences.prompt()
         self.training_layout = self.sequences.training()
+        self._prefix_key, self._prefix = None, []  # see constant_prefix
         forward_params = inspect.signature(self.llm.base_model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in forward_params else "past_key_values"
 
@@ -128,23 +130,73 @@ class LM4LV(Restorer, nn.Module):
 
     # ------------------------------------------------------------------------------------------------ training
     def forward_loss(self, lq: torch.Tensor, hq: torch.Tensor, tasks: list[str], input_noise: float = 0.0,
-                     ce_weight: float = 1.0, fed: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                     ce_weight: float = 1.0, fed: torch.Tensor | None = None,
+                     self_condition: float = 0.0) -> dict[str, torch.Tensor]:
         """Teacher-forced loss: CE on the answer's text tokens + L2 on each next HQ visual token (MAE space).
 
-        lq, hq: (B, N, vision_dim). `fed`: the HQ tokens given to the LLM (default: hq itself; e.g. the model's own
-        predictions for self-conditioning); `input_noise`: std of Gaussian noise added to them (against exposure
-        bias). The regression targets are always hq.
+        lq, hq: (B, N, vision_dim). `fed`: the HQ tokens given to the LLM (default: hq itself); `self_condition`:
+        instead, the fraction of them replaced by the model's own teacher-forced predictions (a no-grad pass);
+        `input_noise`: std of Gaussian noise added to them (against exposure bias). The targets are always hq.
+
+        The sequence runs in segments through the KV cache, with the loss of one pass over all of it: the constant
+        text before the LQ image once per model (frozen LLM), the user turn once per call (shared with the
+        self-conditioning pass), the answer once per pass.
         """
+        if fed is not None and self_condition > 0:
+            raise ValueError("Give either fed tokens or a self-conditioning fraction, not both.")
         layout = self.training_layout
-        fed = hq if fed is None else fed
-        fed = fed + input_noise * torch.randn_like(fed) if input_noise > 0 else fed
-        hidden, _ = self.hidden_states(self.embed_layout(layout, lq, tasks, fed))  # (B, T, llm_dim)
-        pred = self.llm_to_visual(hidden[:, layout.regression_sources().to(hidden.device)])  # (B, N, vision_dim)
+        prefix, split = self.constant_prefix(), int(layout.positions(HQ)[0])
+        start = self.prefix_length if prefix else 0
+        batch = lq.shape[0]
+        embeds = self.embed_layout(layout, lq, tasks, hq)  # (B, T, llm_dim), the HQ slots teacher-forced
+        cache = self._cache([(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in prefix])
+        user, _ = self.hidden_states(embeds[:, start:split], cache)  # (B, split - start, llm_dim)
+        if self_condition > 0:
+            with torch.no_grad():
+                copy = self._cache([(layer.keys.detach(), layer.values.detach()) for layer in cache.layers])
+                answer, _ = self.hidden_states(embeds[:, split:], copy)  # (B, T - split, llm_dim)
+                own = self._predictions(torch.cat([user.detach(), answer], dim=1), start)  # (B, N, vision_dim)
+            swap = torch.rand(hq.shape[:2], device=hq.device)[..., None] < self_condition
+            fed = torch.where(swap, own, hq)
+        if fed is not None or input_noise > 0:
+            fed = hq if fed is None else fed
+            fed = fed + input_noise * torch.randn_like(fed) if input_noise > 0 else fed
+            embeds = self.embed_layout(layout, lq, tasks, fed)
+        answer, _ = self.hidden_states(embeds[:, split:], cache)
+        hidden = torch.cat([user, answer], dim=1)  # (B, T - start, llm_dim): positions start .. T-1
+        pred = self._predictions(hidden, start)  # (B, N, vision_dim)
         l2 = F.mse_loss(self.heads.standardized(pred), self.heads.standardized(hq))  # raw MAE space by default
         positions, targets = layout.ce_targets()
-        logits = self.logits(hidden[:, positions.to(hidden.device)])  # (B, n_text, vocab)
+        logits = self.logits(hidden[:, (positions - start).to(hidden.device)])  # (B, n_text, vocab)
         ce = F.cross_entropy(logits.flatten(0, 1), targets.to(hidden.device).repeat(hq.shape[0]))
         return {"loss": ce_weight * ce + l2, "ce": ce, "l2": l2, "pred": pred}
+
+    def _predictions(self, hidden: torch.Tensor, start: int) -> torch.Tensor:
+        """(B, T - start, llm_dim) hidden states of positions start.. -> (B, N, vision_dim) predicted HQ tokens."""
+        sources = self.training_layout.regression_sources() - start
+        return self.llm_to_visual(hidden[:, sources.to(hidden.device)])
+
+    def _cache(self, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
+        """A KV cache holding (keys, values) per layer, each (B, kv_heads, T, head_dim); empty for []."""
+        return DynamicCache(ddp_cache_data=layers or None, config=self.llm.config)
+
+    @property
+    def prefix_length(self) -> int:
+        """Positions of constant text before the LQ image (the system prompt, `user: <Img>`), in both layouts."""
+        return int(self.prompt_layout.positions(LQ)[0])
+
+    def constant_prefix(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Keys and values (1, kv_heads, prefix_length, head_dim) per layer of the constant text before the LQ image,
+        computed once per device and dtype and reused by training and generation; [] while the LLM is trained (LoRA)."""
+        if not self.llm_frozen or self.prefix_length == 0:
+            return []
+        key = (self.device, self.llm_dtype)
+        if self._prefix_key != key:
+            with torch.inference_mode(False), torch.no_grad():  # ordinary tensors, usable by training too
+                cache = self._cache([])
+                self.hidden_states(self.embed_tokens(self.prompt_layout.ids[:self.prefix_length])[None], cache)
+            self._prefix_key, self._prefix = key, [(layer.keys, layer.values) for layer in cache.layers]
+        return self._prefix
 
     @torch.no_grad()
     def readout(self, lq: torch.Tensor, hq: torch.Tensor, tasks: list[str], fed: torch.Tensor | None = None):

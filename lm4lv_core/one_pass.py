@@ -9,6 +9,8 @@ trainable parts (two linear adapters + one task-token set per task):
 - `mlp` / `transformer` (paper 5.3): no LLM; a trainable 2-layer MLP (per token) or a 1-layer Transformer (whole
   sequence, learned positions, task tokens) with about as many trainable parameters as LM4LV's adapters + task
   tokens. Both are residual (output = input + f(input)) with a zero-initialised last layer, so they start as a copy.
+  With an explicit `width` and `depth` (`--expert-width`, `--expert-depth`) the Transformer is the feature-space
+  ceiling: the best non-LLM model in the same MAE space, of whatever size (docs/RESULTS.md).
 
 `OnePassModel` offers the interface the rest of the library uses (`forward_loss`, `events`, and through
 `model.Restorer` `stream` / `restore` / `restore_batch`; `save_pretrained` / `from_pretrained`), so the CLI, the demo and `train.evaluate` run the controls unchanged.
@@ -45,6 +47,7 @@ class OnePassConfig:
     tasks: tuple[str, ...]
     num_task_tokens: int = 10
     width: int = 0  # LLM hidden size (frozen-LLM variants) or the expert's hidden width
+    depth: int = 1  # Transformer expert: number of blocks
     layer: int | None = None  # single-layer: index of the frozen LLM layer
     llm: str = ""
     llm_fingerprint: str = ""
@@ -125,36 +128,48 @@ class MLPExpert(nn.Module):
 
 
 class TransformerExpert(nn.Module):
-    """A 1-layer pre-norm Transformer over [task tokens][LQ tokens] with learned positions; residual output."""
+    """A pre-norm Transformer (`depth` blocks) over [task tokens][LQ tokens] with learned positions; residual output."""
 
     head_width = 32
 
-    def __init__(self, dim: int, width: int, tasks: tuple[str, ...], num_task_tokens: int, num_tokens: int):
+    def __init__(self, dim: int, width: int, tasks: tuple[str, ...], num_task_tokens: int, num_tokens: int,
+                 depth: int = 1):
         super().__init__()
         self.proj_in, self.proj_out = nn.Linear(dim, width), nn.Linear(width, dim)
         self.positions = nn.Parameter(0.02 * torch.randn(num_tokens, width))
         self.task_tokens = nn.ParameterDict(
             {t: nn.Parameter(0.02 * torch.randn(num_task_tokens, width)) for t in tasks})
-        self.block = nn.TransformerEncoderLayer(width, self.num_heads(width), 4 * width, dropout=0.0,
-                                                activation="gelu", batch_first=True, norm_first=True)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(width, self.num_heads(width), 4 * width, dropout=0.0, activation="gelu",
+                                       batch_first=True, norm_first=True) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
+        self.register_load_state_dict_pre_hook(self._rename_single_block)
+
+    @staticmethod
+    def _rename_single_block(module, state_dict, prefix, *_):
+        """Checkpoints of the 1-block expert (before `depth` existed) named their block `block.`."""
+        for key in [k for k in state_dict if k.startswith(prefix + "block.")]:
+            state_dict[prefix + "blocks.0." + key[len(prefix + "block."):]] = state_dict.pop(key)
 
     @classmethod
     def num_heads(cls, width: int) -> int:
         return max(1, width // cls.head_width)
 
     @staticmethod
-    def count(dim: int, width: int, num_tasks: int, num_task_tokens: int, num_tokens: int) -> int:
+    def count(dim: int, width: int, num_tasks: int, num_task_tokens: int, num_tokens: int, depth: int = 1) -> int:
         block = 4 * width * width + 4 * width + 8 * width * width + 5 * width + 4 * width  # attention, MLP, 2 norms
-        return block + 2 * width + 2 * dim * width + width + dim + (num_tokens + num_tasks * num_task_tokens) * width
+        return (depth * block + 2 * width + 2 * dim * width + width + dim
+                + (num_tokens + num_tasks * num_task_tokens) * width)
 
     def forward(self, lq: torch.Tensor, tasks: list[str]) -> torch.Tensor:
         tokens = self.proj_in(lq) + self.positions  # (B, N, width)
         task = torch.stack([self.task_tokens[t] for t in tasks])  # (B, K, width)
-        h = self.norm(self.block(torch.cat([task, tokens], dim=1)))[:, task.shape[1]:]  # (B, N, width)
-        return lq + self.proj_out(h)
+        h = torch.cat([task, tokens], dim=1)  # (B, K+N, width)
+        for block in self.blocks:
+            h = block(h)
+        return lq + self.proj_out(self.norm(h)[:, task.shape[1]:])  # (B, N, dim)
 
 
 def expert_width(variant: str, target: int, dim: int, num_tasks: int, num_task_tokens: int, num_tokens: int) -> int:
@@ -201,7 +216,7 @@ class OnePassModel(Restorer, nn.Module):
                 self.trainable = MLPExpert(config.vision_dim, config.width, config.tasks)
             else:
                 self.trainable = TransformerExpert(config.vision_dim, config.width, config.tasks,
-                                                   config.num_task_tokens, config.num_visual_tokens)
+                                                   config.num_task_tokens, config.num_visual_tokens, config.depth)
 
     # ------------------------------------------------------------------------------------------------ sizes
     @property
@@ -277,19 +292,23 @@ class OnePassModel(Restorer, nn.Module):
     @classmethod
     def build(cls, variant: str, vision: VisionModule, tasks, num_task_tokens: int = 10, llm=None,
               llm_name: str = "", vision_name: str = "", layer: int | None = None, target_params: int | None = None,
-              seed: int = 0) -> "OnePassModel":
+              seed: int = 0, width: int | None = None, depth: int = 1) -> "OnePassModel":
         """A new control. `target_params`: trainable parameters the experts should match (LM4LV's count);
-        `layer`: the single-layer variant's LLM layer (default: the middle one)."""
+        `layer`: the single-layer variant's LLM layer (default: the middle one); `width`, `depth`: an explicit
+        Transformer expert instead (the feature-space ceiling), whatever its parameter count."""
         tasks = tuple(tasks)
-        width = llm.config.hidden_size if llm is not None and variant in LLM_VARIANTS else 0
-        if variant in ("mlp", "transformer"):
+        if (width or depth != 1) and variant != "transformer":
+            raise InputError(f"An explicit expert width or depth applies to the transformer variant, not {variant!r}.")
+        if variant in LLM_VARIANTS:
+            width = llm.config.hidden_size
+        elif variant in ("mlp", "transformer") and not width:
             if not target_params:
                 raise InputError(f"The {variant} expert needs target_params (LM4LV's trainable-parameter count).")
             width = expert_width(variant, target_params, vision.dim, len(tasks), num_task_tokens, vision.num_tokens)
         if variant == "single-layer" and layer is None:
             layer = llm.config.num_hidden_layers // 2  # the middle layer
         config = OnePassConfig(variant=variant, vision_dim=vision.dim, num_visual_tokens=vision.num_tokens,
-                               tasks=tasks, num_task_tokens=num_task_tokens, width=width,
+                               tasks=tasks, num_task_tokens=num_task_tokens, width=width or 0, depth=depth,
                                layer=layer if variant == "single-layer" else None,
                                llm=llm_name if variant in LLM_VARIANTS else "",
                                llm_fingerprint=weights_fingerprint(llm) if variant in LLM_VARIANTS else "",

@@ -9,7 +9,7 @@
 | `single-layer` | one frozen LLM layer in one pass, non-causal (paper B.3) | adapters + task tokens |
 | `linear` | one linear layer per task, per token, no LLM (paper 5.1) | the linear layers |
 | `mlp` | a 2-layer MLP per token, no LLM (paper 5.3) | about LM4LV's count |
-| `transformer` | a 1-layer Transformer, no LLM (paper 5.3) | about LM4LV's count |
+| `transformer` | a 1-layer Transformer, no LLM (paper 5.3); with `expert_width`/`expert_depth`, the feature-space ceiling | about LM4LV's count (or as sized) |
 """
 from __future__ import annotations
 
@@ -25,14 +25,18 @@ VARIANTS = AUTOREGRESSIVE_VARIANTS + ONE_PASS_VARIANTS
 def build_model(variant: str = "lm4lv", *, llm: str | None = None, vision=None, tasks=("denoise",),
                 num_task_tokens: int = 10, layer: int | None = None, device=None, dtype=None, seed: int = 0,
                 standardize: bool = False, whitening: float = 0.0, lora_rank: int | None = None,
-                lora_alpha: float | None = None):
+                lora_alpha: float | None = None, expert_width: int | None = None, expert_depth: int = 1):
     """A new, untrained model of a variant (for training). `layer`: the LLM layer of `single-layer`;
     `standardize`, `whitening`: how the adapters see MAE features (autoregressive variants; see `LM4LV.build`);
-    `lora_rank` (default 8), `lora_alpha` (default 2 x rank): the LoRA of `lm4lv-lora`, refused for other variants."""
+    `lora_rank` (default 8), `lora_alpha` (default 2 x rank): the LoRA of `lm4lv-lora`, refused for other variants;
+    `expert_width`, `expert_depth`: a Transformer expert of that size instead of LM4LV's parameter count (the
+    feature-space ceiling), `transformer` only."""
     if variant not in VARIANTS:
         raise InputError(f"Unknown variant {variant!r}; choose from {', '.join(VARIANTS)}.")
     if variant != "lm4lv-lora" and (lora_rank or lora_alpha):
         raise InputError(f"LoRA settings apply to the lm4lv-lora variant, not {variant!r}.")
+    if variant != "transformer" and (expert_width or expert_depth != 1):
+        raise InputError(f"An explicit expert width or depth applies to the transformer variant, not {variant!r}.")
     if variant in AUTOREGRESSIVE_VARIANTS:
         return LM4LV.build(llm=llm, vision=vision, tasks=tasks, num_task_tokens=num_task_tokens, device=device,
                            dtype=dtype, seed=seed, random_llm_seed=seed if variant == "random-llm" else None,
@@ -47,7 +51,8 @@ def build_model(variant: str = "lm4lv", *, llm: str | None = None, vision=None, 
     frozen_llm = reference.llm if variant in LLM_VARIANTS else None
     return OnePassModel.build(variant, reference.vision, tasks, num_task_tokens, llm=frozen_llm,
                               llm_name=reference.heads.config.llm, vision_name=vision_name(vision), layer=layer,
-                              target_params=target if variant in EXPERT_VARIANTS else None, seed=seed)
+                              target_params=target if variant in EXPERT_VARIANTS else None, seed=seed,
+                              width=expert_width, depth=expert_depth)
 
 
 def load_model(path=None, llm: str | None = None, vision=None, device=None, dtype=None):

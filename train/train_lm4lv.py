@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from lm4lv_core.degrade import degrade, target
+from lm4lv_core.attention import training_attention
 from lm4lv_core.tasks import SANITY_TASKS, TASKS
 from lm4lv_core.variants import AUTOREGRESSIVE_VARIANTS, VARIANTS, build_model
 from train.data import RandomCrops
@@ -48,6 +49,10 @@ def parse_args(argv=None):
     p.add_argument("--lora-rank", type=int, default=None,
                    help="lm4lv-lora: LoRA rank on the LLM's q/k/v/o projections (default 8; the LLM is not frozen)")
     p.add_argument("--lora-alpha", type=float, default=None, help="lm4lv-lora: LoRA alpha (default 2 x rank)")
+    p.add_argument("--expert-width", type=int, default=None,
+                   help="transformer variant: hidden width (default: LM4LV's trainable-parameter count); with "
+                        "--expert-depth, the feature-space ceiling (the best non-LLM model in the MAE space)")
+    p.add_argument("--expert-depth", type=int, default=1, help="transformer variant: number of blocks")
     p.add_argument("--llm", default=None, help="frozen LLM: hub id, folder or .gguf (default: embedded SmolLM2)")
     p.add_argument("--tasks", default="all", help="comma-separated tasks, 'all' (the seven), or 'repeat'")
     p.add_argument("--num-task-tokens", type=int, default=10, help="task tokens per task")
@@ -74,6 +79,8 @@ def parse_args(argv=None):
     p.add_argument("--init-from", default=None,
                    help="start from a trained LM4LV checkpoint (a curriculum, e.g. `--tasks repeat` first): its "
                         "adapters and the task tokens of the tasks both runs share; skips --ridge-init")
+    p.add_argument("--attention", choices=["auto", "eager", "sdpa"], default="auto",
+                   help="the frozen LLM's attention kernel while training (auto: eager on the CPU, sdpa on GPUs)")
     p.add_argument("--export-to", default=None,
                    help="also write the checkpoint here (e.g. checkpoints/lm4lv-smollm2); default: OUT/lm4lv")
     p.add_argument("--probe-every", type=int, default=100,
@@ -85,6 +92,8 @@ def parse_args(argv=None):
 
 def check_variant_options(args) -> None:
     """Refuse options the chosen variant would not use (one sentence), rather than ignoring them."""
+    if args.variant != "transformer" and (args.expert_width or args.expert_depth != 1):
+        raise SystemExit(f"--expert-width and --expert-depth apply to the transformer variant, not {args.variant}.")
     if args.variant in AUTOREGRESSIVE_VARIANTS:
         return
     used = [flag for flag, value, default in (("--input-noise", args.input_noise, 0.0),
@@ -174,6 +183,8 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
               "standardize": args.standardize, "whiten": args.whiten,
               "pixel_loss": args.pixel_loss, "llm_frozen": model.llm_frozen,
               "lora_rank": args.lora_rank if args.variant == "lm4lv-lora" else None,
+              "expert": {"width": model.config.width, "depth": model.config.depth}
+              if args.variant == "transformer" else None,
               "final_l2": sum(float(r["l2"]) for r in tail) / len(tail) if tail else None}
     with open(os.path.join(export_dir, "training.json"), "w") as f:
         json.dump(record, f, indent=2)
@@ -216,13 +227,8 @@ def make_loss_fn(model, args, accelerator, crops, tasks: list[str]):
     def loss_fn(module, step):
         lq, hq, names = make_pairs(crops, vision, step, args.batch_size, tasks, args.seed,
                                    accelerator.process_index, accelerator.num_processes)
-        fed = None
-        if args.self_condition > 0 and model.autoregressive:
-            with torch.no_grad():
-                own = model.forward_loss(lq, hq, names)["pred"]
-            swap = torch.rand(hq.shape[:2], device=hq.device)[..., None] < args.self_condition
-            fed = torch.where(swap, own, hq)
-        options = dict(input_noise=args.input_noise, ce_weight=args.ce_weight, fed=fed) if model.autoregressive else {}
+        options = dict(input_noise=args.input_noise, ce_weight=args.ce_weight,
+                       self_condition=args.self_condition) if model.autoregressive else {}
         terms = module(lq, hq, names, **options)
         pred = terms.pop("pred")
         if args.pixel_loss > 0:  # (B, 3, S, S) normalised pixels, through the frozen decoder
@@ -247,7 +253,11 @@ def main(argv=None):
     model = build_model(args.variant, llm=args.llm, vision=args.vision, tasks=tasks,
                         num_task_tokens=args.num_task_tokens, layer=args.layer, device=accelerator.device,
                         seed=args.seed, standardize=args.standardize, whitening=args.whiten,
-                        lora_rank=args.lora_rank, lora_alpha=args.lora_alpha)
+                        lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
+                        expert_width=args.expert_width, expert_depth=args.expert_depth)
+    if model.llm is not None:  # every variant but the experts runs the LLM
+        attention = training_attention(accelerator.device) if args.attention == "auto" else args.attention
+        model.llm.set_attn_implementation(attention)
     frozen = "" if model.llm_frozen else " (LLM NOT frozen: LoRA)"
     accelerator.print(f"variant {args.variant}: {model.trainable_parameters():,} trainable parameters{frozen}")
     crops = RandomCrops(args.data, model.vision.image_size, seed=args.seed + 2)
