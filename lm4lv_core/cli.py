@@ -28,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tile: keep each image's size, restoring overlapping tiles of the model's size (default); "
                         "resize: center-crop and resize to the model's size")
     r.add_argument("--overlap", type=int, default=16, help="tile overlap in pixels (tile mode)")
-    r.add_argument("--batch-size", type=int, default=16, help="tiles (tile mode) or images (resize mode) generated "
-                                                               "together")
+    r.add_argument("--batch-size", type=int, default=None,
+                   help="tiles (tile mode; default: as many as 1 GB of KV cache holds, at most 64) or images (resize "
+                        "mode; default 16) generated together")
     r.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
     r.add_argument("--json", default=None, help="also write a JSON summary with timings to this file")
 
@@ -87,7 +88,7 @@ def cmd_restore(args) -> int:
     records = []
     bar = tqdm(total=len(todo), desc=f"restore ({args.task})", unit="image", file=sys.stderr,
                disable=len(todo) < 2)
-    per_call = args.batch_size if args.mode == "resize" else 1
+    per_call = (args.batch_size or 16) if args.mode == "resize" else 1
     for start in range(0, len(todo), per_call):
         chunk, images = [], []
         for path in todo[start:start + per_call]:

@@ -16,6 +16,8 @@ import torch
 
 from .sequence import IMG_BEGIN
 
+GENERATION_SLACK = 48  # positions generated beyond the visual tokens by default (text, markers, end of turn)
+
 
 @dataclass
 class TextPiece:
@@ -68,10 +70,10 @@ def generate(model, lq: torch.Tensor, tasks: list[str], *, max_new_tokens: int |
     """Yield events for a batch. lq: (B, N, vision_dim) visual tokens of the inputs; tasks: B task names.
 
     force_image_after: if a row has written this many text tokens without opening an image, `<Img>` is queued
-    (None: never force). max_new_tokens: total positions generated (default: N + 48).
+    (None: never force). max_new_tokens: total positions generated (default: N + GENERATION_SLACK).
     """
     batch, count = lq.shape[0], model.num_visual_tokens
-    max_new_tokens = max_new_tokens or count + 48
+    max_new_tokens = max_new_tokens or count + GENERATION_SLACK
     tokenizer = model.tokenizer
     rows = [_Row() for _ in range(batch)]
     eos_embed = model.embed_tokens(torch.tensor([model.sequences.eos_token_id]))[0]  # fed to finished rows

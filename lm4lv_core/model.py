@@ -19,6 +19,7 @@ from .heads import HeadsConfig, LM4LVHeads
 from .llm import EMBEDDED_LLM, load_llm, randomly_initialised, requested_llm
 from .lora import attach_lora
 from .restore import Restorer
+from .generate import GENERATION_SLACK
 from .sequence import HQ, LQ, TASK, Layout, SequenceBuilder
 from .tasks import SANITY_TASKS, TASKS
 from .vision import VisionModule, weights_fingerprint
@@ -58,6 +59,16 @@ class LM4LV(Restorer, nn.Module):
     @property
     def llm_dtype(self) -> torch.dtype:
         return self.llm.get_input_embeddings().weight.dtype
+
+    @property
+    def generation_bytes_per_row(self) -> int:
+        """Bytes of one generated image's preallocated KV cache: layers x (keys, values) x KV heads x head size x
+        positions (prompt + the generator's default budget) x the LLM's element size."""
+        config = self.llm.config
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        positions = len(self.prompt_layout) + self.num_visual_tokens + GENERATION_SLACK
+        return config.num_hidden_layers * 2 * heads * head_dim * positions * self.llm_dtype.itemsize
 
     @property
     def variant(self) -> str:

@@ -72,6 +72,7 @@ class Restorer(ABC):
     trained: bool
     autoregressive: bool
     llm_frozen = True  # False only where an LLM's own weights were trained (the lm4lv-lora control)
+    generation_bytes_per_row = 0  # memory one generated image holds while it is generated (LM4LV: its KV cache)
 
     @property
     @abstractmethod
@@ -133,7 +134,7 @@ class Restorer(ABC):
         return image, loaded.notes + notes
 
     @torch.inference_mode()
-    def reconstruct(self, image, mode: str = "resize", overlap: int = 16, batch_size: int = 16) -> Image.Image:
+    def reconstruct(self, image, mode: str = "resize", overlap: int = 16, batch_size: int | None = None) -> Image.Image:
         """MAE-r, the baseline: the vision module's reconstruction of `image`, at the model's size ("resize") or at
         the image's own size through the same tiles and blending as a tiled restoration ("tile")."""
         fitted, _ = self.fit(image, mode)
@@ -143,7 +144,7 @@ class Restorer(ABC):
         return result.mae_r
 
     def follow(self, image, task: str, mode: str = "tile", preview_every: int = 4, overlap: int = 16,
-               batch_size: int = 16, **generate_options):
+               batch_size: int | None = None, **generate_options):
         """Restore one image, streaming: `Progress` events (previews every `preview_every` visual tokens in mode
         "resize", after every batch of tiles in mode "tile"; 0: none), then the `Result` (see `restore`)."""
         self.check_task(task)
@@ -164,7 +165,8 @@ class Restorer(ABC):
         """Restore one image (a path, PIL image or uint8 array) with a task-token set.
 
         mode "tile" (default): any size; overlapping tiles of the model's size are restored in batches and blended
-        (options: overlap=16, batch_size=16, progress=callable(done, total)); the output keeps the input's size.
+        (options: overlap=16, batch_size (tiles generated together; default: `tiling.tile_batch_size`),
+        progress=callable(done, total)); the output keeps the input's size.
         mode "resize": center-crop and resize to the model's size (options: generation options).
         """
         return self.restore_batch([image], [task], mode=mode, **options)[0]
@@ -244,7 +246,8 @@ def _follow_tokens(model, image, task: str, preview_every: int, **generate_optio
             yield event
 
 
-def _follow_tiles(model, image, task: str, previews: bool, overlap: int, batch_size: int, **generate_options):
+def _follow_tiles(model, image, task: str, previews: bool, overlap: int, batch_size: int | None,
+                  **generate_options):
     """`Restorer.follow` in mode "tile": Progress per batch of tiles, then the Result at the input's size."""
     loaded, notes = model.fit(image, "tile")
     for event in iter_restore_tiled(model, loaded, task, overlap, batch_size, previews=previews,

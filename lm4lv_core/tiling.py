@@ -16,6 +16,9 @@ from PIL import Image
 from .generate import Finished
 from .tasks import get_task
 
+TILE_MEMORY_MB = 1024  # generation state of one tile batch (see tile_batch_size)
+MAX_TILE_BATCH = 64
+
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Start offsets that cover [0, length) with tiles of `tile` px overlapping by at least `overlap` px."""
@@ -110,13 +113,24 @@ class TileGrid:
         return image.crop(get_task(self.task).box((0, 0, self.width, self.height), full_w, full_h))
 
 
+def tile_batch_size(model, memory_mb: int = TILE_MEMORY_MB) -> int:
+    """Tiles generated together by default: as many as `memory_mb` of generation state holds (LM4LV: each row's KV
+    cache, 5 MB for the embedded SmolLM2, about 250 MB for Llama-2-7B at 224 px), between 1 and MAX_TILE_BATCH.
+    Larger batches read the LLM's weights once for more tiles (bench/tiling.py)."""
+    per_row = model.generation_bytes_per_row
+    fits = memory_mb * 2**20 // per_row if per_row else MAX_TILE_BATCH
+    return int(max(1, min(MAX_TILE_BATCH, fits)))
+
+
 @torch.inference_mode()
-def iter_restore_tiled(model, image: Image.Image, task: str, overlap: int = 16, batch_size: int = 16,
+def iter_restore_tiled(model, image: Image.Image, task: str, overlap: int = 16, batch_size: int | None = None,
                        previews: bool = True, mae_r_only: bool = False, **generate_options):
     """Yield a `TileProgress` after each batch of tiles, then the `TiledResult`.
 
     The MAE-r of every tile is computed first, so previews show restored tiles over the MAE-r of the rest;
-    `mae_r_only` stops there (the MAE-r baseline at full size)."""
+    `mae_r_only` stops there (the MAE-r baseline at full size). `batch_size`: tiles generated together (default:
+    `tile_batch_size`)."""
+    batch_size = batch_size or tile_batch_size(model)
     grid = TileGrid.of(image, task, model.image_size, overlap)
     chunks = [grid.boxes[i:i + batch_size] for i in range(0, len(grid.boxes), batch_size)]
     vision, spec = model.vision, get_task(task)

@@ -248,6 +248,21 @@ def test_tile_grid_and_window():
     assert w.shape == (32, 32) and w.min() > 0 and w[16, 16] == 1
 
 
+def test_tile_batch_follows_the_kv_cache_size(tiny_model):
+    """The default tile batch is what the memory cap holds of each row's preallocated KV cache, within [1, 64]."""
+    from lm4lv_core.generate import GENERATION_SLACK
+    from lm4lv_core.tiling import MAX_TILE_BATCH, tile_batch_size
+
+    config = tiny_model.llm.config
+    positions = len(tiny_model.prompt_layout) + tiny_model.num_visual_tokens + GENERATION_SLACK
+    head_dim = config.hidden_size // config.num_attention_heads
+    per_row = config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim * positions * 4  # fp32
+    assert tiny_model.generation_bytes_per_row == per_row
+    assert tile_batch_size(tiny_model) == MAX_TILE_BATCH
+    assert tile_batch_size(tiny_model, memory_mb=1) == 2**20 // per_row
+    assert tile_batch_size(tiny_model, memory_mb=0) == 1
+
+
 @pytest.mark.parametrize("task", ["denoise", "rotate", "flip"])
 def test_tiled_restore_keeps_size_and_geometry(tiny_model, task, monkeypatch):
     """Tiled outputs keep the input's size (transposed for rotate), also for images smaller than one tile."""
