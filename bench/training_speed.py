@@ -19,24 +19,21 @@ from lm4lv_core.attention import training_attention
 from lm4lv_core.tasks import TASKS
 from lm4lv_core.variants import build_model
 from train.data import RandomCrops
-from train.train_lm4lv import make_pairs
+from train.train_lm4lv import make_pairs, pixel_loss
 
 PARTS = ("data", "forward", "pixel_loss", "backward", "optimizer")
 
 
 def timed_step(model, crops, optimizer, step: int, batch_size: int, self_condition: float,
-               pixel_loss: float) -> dict[str, float]:
+               pixel_weight: float) -> dict[str, float]:
     """One training step as `train_lm4lv` takes it; seconds per part."""
     marks = [time.perf_counter()]
     lq, hq, names = make_pairs(crops, model.vision, step, batch_size, list(TASKS), 0)
     marks.append(time.perf_counter())
     terms = model(lq, hq, names, self_condition=self_condition)
     marks.append(time.perf_counter())
-    if pixel_loss > 0:  # (B, 3, S, S) normalised pixels, as train_lm4lv weighs them
-        with torch.no_grad():
-            reference = model.vision.decode(hq)
-        pixel = torch.nn.functional.mse_loss(model.vision.decode(terms["pred"]), reference)
-        terms["loss"] = terms["loss"] + pixel_loss * pixel
+    if pixel_weight > 0:
+        terms["loss"] = terms["loss"] + pixel_weight * pixel_loss(model.vision, terms["pred"], hq)
     marks.append(time.perf_counter())
     terms["loss"].backward()
     marks.append(time.perf_counter())
@@ -64,7 +61,7 @@ def main(argv=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = build_model("lm4lv", vision=args.vision, tasks=TASKS, device="cpu")
-    model.llm.set_attn_implementation(training_attention("cpu") if args.attention == "auto" else args.attention)
+    model.llm.set_attn_implementation(training_attention("cpu", args.attention))
     crops = RandomCrops(args.data, model.image_size, seed=2)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.95))
     model.train()

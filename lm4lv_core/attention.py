@@ -53,6 +53,8 @@ def generation_attention(device: torch.device | str) -> str:
     return CPU_DECODE if torch.device(device).type == "cpu" else "sdpa"
 
 
-def training_attention(device: torch.device | str) -> str:
-    """The kernel for training: HF's "eager" on the CPU, SDPA elsewhere."""
+def training_attention(device: torch.device | str, requested: str = "auto") -> str:
+    """The kernel for training: `requested`, or for "auto" HF's "eager" on the CPU and SDPA elsewhere."""
+    if requested != "auto":
+        return requested
     return "eager" if torch.device(device).type == "cpu" else "sdpa"

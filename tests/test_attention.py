@@ -43,3 +43,4 @@ def test_longer_queries_go_through_sdpa():
 def test_kernel_choice_per_device():
     assert generation_attention("cpu") == CPU_DECODE and training_attention("cpu") == "eager"
     assert generation_attention("cuda") == training_attention("cuda") == "sdpa"
+    assert training_attention("cpu", "sdpa") == "sdpa"

@@ -218,6 +218,13 @@ def initialise(model, args, accelerator, crops, tasks: list[str]) -> None:
         model.heads.set_whitening(torch.cat(statistics))
 
 
+def pixel_loss(vision, pred: torch.Tensor, hq: torch.Tensor) -> torch.Tensor:
+    """MSE between the frozen decoder's images (B, 3, S, S, normalised pixels) of predicted and target tokens."""
+    with torch.no_grad():
+        reference = vision.decode(hq)
+    return torch.nn.functional.mse_loss(vision.decode(pred), reference)
+
+
 def make_loss_fn(model, args, accelerator, crops, tasks: list[str]):
     """`loss_fn(module, step)` of the training loop: batch `step`, self-conditioning, the pixel loss, the probe."""
     vision = model.vision
@@ -231,10 +238,8 @@ def make_loss_fn(model, args, accelerator, crops, tasks: list[str]):
                        self_condition=args.self_condition) if model.autoregressive else {}
         terms = module(lq, hq, names, **options)
         pred = terms.pop("pred")
-        if args.pixel_loss > 0:  # (B, 3, S, S) normalised pixels, through the frozen decoder
-            with torch.no_grad():
-                reference = vision.decode(hq)
-            terms["pixel"] = torch.nn.functional.mse_loss(vision.decode(pred), reference)
+        if args.pixel_loss > 0:
+            terms["pixel"] = pixel_loss(vision, pred, hq)
             terms["loss"] = terms["loss"] + args.pixel_loss * terms["pixel"]
         if probe is not None and step % args.probe_every == 0 and accelerator.is_main_process:
             row = {"step": step, **probe.run()}
@@ -256,8 +261,7 @@ def main(argv=None):
                         lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
                         expert_width=args.expert_width, expert_depth=args.expert_depth)
     if model.llm is not None:  # every variant but the experts runs the LLM
-        attention = training_attention(accelerator.device) if args.attention == "auto" else args.attention
-        model.llm.set_attn_implementation(attention)
+        model.llm.set_attn_implementation(training_attention(accelerator.device, args.attention))
     frozen = "" if model.llm_frozen else " (LLM NOT frozen: LoRA)"
     accelerator.print(f"variant {args.variant}: {model.trainable_parameters():,} trainable parameters{frozen}")
     crops = RandomCrops(args.data, model.vision.image_size, seed=args.seed + 2)
