@@ -179,6 +179,11 @@ def load_llm(spec: str | None = None, dtype: torch.dtype = torch.float32, device
     return model, tokenizer
 
 
+def head_dim(config) -> int:
+    """Channels per attention head of an HF decoder config (its `head_dim`, else hidden size / heads)."""
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
 def randomly_initialised(model, seed: int):
     """A frozen copy of `model`'s architecture with fresh random weights (the model's own initialisation, seeded):
     the "random LLM" control. Same dtype and device; deterministic for a seed."""

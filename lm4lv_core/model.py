@@ -16,7 +16,7 @@ from .checkpoint import (checkpoint_folder, check_llm, default_vision, load_chec
 from .device import default_device, default_llm_dtype
 from .errors import CheckpointError, InputError
 from .heads import HeadsConfig, LM4LVHeads
-from .llm import EMBEDDED_LLM, load_llm, randomly_initialised, requested_llm
+from .llm import EMBEDDED_LLM, head_dim, load_llm, randomly_initialised, requested_llm
 from .lora import attach_lora
 from .restore import Restorer
 from .generate import GENERATION_SLACK
@@ -65,10 +65,9 @@ class LM4LV(Restorer, nn.Module):
         """Bytes of one generated image's preallocated KV cache: layers x (keys, values) x KV heads x head size x
         positions (prompt + the generator's default budget) x the LLM's element size."""
         config = self.llm.config
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
         positions = len(self.prompt_layout) + self.num_visual_tokens + GENERATION_SLACK
-        return config.num_hidden_layers * 2 * heads * head_dim * positions * self.llm_dtype.itemsize
+        return config.num_hidden_layers * 2 * heads * head_dim(config) * positions * self.llm_dtype.itemsize
 
     @property
     def variant(self) -> str:

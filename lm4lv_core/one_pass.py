@@ -28,6 +28,7 @@ from .device import default_device, default_llm_dtype
 from .errors import CheckpointError, InputError
 from .generate import Finished, ImageDone, VisualToken
 from .heads import HeadsConfig, LM4LVHeads
+from .llm import head_dim, load_llm, requested_llm
 from .checkpoint import check_llm, load_checked_vision, load_trained_weights, write_checkpoint
 from .restore import Restorer
 from .vision import VisionModule, weights_fingerprint
@@ -72,8 +73,7 @@ class FrozenLLMStack(nn.Module):
             raise InputError(f"LLM layer indices {layers} out of range: the LLM has {count} layers (0..{count - 1}).")
         self.layers = nn.ModuleList(base.layers[i] for i in layers)
         self.norm = base.norm
-        config = llm.config
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.head_dim = head_dim(llm.config)
         self.requires_grad_(False)
 
     @property
@@ -329,8 +329,6 @@ class OnePassModel(Restorer, nn.Module):
     def from_pretrained(cls, folder: str, raw_config: dict, llm: str | None = None, vision: str | None = None,
                         device=None, dtype=None) -> "OnePassModel":
         """Load a saved control (called by `lm4lv_core.variants.load_model`, which reads the config)."""
-        from .llm import load_llm, requested_llm
-
         try:
             raw = dict(raw_config, tasks=tuple(raw_config["tasks"]))
             config = OnePassConfig(**raw)
