@@ -2,15 +2,18 @@
 re-forward loop (the paper's released code), for 65 and 197 visual tokens, at several batch sizes (default 1, 8 and a
 tile batch of 32), and time to first token.
 
-    python -m bench.generation_speed [--reforward-tokens 16] [--threads N]
+    python -m bench.generation_speed [--reforward-tokens 16] [--threads N] [--compile] [--repeats R]
 
 The vision module here is a random ViT-MAE of the right token count (speed does not depend on its weights). The
 full re-forward loop is timed over its first `--reforward-tokens` visual tokens (its cost per token grows with the
-sequence, so this favours it).
+sequence, so this favours it). `--compile` adds the same KV-cached loop with the LLM under `torch.compile`
+(`LM4LV.compile_llm`), timed alternately with the eager one in the same process (medians of `--repeats` runs), and the
+seconds its first call took to compile.
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 import warnings
 
@@ -49,6 +52,8 @@ def main(argv=None):
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto")
     p.add_argument("--tokens", default="65,197", help="visual-token counts to time (65: the embedded default)")
     p.add_argument("--batch-sizes", default="1,8,32", help="comma-separated batch sizes (32: a tile batch)")
+    p.add_argument("--compile", action="store_true", help="also time the loop with the LLM under torch.compile")
+    p.add_argument("--repeats", type=int, default=1, help="timed runs per row (the median is printed)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -62,15 +67,39 @@ def main(argv=None):
             vision = VisionModule.from_config(config, seed=0)
             model = LM4LV.build(vision=vision, device="cpu", dtype=dtype)
         for batch in [int(b) for b in args.batch_sizes.split(",")]:
-            lq = torch.randn(batch, count, vision.dim) * 0.6
-            tasks = ["denoise"] * batch
-            time_generation(model, lq[:, :], tasks, True, 4)  # warm-up
-            ttft, kv = time_generation(model, lq, tasks, True, count - 1)
-            full = time_generation(model, lq, tasks, False, args.reforward_tokens)[1] if args.reforward_tokens else None
-            columns = f"{full:>18.1f} {full / kv:>7.1f}x" if full else f"{'-':>18} {'-':>8}"
-            print(f"{count:>6} {batch:>5} {str(model.llm_dtype).split('.')[-1]:>9} {ttft:>7.3f} {kv:>10.1f} {columns}"
-                  f"  ({kv / batch:.2f} ms per image-token)", flush=True)
+            time_row(model, count, batch, vision.dim, args)
 
+
+def time_row(model, count: int, batch: int, dim: int, args) -> None:
+    """Print one row: KV-cached ms per step (eager, and compiled with --compile) and the re-forward loop's."""
+    lq = torch.randn(batch, count, dim) * 0.6
+    tasks = ["denoise"] * batch
+    model.compile_llm(False)
+    time_generation(model, lq, tasks, True, 4)  # warm-up
+    compile_seconds = None
+    if args.compile:
+        model.compile_llm()
+        began = time.perf_counter()
+        time_generation(model, lq, tasks, True, 4)  # compiles the prompt's and the decoding step's graphs
+        compile_seconds = time.perf_counter() - began
+    eager, compiled, ttft = [], [], []
+    for _ in range(args.repeats):
+        for compiling, times in ((False, eager), (True, compiled)) if args.compile else ((False, eager),):
+            model.compile_llm(compiling)
+            first, kv = time_generation(model, lq, tasks, True, count - 1)
+            times.append(kv)
+            ttft += [first] if not compiling else []
+    model.compile_llm(False)
+    kv, first = statistics.median(eager), statistics.median(ttft)
+    full = time_generation(model, lq, tasks, False, args.reforward_tokens)[1] if args.reforward_tokens else None
+    columns = f"{full:>18.1f} {full / kv:>7.1f}x" if full else f"{'-':>18} {'-':>8}"
+    print(f"{count:>6} {batch:>5} {str(model.llm_dtype).split('.')[-1]:>9} {first:>7.3f} {kv:>10.1f} {columns}"
+          f"  ({kv / batch:.2f} ms per image-token)", flush=True)
+    if compiled:
+        best = statistics.median(compiled)
+        print(f"{'':>6} {'':>5} {'compiled':>9} {'':>7} {best:>10.1f} {'':>18} {kv / best:>7.2f}x"
+              f"  ({best / batch:.2f} ms per image-token; first call {compile_seconds:.0f} s with compiling)",
+              flush=True)
 
 if __name__ == "__main__":
     main()

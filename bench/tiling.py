@@ -49,6 +49,8 @@ def main(argv=None):
     p.add_argument("--overlap", type=int, default=16)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--checkpoint", default=None)
+    p.add_argument("--compile", action="store_true", help="the LLM under torch.compile (LM4LV.compile_llm); the "
+                   "first batch size's time then includes compiling")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -59,11 +61,13 @@ def main(argv=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = LM4LV.from_pretrained(args.checkpoint)
+    if args.compile:
+        model.compile_llm()
     tile = model.image_size
     mask = border_mask(width, height, tile, args.overlap)
     ref = np.asarray(clean)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, LLM {model.llm_dtype}, "
-          f"{width}x{height}, tile {tile}, overlap {args.overlap}, trained={model.trained}")
+          f"{width}x{height}, tile {tile}, overlap {args.overlap}, trained={model.trained}, compiled={args.compile}")
     mae_r = np.asarray(model.reconstruct(clean, "tile", overlap=args.overlap))
     print(f"MAE-r  PSNR: tile borders {masked_psnr(mae_r, ref, mask):.2f} dB, "
           f"tile centres {masked_psnr(mae_r, ref, ~mask):.2f} dB")

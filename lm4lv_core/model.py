@@ -44,6 +44,7 @@ class LM4LV(Restorer, nn.Module):
         self.prompt_layout = self.sequences.prompt()
         self.training_layout = self.sequences.training()
         self._prefix_key, self._prefix = None, []  # see constant_prefix
+        self._compiled = self._compiled_forward = None  # see compile_llm
         forward_params = inspect.signature(self.llm.base_model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in forward_params else "past_key_values"
 
@@ -94,8 +95,20 @@ class LM4LV(Restorer, nn.Module):
         kwargs = {}
         if past_key_values is not None:  # the cache is updated in place; its keyword was renamed in transformers 5
             kwargs = {self._cache_kwarg: past_key_values, "use_cache": True}
-        out = self.llm.base_model(inputs_embeds=embeds.to(self.llm_dtype), **kwargs)
+        forward = self._compiled or self.llm.base_model
+        out = forward(inputs_embeds=embeds.to(self.llm_dtype), **kwargs)
         return out.last_hidden_state.float(), past_key_values
+
+    def compile_llm(self, enabled: bool = True) -> bool:
+        """Run the frozen LLM through `torch.compile` when no gradients are needed (generation, evaluation): see
+        `lm4lv_core.compiled` for what it buys and costs. Falls back to eager execution if compiling fails;
+        `enabled=False` returns to eager execution (the compiled graphs are kept for a later `compile_llm()`)."""
+        from .compiled import CompiledForward
+
+        if self._compiled_forward is None and enabled:
+            self._compiled_forward = CompiledForward(self.llm.base_model)
+        self._compiled = self._compiled_forward if enabled else None
+        return True
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., llm_dim) -> (..., vocab) fp32."""

@@ -114,6 +114,11 @@ class Restorer(ABC):
     def num_visual_tokens(self) -> int:
         return self.vision.num_tokens
 
+    def compile_llm(self, enabled: bool = True) -> bool:
+        """Run the model's LLM under torch.compile for generation (`lm4lv_core.compiled`); returns whether there is
+        an autoregressive LLM to compile (the one-pass controls have none and run as they are)."""
+        return False
+
     def trainable_parameters(self) -> int:
         """How many parameters training updates (the variant's `trainable` module)."""
         return sum(p.numel() for p in self.trainable.parameters())

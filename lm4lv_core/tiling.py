@@ -122,6 +122,17 @@ def tile_batch_size(model, memory_mb: int = TILE_MEMORY_MB) -> int:
     return int(max(1, min(MAX_TILE_BATCH, fits)))
 
 
+def balanced_chunks(items: list, batch_size: int) -> list[list]:
+    """As few batches of at most `batch_size` as hold `items`, their sizes differing by at most one: no small last
+    batch to pay a whole decoding loop for a few tiles (and one or two batch shapes for a compiled LLM)."""
+    if not items:
+        return []
+    count = -(-len(items) // batch_size)  # batches needed
+    base, extra = divmod(len(items), count)
+    bounds = [i * base + min(i, extra) for i in range(count + 1)]  # the first `extra` batches hold one more
+    return [items[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
 @torch.inference_mode()
 def iter_restore_tiled(model, image: Image.Image, task: str, overlap: int = 16, batch_size: int | None = None,
                        previews: bool = True, mae_r_only: bool = False, **generate_options):
@@ -130,9 +141,8 @@ def iter_restore_tiled(model, image: Image.Image, task: str, overlap: int = 16, 
     The MAE-r of every tile is computed first, so previews show restored tiles over the MAE-r of the rest;
     `mae_r_only` stops there (the MAE-r baseline at full size). `batch_size`: tiles generated together (default:
     `tile_batch_size`)."""
-    batch_size = batch_size or tile_batch_size(model)
     grid = TileGrid.of(image, task, model.image_size, overlap)
-    chunks = [grid.boxes[i:i + batch_size] for i in range(0, len(grid.boxes), batch_size)]
+    chunks = balanced_chunks(grid.boxes, batch_size or tile_batch_size(model))
     vision, spec = model.vision, get_task(task)
     mae_r, weights, lq_all = grid.canvas().repeat(3, -1), grid.canvas(), []
     for chunk in chunks:  # MAE-r of all tiles first (cheap): the backdrop of previews

@@ -263,6 +263,62 @@ def test_tile_batch_follows_the_kv_cache_size(tiny_model):
     assert tile_batch_size(tiny_model, memory_mb=0) == 1
 
 
+def test_tile_batches_are_balanced():
+    """Tiles split into as few batches as the cap allows, sizes within one of each other, in order, none lost."""
+    from lm4lv_core.tiling import balanced_chunks
+
+    for count, cap in [(336, 64), (10, 4), (3, 64), (64, 64), (65, 64), (1, 1), (7, 1)]:
+        chunks = balanced_chunks(list(range(count)), cap)
+        sizes = [len(c) for c in chunks]
+        assert sum(chunks, []) == list(range(count)) and len(chunks) == -(-count // cap)
+        assert max(sizes) <= cap and max(sizes) - min(sizes) <= 1
+    assert balanced_chunks([], 8) == []
+
+
+def test_compiled_llm_falls_back_to_eager_with_one_warning(tiny_model, monkeypatch):
+    """compile_llm: generation goes through the compiled forward; if compiling fails, one warning and the same
+    outputs as eager execution; with gradients the eager forward is used; compile_llm(False) turns it off."""
+    import lm4lv_core.compiled as compiled
+
+    monkeypatch.setattr(tiny_model, "_compiled", None)  # the fixture is shared: leave it as found
+    monkeypatch.setattr(tiny_model, "_compiled_forward", None)
+    calls = []
+
+    def broken(forward):
+        def run(*args, **kwargs):
+            calls.append(1)
+            raise RuntimeError("no C++ compiler\nmore detail")
+        return run
+
+    monkeypatch.setattr(compiled.torch, "compile", broken)
+    lq = _tokens(tiny_model)[:1]
+    eager = tiny_model.restore_batch([tiny_model.vision.postprocess(tiny_model.vision.decode(lq))[0]], "denoise",
+                                     mode="resize", force_image_after=0)[0]
+    tiny_model.compile_llm()
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
+        fallback = tiny_model.restore_batch([tiny_model.vision.postprocess(tiny_model.vision.decode(lq))[0]],
+                                            "denoise", mode="resize", force_image_after=0)[0]
+    assert len(calls) == 1 and np.array_equal(np.asarray(eager.image), np.asarray(fallback.image))
+    tiny_model.compile_llm(False)
+    assert tiny_model._compiled is None
+
+
+def test_compiled_forward_is_used_without_gradients_only(tiny_model, monkeypatch):
+    import lm4lv_core.compiled as compiled
+
+    monkeypatch.setattr(tiny_model, "_compiled", None)
+    monkeypatch.setattr(tiny_model, "_compiled_forward", None)
+    seen = []
+    monkeypatch.setattr(compiled.torch, "compile", lambda forward: lambda *a, **k: seen.append(1) or forward(*a, **k))
+    tiny_model.compile_llm()
+    embeds = torch.randn(1, 3, tiny_model.llm.config.hidden_size)
+    with torch.no_grad():
+        tiny_model.hidden_states(embeds)
+    assert seen == [1]
+    tiny_model.hidden_states(embeds)  # gradients enabled: eager
+    assert seen == [1]
+
+
 @pytest.mark.parametrize("task", ["denoise", "rotate", "flip"])
 def test_tiled_restore_keeps_size_and_geometry(tiny_model, task, monkeypatch):
     """Tiled outputs keep the input's size (transposed for rotate), also for images smaller than one tile."""

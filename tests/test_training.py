@@ -287,3 +287,9 @@ def test_routing_probe_reads_every_layer_and_the_value_path(data_dir, tmp_path, 
     copy = np.mean([psnr(np.asarray(degrade(c, "denoise", seed=i * 101)), c) for i, c in enumerate(clean)])
     assert abs(table["copy"] - copy) < 1e-6
     assert all(np.isfinite(v) for v in [*table["writing"], *table["value"].values(), table["mae_r"]])
+    assert len(table["lq_stream"]) == 3 and all(np.isfinite(table["lq_stream"]))
+    heads, mixing = table["attention"]["copy_heads"], table["attention"]["lq_mixing"]
+    assert len(mixing) == 2 and all(0 <= m <= 1 for m in mixing)
+    masses = [h["mass"] for h in heads]
+    assert masses == sorted(masses, reverse=True) and all(0 <= m <= 1 and h["layer"] in (0, 1)
+                                                          for m, h in zip(masses, heads))

@@ -186,6 +186,9 @@ def test_variant_interface_refuses_what_does_not_apply(models, tiny_vision_dir, 
         else:
             with pytest.raises(InputError, match="no linear readout"):
                 model.readout(lq, hq, ["denoise", "rotate"])
+        compiles = model.compile_llm()  # only the autoregressive variants have an LLM loop to compile
+        assert compiles == model.autoregressive, variant
+        model.compile_llm(False)
     with pytest.raises(SystemExit, match="--self-condition apply to the autoregressive variants"):
         train(["--variant", "mlp", "--vision", tiny_vision_dir, "--out", str(tmp_path / "run"),
                "--self-condition", "0.5"])

@@ -10,6 +10,11 @@ readouts' patches assemble):
 - `value[l]`: from the attention value vectors of layer l at each LQ position, to that LQ token's own pixels (what the
   value path can pass on), beside `lq_embedding` (from the input embedding itself) and `lq_tokens` (the MAE decoder
   on the LQ tokens: the ceiling of both);
+- `lq_stream[l]`: from the hidden state after layer l at each LQ position, to that LQ token's own pixels (how much of
+  the token its own position still holds where a copying layer reads it);
+- `attention` (evaluation photos, eager attention): the heads that copy (mass from each writing position on the LQ
+  token it restores, and how often that token is the head's top LQ choice), and per layer the mass that LQ positions
+  put on the other LQ tokens (mixing that no linear readout undoes);
 - `copy` (the degraded input) and `mae_r` against the reference, as in Table 2.
 """
 from __future__ import annotations
@@ -83,9 +88,36 @@ def traces(model, lq01: torch.Tensor, hq01: torch.Tensor, tasks: list[str], valu
     writers = layout.regression_sources()[1:]  # positions predicting the patch tokens (not the CLS token)
     readers = layout.positions(LQ)[1:]  # the LQ patch tokens
     return {"writing": [h[:, writers].float() for h in out.hidden_states],
+            "lq_stream": [h[:, readers].float() for h in out.hidden_states],
             "value": {k: v[:, readers].float() for k, v in values.items()},
             "lq_embedding": embeds[:, readers].float(),
             "adapter_out": model.llm_to_visual(out.last_hidden_state.float()[:, layout.regression_sources()])}
+
+
+@torch.no_grad()
+def attention_statistics(model, lq01: torch.Tensor, hq01: torch.Tensor, tasks: list[str], top: int = 5) -> dict:
+    """Teacher-forced attention weights (eager attention) summarised: the `top` heads by mass from the writing
+    positions on the matching LQ token, and per layer the mass LQ positions put on the other LQ tokens."""
+    vision, layout, llm = model.vision, model.training_layout, model.llm
+    lq, hq = vision.encode(vision.normalize(lq01)), vision.encode(vision.normalize(hq01))
+    embeds = model.embed_layout(layout, lq, tasks, hq)  # (B, T, llm_dim)
+    kernel = llm.config._attn_implementation
+    llm.set_attn_implementation("eager")
+    try:
+        attentions = llm.base_model(inputs_embeds=embeds.to(model.llm_dtype), output_attentions=True).attentions
+    finally:
+        llm.set_attn_implementation(kernel)
+    writers, readers = layout.regression_sources(), layout.positions(LQ)  # (N,), (N,): writer i restores LQ token i
+    count, heads, mixing = len(readers), [], []
+    for index, weights in enumerate(attentions):  # (B, H, T, T)
+        to_lq = weights.float()[:, :, writers][..., readers]  # (B, H, N, N)
+        matching = to_lq.diagonal(dim1=-2, dim2=-1).mean((0, 2))  # (H,)
+        chosen = (to_lq.argmax(-1) == torch.arange(count)).float().mean((0, 2))  # (H,)
+        heads += [{"layer": index, "head": h, "mass": float(matching[h]), "top_choice": float(chosen[h])}
+                  for h in range(weights.shape[1])]
+        among = weights.float()[:, :, readers][..., readers]  # (B, H, N, N): LQ positions on LQ tokens
+        mixing.append(float((among.sum(-1) - among.diagonal(dim1=-2, dim2=-1)).mean()))
+    return {"copy_heads": sorted(heads, key=lambda h: -h["mass"])[:top], "lq_mixing": mixing}
 
 
 RIDGES = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
@@ -152,6 +184,8 @@ def routing_table(model, task: str, fit_clean: list, eval_clean: list, value_lay
     return {
         "task": task,
         "writing": [scored(f, e, y_hq, ev_hq) for f, e in zip(fit["writing"], ev["writing"])],
+        "lq_stream": [scored(f, e, y_lq, ev_lq) for f, e in zip(fit["lq_stream"], ev["lq_stream"])],
+        "attention": attention_statistics(model, ev_lq, ev_hq, [task] * len(ev_lq)),
         "adapter_out": decoded_psnr(vision, ev["adapter_out"], ev_hq),
         "value": {str(k): scored(fit["value"][k], ev["value"][k], y_lq, ev_lq) for k in value_layers},
         "lq_embedding": scored(fit["lq_embedding"], ev["lq_embedding"], y_lq, ev_lq),
@@ -193,6 +227,12 @@ def main(argv=None):
     print("writing-position readout by layer (0: embeddings; last: after the final norm): " + " ".join(f"{p:.1f}" for p in writing))
     print(f"LQ tokens: MAE decoder {table['lq_tokens']:.2f} dB, input embedding {table['lq_embedding']:.2f} dB, "
           + ", ".join(f"values of layer {k} {v:.2f} dB" for k, v in table["value"].items()))
+    print("LQ token read from its own position, by layer: " + " ".join(f"{p:.1f}" for p in table["lq_stream"]))
+    attention = table["attention"]
+    print("copying heads (layer.head: mass on the matching LQ token, share of top choices): " + ", ".join(
+        f"{h['layer']}.{h['head']}: {h['mass']:.2f}, {h['top_choice']:.2f}" for h in attention["copy_heads"]))
+    print("mass LQ positions put on the other LQ tokens, by layer: "
+          + " ".join(f"{m:.2f}" for m in attention["lq_mixing"]))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
