@@ -123,8 +123,9 @@ def tile_batch_size(model, memory_mb: int = TILE_MEMORY_MB) -> int:
 
 
 def balanced_chunks(items: list, batch_size: int) -> list[list]:
-    """As few batches of at most `batch_size` as hold `items`, their sizes differing by at most one: no small last
-    batch to pay a whole decoding loop for a few tiles (and one or two batch shapes for a compiled LLM)."""
+    """As few batches of at most `batch_size` as hold `items`, their sizes differing by at most one. The same number of
+    decoding loops as plain slicing, but evenly spaced progress and at most two batch shapes, so that a compiled LLM
+    (`LM4LV.compile_llm`) compiles for one or two shapes instead of a new one for each photo's last batch."""
     if not items:
         return []
     count = -(-len(items) // batch_size)  # batches needed

@@ -17,4 +17,4 @@ for s in [float(x) for x in sys.argv[3].split(",")]:
     with torch.no_grad():
         m.heads.adapter_in.weight.copy_(w0 * s); m.heads.adapter_in.bias.copy_(b0 * s)
     t = routing_table(m, task, fit_clean, ev_clean, [0, 18])
-    print(f"gain {s}: writing l18 {t['writing'][18]:.2f} l19 {t['writing'][19]:.2f} final {t['writing'][-1]:.2f}, adapter_out(tf) {t['adapter_out']:.2f}, values L0 {t['value']['0']:.2f} L18 {t['value']['18']:.2f}", flush=True)
+    print(f"gain {s}: lq_stream l1 {t['lq_stream'][1]:.2f} l3 {t['lq_stream'][3]:.2f} l18 {t['lq_stream'][18]:.2f}; writing l18 {t['writing'][18]:.2f} l19 {t['writing'][19]:.2f} final {t['writing'][-1]:.2f}, adapter_out(tf) {t['adapter_out']:.2f}, values L0 {t['value']['0']:.2f} L18 {t['value']['18']:.2f}", flush=True)
