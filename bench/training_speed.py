@@ -25,10 +25,10 @@ PARTS = ("data", "forward", "pixel_loss", "backward", "optimizer")
 
 
 def timed_step(model, crops, optimizer, step: int, batch_size: int, self_condition: float,
-               pixel_weight: float) -> dict[str, float]:
+               pixel_weight: float, degradations: str = "numpy") -> dict[str, float]:
     """One training step as `train_lm4lv` takes it; seconds per part."""
     marks = [time.perf_counter()]
-    lq, hq, names = make_pairs(crops, model.vision, step, batch_size, list(TASKS), 0)
+    lq, hq, names = make_pairs(crops, model.vision, step, batch_size, list(TASKS), 0, degradations=degradations)
     marks.append(time.perf_counter())
     terms = model(lq, hq, names, self_condition=self_condition)
     marks.append(time.perf_counter())
@@ -55,6 +55,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--attention", choices=["auto", "eager", "sdpa"], default="auto",
                    help="the LLM's attention kernel (auto: as train_lm4lv, eager on the CPU)")
+    p.add_argument("--degradations", choices=["numpy", "torch"], default="numpy",
+                   help="how the batch is degraded (train_lm4lv --degradations)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -65,12 +67,12 @@ def main(argv=None):
     crops = RandomCrops(args.data, model.image_size, seed=2)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.95))
     model.train()
-    options = (args.batch_size, args.self_condition, args.pixel_loss)
+    options = (args.batch_size, args.self_condition, args.pixel_loss, args.degradations)
     timed_step(model, crops, optimizer, 0, *options)  # warm-up
     rows = [timed_step(model, crops, optimizer, s, *options) for s in range(1, args.steps + 1)]
     mean = {part: sum(r[part] for r in rows) / len(rows) for part in PARTS}
     total = sum(mean.values())
-    print(f"batch {args.batch_size}, self-condition {args.self_condition}, pixel loss {args.pixel_loss}, "
+    print(f"batch {args.batch_size}, {args.degradations} degradations, self-condition {args.self_condition}, pixel loss {args.pixel_loss}, "
           f"{args.threads} threads, {model.llm.config._attn_implementation} attention, "
           f"LLM dtype {model.llm_dtype}: {total:.2f} s per step, {args.batch_size / total:.2f} samples/s")
     for part in PARTS:

@@ -293,3 +293,21 @@ def test_routing_probe_reads_every_layer_and_the_value_path(data_dir, tmp_path, 
     masses = [h["mass"] for h in heads]
     assert masses == sorted(masses, reverse=True) and all(0 <= m <= 1 and h["layer"] in (0, 1)
                                                           for m, h in zip(masses, heads))
+
+
+def test_make_pairs_torch_path_is_deterministic_and_keeps_the_task_draw(data_dir, tiny_vision_dir):
+    """--degradations torch: the same batch for the same step (resume-safe), the same task per sample as numpy."""
+    import torch
+
+    from lm4lv_core.tasks import TASKS
+    from lm4lv_core.vision import VisionModule
+    from train.data import RandomCrops
+    from train.train_lm4lv import make_pairs
+
+    vision = VisionModule.from_pretrained(tiny_vision_dir)
+    crops = RandomCrops(str(data_dir), vision.image_size, seed=2)
+    lq, hq, names = make_pairs(crops, vision, 3, 6, list(TASKS), 0, degradations="torch")
+    lq2, hq2, names2 = make_pairs(crops, vision, 3, 6, list(TASKS), 0, degradations="torch")
+    _, _, numpy_names = make_pairs(crops, vision, 3, 6, list(TASKS), 0)
+    assert names == names2 == numpy_names and torch.equal(lq, lq2) and torch.equal(hq, hq2)
+    assert lq.shape == hq.shape == (6, vision.num_tokens, vision.dim)

@@ -23,6 +23,7 @@ from lm4lv_core.degrade import degrade, target
 from lm4lv_core.attention import training_attention
 from lm4lv_core.tasks import SANITY_TASKS, TASKS
 from lm4lv_core.variants import AUTOREGRESSIVE_VARIANTS, VARIANTS, build_model
+from train.batched_degradations import degrade_batch
 from train.data import RandomCrops
 from train.engine import add_common_args, append_row, make_accelerator, train_loop, will_resume
 from train.least_squares import fit_linear
@@ -61,6 +62,9 @@ def parse_args(argv=None):
     p.add_argument("--self-condition", type=float, default=0.0,
                    help="fraction of fed-back visual tokens replaced by the model's own teacher-forced predictions")
     p.add_argument("--ce-weight", type=float, default=1.0, help="weight of the text cross-entropy")
+    p.add_argument("--degradations", choices=["numpy", "torch"], default="numpy",
+                   help="numpy: each sample through `degrade`, as every shipped stage was trained; torch: the batch "
+                        "degraded at once on the training device (train/batched_degradations.py; for GPUs)")
     p.add_argument("--ridge-init", type=int, default=4,
                    help="batches used to initialise adapter_out by ridge regression from the teacher-forced hidden "
                         "states (0: keep the pseudo-inverse of adapter_in)")
@@ -105,22 +109,26 @@ def check_variant_options(args) -> None:
                          f"({', '.join(AUTOREGRESSIVE_VARIANTS)}), not {args.variant}.")
 
 
-def make_pairs(crops: RandomCrops, vision, step: int, batch_size: int, tasks: list[str], seed: int, rank=0, world=1):
-    """Batch `step`: (lq, hq) visual tokens (B, N, D) and the task of each example (uniform over tasks)."""
+def make_pairs(crops: RandomCrops, vision, step: int, batch_size: int, tasks: list[str], seed: int, rank=0, world=1,
+               degradations: str = "numpy"):
+    """Batch `step`: (lq, hq) visual tokens (B, N, D) and the task of each example (uniform over tasks), degraded
+    image by image with `degrade` ("numpy") or as one batch on the vision module's device ("torch")."""
     clean = crops.batch(step, batch_size, rank, world)  # (B, 3, S, S) in [0, 1]
     first = (step * world + rank) * batch_size
-    names, inputs, targets = [], [], []
-    for j in range(batch_size):
-        k = first + j
-        rng = np.random.default_rng((seed, k, 7))
-        task = tasks[int(rng.integers(len(tasks)))]
-        image = (clean[j].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        names.append(task)
-        inputs.append(np.asarray(degrade(image, task, seed=int(rng.integers(2**31)))))  # (S, S, 3) uint8
-        targets.append(np.asarray(target(image, task)))
-    with torch.no_grad():  # the vision module's tensor entry: (B, S, S, 3) uint8 batches
-        lq = vision.encode(vision.preprocess(np.stack(inputs)))
-        hq = vision.encode(vision.preprocess(np.stack(targets)))
+    rngs = [np.random.default_rng((seed, first + j, 7)) for j in range(batch_size)]
+    names = [tasks[int(rng.integers(len(tasks)))] for rng in rngs]
+    if degradations == "torch":
+        device = vision.mean.device
+        generator = torch.Generator(device).manual_seed(int(np.random.default_rng((seed, first, 11)).integers(2**62)))
+        inputs, targets = degrade_batch(clean.to(device), names, generator)  # (B, 3, S, S) in [0, 1]
+    else:
+        images = [(c.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for c in clean]
+        inputs = np.stack([np.asarray(degrade(im, task, seed=int(rng.integers(2**31))))
+                           for im, task, rng in zip(images, names, rngs)])  # (B, S, S, 3) uint8
+        targets = np.stack([np.asarray(target(im, task)) for im, task in zip(images, names)])
+    with torch.no_grad():  # the vision module's tensor entries: uint8 (B, S, S, 3) or float (B, 3, S, S) batches
+        lq = vision.encode(vision.preprocess(inputs))
+        hq = vision.encode(vision.preprocess(targets))
     return lq, hq, names
 
 
@@ -180,6 +188,7 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
               "trainable_params": model.trainable_parameters(), "lr": args.lr, "seed": args.seed,
               "self_condition": args.self_condition if model.autoregressive else 0.0,
               "ce_weight": args.ce_weight if model.autoregressive else 0.0, "init_from": args.init_from,
+              "degradations": args.degradations,
               "standardize": args.standardize, "whiten": args.whiten,
               "pixel_loss": args.pixel_loss, "llm_frozen": model.llm_frozen,
               "lora_rank": args.lora_rank if args.variant == "lm4lv-lora" else None,
@@ -202,7 +211,7 @@ def initialise(model, args, accelerator, crops, tasks: list[str]) -> None:
     vision, resuming = model.vision, will_resume(args)
     statistics_batches = STATISTICS_BATCHES if args.standardize or args.whiten > 0 else 0
     ridge_batches = args.ridge_init if not (resuming or args.init_from) else 0
-    init_batches = [make_pairs(crops, vision, 10**9 + i, args.batch_size, tasks, args.seed)
+    init_batches = [make_pairs(crops, vision, 10**9 + i, args.batch_size, tasks, args.seed, degradations=args.degradations)
                     for i in range(max(statistics_batches, ridge_batches))]  # far beyond any training step
     statistics = [t for lq, hq, _ in init_batches[:statistics_batches] for t in (lq, hq)]
     if args.standardize:  # recomputed on resume too (deterministic): the statistics are not part of the run state
@@ -233,7 +242,7 @@ def make_loss_fn(model, args, accelerator, crops, tasks: list[str]):
 
     def loss_fn(module, step):
         lq, hq, names = make_pairs(crops, vision, step, args.batch_size, tasks, args.seed,
-                                   accelerator.process_index, accelerator.num_processes)
+                                   accelerator.process_index, accelerator.num_processes, args.degradations)
         options = dict(input_noise=args.input_noise, ce_weight=args.ce_weight,
                        self_condition=args.self_condition) if model.autoregressive else {}
         terms = module(lq, hq, names, **options)
