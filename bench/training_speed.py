@@ -72,7 +72,8 @@ def main(argv=None):
     rows = [timed_step(model, crops, optimizer, s, *options) for s in range(1, args.steps + 1)]
     mean = {part: sum(r[part] for r in rows) / len(rows) for part in PARTS}
     total = sum(mean.values())
-    print(f"batch {args.batch_size}, {args.degradations} degradations, self-condition {args.self_condition}, pixel loss {args.pixel_loss}, "
+    print(f"batch {args.batch_size}, {args.degradations} degradations, self-condition {args.self_condition}, "
+          f"pixel loss {args.pixel_loss}, "
           f"{args.threads} threads, {model.llm.config._attn_implementation} attention, "
           f"LLM dtype {model.llm_dtype}: {total:.2f} s per step, {args.batch_size / total:.2f} samples/s")
     for part in PARTS:

@@ -26,7 +26,8 @@ class CompiledForward:
             try:
                 return self.compiled(*args, **kwargs)
             except Exception as error:  # compiler or backend errors; a genuine input error recurs eagerly below
-                self.failure = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200] if str(error).strip() else ''}"
+                first_line = (str(error).strip().splitlines() or [""])[0][:200]
+                self.failure = f"{type(error).__name__}: {first_line}"
                 warnings.warn(f"torch.compile of the LLM failed ({self.failure}); generating without it.",
                               RuntimeWarning, stacklevel=2)
         return self.eager(*args, **kwargs)

@@ -14,7 +14,7 @@ readouts' patches assemble):
   the token its own position still holds where a copying layer reads it);
 - `attention` (evaluation photos, eager attention): the heads that copy (mass from each writing position on the LQ
   token it restores, and how often that token is the head's top LQ choice), and per layer the mass that LQ positions
-  put on the other LQ tokens (mixing that no linear readout undoes);
+  put on the other LQ tokens (how much of other tokens' content attention brings to a token's position);
 - `copy` (the degraded input) and `mae_r` against the reference, as in Table 2.
 """
 from __future__ import annotations
@@ -68,14 +68,19 @@ def concat(parts: list):
     return torch.cat(parts)
 
 
+def teacher_forced_embeds(model, lq01: torch.Tensor, hq01: torch.Tensor, tasks: list[str]) -> torch.Tensor:
+    """(B, 3, S, S) degraded and reference images in [0, 1] -> (B, T, llm_dim) the training sequence's embeddings."""
+    vision = model.vision
+    lq, hq = vision.encode(vision.normalize(lq01)), vision.encode(vision.normalize(hq01))
+    return model.embed_layout(model.training_layout, lq, tasks, hq)
+
+
 @torch.no_grad()
 def traces(model, lq01: torch.Tensor, hq01: torch.Tensor, tasks: list[str], value_layers: list[int]) -> dict:
     """Teacher-forced features: per layer the hidden states at the writing positions (B, L, llm_dim), the value
     vectors at LQ positions (B, L, kv_dim) for `value_layers`, the LQ input embeddings and adapter_out's output."""
-    vision = model.vision
-    lq, hq = vision.encode(vision.normalize(lq01)), vision.encode(vision.normalize(hq01))
     layout = model.training_layout
-    embeds = model.embed_layout(layout, lq, tasks, hq)  # (B, T, llm_dim)
+    embeds = teacher_forced_embeds(model, lq01, hq01, tasks)  # (B, T, llm_dim)
     values, hooks = {}, []
     for layer in value_layers:
         projection = model.llm.base_model.layers[layer].self_attn.v_proj
@@ -98,9 +103,8 @@ def traces(model, lq01: torch.Tensor, hq01: torch.Tensor, tasks: list[str], valu
 def attention_statistics(model, lq01: torch.Tensor, hq01: torch.Tensor, tasks: list[str], top: int = 5) -> dict:
     """Teacher-forced attention weights (eager attention) summarised: the `top` heads by mass from the writing
     positions on the matching LQ token, and per layer the mass LQ positions put on the other LQ tokens."""
-    vision, layout, llm = model.vision, model.training_layout, model.llm
-    lq, hq = vision.encode(vision.normalize(lq01)), vision.encode(vision.normalize(hq01))
-    embeds = model.embed_layout(layout, lq, tasks, hq)  # (B, T, llm_dim)
+    layout, llm = model.training_layout, model.llm
+    embeds = teacher_forced_embeds(model, lq01, hq01, tasks)  # (B, T, llm_dim)
     kernel = llm.config._attn_implementation
     llm.set_attn_implementation("eager")
     try:
