@@ -36,6 +36,8 @@ def test_spatial_targets_and_quantisation_are_exact():
 def test_strength_distributions_match_the_registry():
     """Noise variance, pepper fraction, blur kernels and mask geometry over many draws, on mid-grey images (no
     clipping), against the registry's random strengths."""
+    # the torch path draws U[0, max] through the app's dial (level 1 = the paper's maximum): the dial must stay so
+    assert [REGISTRY[t].level_strength(1.0) for t in ("denoise", "derain", "depepper")] == [50 / 255, 20.0, 0.1]
     generator, grey = torch.Generator().manual_seed(0), torch.full((400, 3, 32, 32), 0.5)
     noisy, _ = degrade_batch(grey, ["denoise"] * 400, generator)
     expected = (50 / 255) ** 2 / 3 + 1 / (12 * 255**2)  # E[sigma^2] for sigma ~ U[0, 50/255], plus rounding
@@ -61,4 +63,5 @@ def test_rain_is_drawn_like_the_numpy_streaks():
     covered, covered_np = float((ours[:, 0] > 0.05).float().mean()), float((theirs[..., 0] > 0.05).mean())
     assert abs(covered / covered_np - 1) < 0.15
     assert abs(float(ours.mean()) / float(theirs.mean()) - 1) < 0.25
-    assert torch.equal(add_rain(torch.zeros(2, 3, 64, 64), torch.zeros(2), torch.Generator()), torch.zeros(2, 3, 64, 64))
+    dry = add_rain(torch.zeros(2, 3, 64, 64), torch.zeros(2), torch.Generator())
+    assert torch.equal(dry, torch.zeros(2, 3, 64, 64))

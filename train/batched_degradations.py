@@ -13,14 +13,15 @@ from __future__ import annotations
 import math
 
 import torch
+from PIL import Image
 from torch.nn import functional as F
 
+from lm4lv_core import corruptions
 from lm4lv_core.tasks import get_task
 
-RAIN_MAX_PER_64PX = 20.0  # the paper's maximum amount (`tasks.REGISTRY["derain"]`)
 
-
-def degrade_batch(clean: torch.Tensor, tasks: list[str], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def degrade_batch(clean: torch.Tensor, tasks: list[str],
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """clean (B, 3, S, S) in [0, 1], one task per image -> (inputs, targets), both (B, 3, S, S) in [0, 1], rounded to
     uint8 levels as `degrade` / `target` produce them. Strengths are drawn from each task's training distribution."""
     clean = quantize(clean)
@@ -32,30 +33,44 @@ def degrade_batch(clean: torch.Tensor, tasks: list[str], generator: torch.Genera
 
 
 def apply_task(x: torch.Tensor, task: str, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(b, 3, S, S) clean images of one task -> (degraded, target)."""
-    spec, b = get_task(task), x.shape[0]
-    uniform = torch.rand(b, generator=generator, device=x.device)  # (b,): one strength draw per image
-    if task == "denoise":
-        sigma = uniform * (50 / 255)
-        return x + sigma[:, None, None, None] * torch.randn(x.shape, generator=generator, device=x.device), x
-    if task == "deblur":
-        sizes = torch.tensor([1, 3, 5, 7], device=x.device)[(uniform * 4).long().clamp(max=3)]
-        return blur_by_size(x, sizes), x
-    if task == "derain":
-        return add_rain(x, uniform * RAIN_MAX_PER_64PX, generator), x
-    if task == "depepper":
-        fraction = uniform * 0.1
-        hit = torch.rand(b, 1, *x.shape[-2:], generator=generator, device=x.device) < fraction[:, None, None, None]
-        return x.masked_fill(hit, 0.0), x
-    if task == "demask":  # the paper trains at the fixed rate (the registry's random strength is that constant)
-        return mask_blocks(x, spec.fixed_strength, generator), x
-    if task == "rotate":
-        return x, torch.rot90(x, 1, dims=(-2, -1))  # PIL's ROTATE_90: counter-clockwise
-    if task == "flip":
-        return x, x.flip(-1)
-    if task == "repeat":
-        return x, x
-    raise ValueError(f"no batched degradation for task {task!r}")
+    """(b, 3, S, S) clean images of one task -> (degraded, target), read from the task's registry entry: its
+    corruption (the torch twin of its `corruptions` function) and its target geometry."""
+    spec = get_task(task)
+    uniform = torch.rand(x.shape[0], generator=generator, device=x.device)  # (b,): one strength draw per image
+    target = TRANSPOSES[spec.transpose](x) if spec.transpose is not None else x
+    if spec.corrupt is None:
+        return x, target
+    return CORRUPTIONS[spec.corrupt](x, spec, uniform, generator), target
+
+
+def _noise(x, spec, uniform, generator):
+    sigma = spec.level_strength(uniform)  # (b,): U[0, 50/255], the dial's range is the paper's training range
+    return x + sigma[:, None, None, None] * torch.randn(x.shape, generator=generator, device=x.device)
+
+
+def _blur(x, spec, uniform, generator):
+    sizes = torch.tensor([1, 3, 5, 7], device=x.device)[(uniform * 4).long().clamp(max=3)]  # uniform over the four
+    return blur_by_size(x, sizes)
+
+
+def _rain(x, spec, uniform, generator):
+    return add_rain(x, spec.level_strength(uniform), generator)  # U[0, 20] streaks per 64 x 64 pixels
+
+
+def _pepper(x, spec, uniform, generator):
+    fraction = spec.level_strength(uniform)  # U[0, 0.1]
+    draws = torch.rand(x.shape[0], 1, *x.shape[-2:], generator=generator, device=x.device)  # (b, 1, S, S)
+    return x.masked_fill(draws < fraction[:, None, None, None], 0.0)
+
+
+def _mask(x, spec, uniform, generator):  # the paper trains at the fixed rate (the registry's random strength)
+    return mask_blocks(x, spec.fixed_strength, generator)
+
+
+CORRUPTIONS = {corruptions.add_noise: _noise, corruptions.gaussian_blur: _blur, corruptions.add_rain: _rain,
+               corruptions.add_pepper: _pepper, corruptions.mask_blocks: _mask}
+TRANSPOSES = {Image.Transpose.ROTATE_90: lambda x: torch.rot90(x, 1, dims=(-2, -1)),  # counter-clockwise, as PIL
+              Image.Transpose.FLIP_LEFT_RIGHT: lambda x: x.flip(-1)}
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:

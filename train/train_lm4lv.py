@@ -211,7 +211,8 @@ def initialise(model, args, accelerator, crops, tasks: list[str]) -> None:
     vision, resuming = model.vision, will_resume(args)
     statistics_batches = STATISTICS_BATCHES if args.standardize or args.whiten > 0 else 0
     ridge_batches = args.ridge_init if not (resuming or args.init_from) else 0
-    init_batches = [make_pairs(crops, vision, 10**9 + i, args.batch_size, tasks, args.seed, degradations=args.degradations)
+    init_batches = [make_pairs(crops, vision, 10**9 + i, args.batch_size, tasks, args.seed,
+                               degradations=args.degradations)
                     for i in range(max(statistics_batches, ridge_batches))]  # far beyond any training step
     statistics = [t for lq, hq, _ in init_batches[:statistics_batches] for t in (lq, hq)]
     if args.standardize:  # recomputed on resume too (deterministic): the statistics are not part of the run state
