@@ -20,15 +20,23 @@ def _weights(run):
     return load_file(str(run / "state" / "state.safetensors"))
 
 
+def _straight_and_resumed(main, common, tmp_path):
+    """Run `common` once uninterrupted (tmp_path/straight) and once stopped after its first step and resumed
+    (tmp_path/split); returns the two run folders."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    main(common + ["--out", str(straight)])
+    main(common + ["--out", str(split), "--max-minutes", "1e-9"])  # stops (and saves) after step 1
+    assert int(open(split / "log.csv").read().count("\n")) == 2  # header + one step
+    main(common + ["--out", str(split), "--resume"])
+    return straight, split
+
+
 def test_mae_resume_is_exact(data_dir, tmp_path):
     from train.pretrain_mae import main
 
     common = ["--preset", "debug", "--data", str(data_dir), "--batch-size", "4", "--steps", "6",
               "--mixed-precision", "no", "--save-every", "3"]
-    main(common + ["--out", str(tmp_path / "straight")])
-    main(common + ["--out", str(tmp_path / "split"), "--max-minutes", "1e-9"])  # stops (and saves) after step 1
-    assert int(open(tmp_path / "split" / "log.csv").read().count("\n")) == 2  # header + one step
-    main(common + ["--out", str(tmp_path / "split"), "--resume"])
+    _straight_and_resumed(main, common, tmp_path)
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
     assert a.keys() == b.keys()
     for key in a:
@@ -175,9 +183,7 @@ def test_standardized_run_resumes_exactly_and_keeps_its_statistics(data_dir, tmp
     common = ["--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data_dir), "--batch-size", "2",
               "--probe-every", "0", "--ridge-init", "1", "--standardize", "--tasks", "denoise", "--steps", "3",
               "--save-every", "1"]
-    main(common + ["--out", str(tmp_path / "straight")])
-    main(common + ["--out", str(tmp_path / "split"), "--max-minutes", "1e-9"])
-    main(common + ["--out", str(tmp_path / "split"), "--resume"])
+    _straight_and_resumed(main, common, tmp_path)
     straight = load_file(str(tmp_path / "straight" / "lm4lv" / "heads.safetensors"))
     split = load_file(str(tmp_path / "split" / "lm4lv" / "heads.safetensors"))
     assert {"feature_mean", "feature_std"} <= set(straight)
@@ -203,9 +209,7 @@ def test_whitened_pixel_loss_run_resumes_exactly_and_refuses_a_raw_curriculum(da
     common = ["--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data_dir), "--batch-size", "2",
               "--probe-every", "0", "--ridge-init", "1", "--whiten", "1e-4", "--pixel-loss", "0.5",
               "--tasks", "denoise", "--steps", "3", "--save-every", "1"]
-    main(common + ["--out", str(tmp_path / "straight")])
-    main(common + ["--out", str(tmp_path / "split"), "--max-minutes", "1e-9"])
-    main(common + ["--out", str(tmp_path / "split"), "--resume"])
+    _straight_and_resumed(main, common, tmp_path)
     assert "pixel" in (tmp_path / "straight" / "log.csv").read_text().splitlines()[0].split(",")
     straight = load_file(str(tmp_path / "straight" / "lm4lv" / "heads.safetensors"))
     split = load_file(str(tmp_path / "split" / "lm4lv" / "heads.safetensors"))
@@ -311,3 +315,43 @@ def test_make_pairs_torch_path_is_deterministic_and_keeps_the_task_draw(data_dir
     _, _, numpy_names = make_pairs(crops, vision, 3, 6, list(TASKS), 0)
     assert names == names2 == numpy_names and torch.equal(lq, lq2) and torch.equal(hq, hq2)
     assert lq.shape == hq.shape == (6, vision.num_tokens, vision.dim)
+
+
+def test_carry_loss_reads_the_right_stream_resumes_exactly_and_stays_out_of_the_checkpoint(
+        data_dir, tmp_path, tiny_llm_dir, tiny_vision_dir):
+    """--carry-loss: the stream it reads is the residual entering the chosen layer at the LQ positions (the same as a
+    plain forward without the cached prefix); a run resumes exactly with the probe in its state; the exported
+    checkpoint holds only the model."""
+    import torch
+    from safetensors.torch import load_file
+
+    from lm4lv_core import LM4LV
+    from lm4lv_core.sequence import LQ
+    from train.carry import CarryObjective
+    from train.train_lm4lv import main
+
+    model = LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, tasks=["denoise"], device="cpu", dtype=torch.float32)
+    lq, hq = torch.randn(2, model.vision.num_tokens, model.vision.dim), torch.randn(2, model.vision.num_tokens,
+                                                                                  model.vision.dim)
+    with torch.no_grad():
+        carried = model(lq, hq, ["denoise"] * 2, carry_layer=1)["carry"]  # (B, N, llm_dim)
+        embeds = model.embed_layout(model.training_layout, lq, ["denoise"] * 2, hq)
+        plain = model.llm.base_model(inputs_embeds=embeds, output_hidden_states=True).hidden_states[1]
+    torch.testing.assert_close(carried, plain[:, model.training_layout.positions(LQ)], atol=1e-4, rtol=1e-4)
+    objective = CarryObjective(model, layer=1, weight=1.0)
+    fit = objective.initialise([(lq, hq, ["denoise"] * 2)], ridge=1e-6)
+    assert fit < float(objective.targets(lq).var(0).mean())  # better than predicting each patch's mean
+    with pytest.raises(SystemExit, match="--carry-layer"):
+        CarryObjective(model, layer=2, weight=1.0)
+
+    common = ["--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data_dir), "--batch-size", "2",
+              "--probe-every", "0", "--ridge-init", "1", "--carry-loss", "0.5", "--carry-layer", "1",
+              "--tasks", "denoise", "--steps", "3", "--save-every", "1"]
+    _straight_and_resumed(main, common, tmp_path)
+    assert "carry" in (tmp_path / "straight" / "log.csv").read_text().splitlines()[0].split(",")
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
+    assert "model.probe.weight" in a and a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    exported = load_file(str(tmp_path / "straight" / "lm4lv" / "heads.safetensors"))
+    assert not any("probe" in name for name in exported)

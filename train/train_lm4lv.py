@@ -80,6 +80,13 @@ def parse_args(argv=None):
     p.add_argument("--pixel-loss", type=float, default=0.0, metavar="WEIGHT",
                    help="add WEIGHT x the MSE between the decoded predicted and decoded target tokens (normalised "
                         "pixels, the frozen MAE decoder): weighs feature directions by what they change in the image")
+    p.add_argument("--carry-loss", type=float, default=0.0, metavar="WEIGHT",
+                   help="add WEIGHT x the carry loss (train/carry.py): a linear probe must read each LQ token's "
+                        "decoded pixels from the residual stream entering --carry-layer at that token's own position; "
+                        "trains adapter_in toward tokens the LLM's first layers do not rewrite away (0: off)")
+    p.add_argument("--carry-layer", type=int, default=18,
+                   help="the LLM layer whose input the carry loss reads: the layer that copies the LQ tokens (18 for "
+                        "the embedded SmolLM2-135M, by train.routing's attention statistics; run it for another LLM)")
     p.add_argument("--init-from", default=None,
                    help="start from a trained LM4LV checkpoint (a curriculum, e.g. `--tasks repeat` first): its "
                         "adapters and the task tokens of the tasks both runs share; skips --ridge-init")
@@ -102,7 +109,8 @@ def check_variant_options(args) -> None:
         return
     used = [flag for flag, value, default in (("--input-noise", args.input_noise, 0.0),
                                                ("--self-condition", args.self_condition, 0.0),
-                                               ("--ce-weight", args.ce_weight, 1.0), ("--init-from", args.init_from, None))
+                                               ("--ce-weight", args.ce_weight, 1.0), ("--init-from", args.init_from, None),
+                                               ("--carry-loss", args.carry_loss, 0.0))
             if value != default]
     if used:
         raise SystemExit(f"{', '.join(used)} apply to the autoregressive variants "
@@ -190,7 +198,8 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
               "ce_weight": args.ce_weight if model.autoregressive else 0.0, "init_from": args.init_from,
               "degradations": args.degradations,
               "standardize": args.standardize, "whiten": args.whiten,
-              "pixel_loss": args.pixel_loss, "llm_frozen": model.llm_frozen,
+              "pixel_loss": args.pixel_loss, "carry_loss": args.carry_loss,
+              "carry_layer": args.carry_layer if args.carry_loss > 0 else None, "llm_frozen": model.llm_frozen,
               "lora_rank": args.lora_rank if args.variant == "lm4lv-lora" else None,
               "expert": {"width": model.config.width, "depth": model.config.depth}
               if args.variant == "transformer" else None,
@@ -226,6 +235,22 @@ def initialise(model, args, accelerator, crops, tasks: list[str]) -> None:
         accelerator.print(f"adapter_out ridge init: teacher-forced {space}feature MSE {fit:.4f}")
     if args.whiten > 0:  # after the adapters' initialisation (the same functions in the new basis)
         model.heads.set_whitening(torch.cat(statistics))
+
+
+def with_carry_objective(model, args, accelerator, crops, tasks: list[str]):
+    """The module the loop trains: `model`, or with --carry-loss the model plus the carry objective, whose probe is
+    ridge-fitted on 4 batches at the start (on resume it comes back with the run state)."""
+    if args.carry_loss <= 0:
+        return model
+    from train.carry import CarryObjective
+
+    objective = CarryObjective(model, args.carry_layer, args.carry_loss)
+    if not will_resume(args):
+        batches = [make_pairs(crops, model.vision, 10**9 + 100 + i, args.batch_size, tasks, args.seed,
+                              degradations=args.degradations) for i in range(4)]
+        fit = objective.initialise(batches)
+        accelerator.print(f"carry probe at layer {args.carry_layer}: ridge fit, pixel MSE {fit:.4f}")
+    return objective
 
 
 def pixel_loss(vision, pred: torch.Tensor, hq: torch.Tensor) -> torch.Tensor:
@@ -286,7 +311,8 @@ def main(argv=None):
         write_training_record(export_dir, args, model, tasks)
 
     loss_fn = make_loss_fn(model, args, accelerator, crops, tasks)
-    last = train_loop(args, accelerator, model, loss_fn, export, desc=f"{args.variant} {','.join(tasks)}")
+    trained = with_carry_objective(model, args, accelerator, crops, tasks)
+    last = train_loop(args, accelerator, trained, loss_fn, export, desc=f"{args.variant} {','.join(tasks)}")
     accelerator.print(f"done: {last}; checkpoint in {export_dir}")
 
 

@@ -1,0 +1,61 @@
+"""The carry loss: an auxiliary training objective that asks the frozen LLM to keep each image token readable at its
+own position up to the layer that copies it.
+
+The routing probe (`train.routing`, `lq_stream`) finds the wall there: a clean token read linearly from its own
+position loses 5 dB between the input embedding and the copying layer (SmolLM2-135M: layer 18), because the LLM's
+first MLPs rewrite every token. Task training moves that figure slowly (1.5 dB over 1,600 steps), since it reaches
+`adapter_in` only through the copy. This objective reaches it directly: a linear probe reads the residual stream
+entering `layer` through that layer's own input norm (what its value projection reads) and predicts the LQ token's
+decoded pixels; its MSE, weighted, is added to the task loss and trains `adapter_in` and the task tokens (and the
+probe). The probe is a training aid: it is not part of the model and is not exported.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from train.least_squares import fit_linear
+
+
+class CarryObjective(nn.Module):
+    """LM4LV's training forward plus `weight` x the carry loss at `layer` (returned as "carry")."""
+
+    def __init__(self, model: nn.Module, layer: int, weight: float):
+        super().__init__()
+        layers = len(model.llm.base_model.layers)
+        if not 0 < layer < layers:
+            raise SystemExit(f"--carry-layer {layer}: choose a layer of the LLM between 1 and {layers - 1}.")
+        self.model, self.layer, self.weight = model, layer, weight
+        vision = model.vision
+        self.probe = nn.Linear(model.llm.config.hidden_size, vision.patch_size**2 * 3).to(model.device)
+
+    def read(self, stream: torch.Tensor) -> torch.Tensor:
+        """(B, N, llm_dim) residual stream at the LQ positions -> (B, N-1, p*p*3) predicted patch pixels (no CLS)."""
+        norm = self.model.llm.base_model.layers[self.layer].input_layernorm
+        return self.probe(norm(stream[:, 1:].to(self.model.llm_dtype)).float())
+
+    @torch.no_grad()
+    def targets(self, lq: torch.Tensor) -> torch.Tensor:
+        """(B, N, vision_dim) LQ tokens -> (B, N-1, p*p*3) their decoded, normalised pixels: what each token holds."""
+        vision = self.model.vision
+        return vision.mae.patchify(vision.decode(lq))
+
+    @torch.no_grad()
+    def initialise(self, batches, ridge: float = 1e-2) -> float:
+        """Ridge fit of the probe on teacher-forced streams of `batches` [(lq, hq, tasks)]; returns its pixel MSE."""
+        xs, ys = [], []
+        for lq, hq, tasks in batches:
+            stream = self.model(lq, hq, tasks, carry_layer=self.layer)["carry"]
+            norm = self.model.llm.base_model.layers[self.layer].input_layernorm
+            xs.append(norm(stream[:, 1:].to(self.model.llm_dtype)).float().flatten(0, 1))
+            ys.append(self.targets(lq).flatten(0, 1))
+        x, y = torch.cat(xs), torch.cat(ys)  # (M, llm_dim), (M, p*p*3)
+        fit_linear(self.probe, x, y, ridge)
+        return float(F.mse_loss(self.probe(x), y))
+
+    def forward(self, lq, hq, tasks, **options) -> dict[str, torch.Tensor]:
+        terms = self.model(lq, hq, tasks, carry_layer=self.layer, **options)
+        terms["carry"] = F.mse_loss(self.read(terms.pop("carry")), self.targets(lq))
+        terms["loss"] = terms["loss"] + self.weight * terms["carry"]
+        return terms
