@@ -297,6 +297,18 @@ def test_routing_probe_reads_every_layer_and_the_value_path(data_dir, tmp_path, 
     masses = [h["mass"] for h in heads]
     assert masses == sorted(masses, reverse=True) and all(0 <= m <= 1 and h["layer"] in (0, 1)
                                                           for m, h in zip(masses, heads))
+    # --inputs free: the model's own output on free running's hidden states is what Table 2 scores
+    from lm4lv_core.variants import load_model
+    from train.evaluate import evaluate
+
+    main(["--checkpoint", str(tmp_path / "r" / "lm4lv"), "--task", "denoise", "--images", str(photos), "--data",
+          str(data_dir), "--fit-images", "8", "--value-layers", "0", "--inputs", "free",
+          "--json", str(tmp_path / "f.json")])
+    free = json.loads((tmp_path / "f.json").read_text())
+    named = [(str(i), Image.fromarray(c)) for i, c in enumerate(clean)]
+    scores, _ = evaluate(load_model(str(tmp_path / "r" / "lm4lv")), named, ["denoise"])
+    assert free["inputs"] == "free" and abs(free["adapter_out"] - scores["denoise"]["lm4lv"]["psnr"]) < 0.05
+    assert free["lq_stream"] == pytest.approx(table["lq_stream"], abs=1e-3)  # the LQ image comes before any fed token
 
 
 def test_make_pairs_torch_path_is_deterministic_and_keeps_the_task_draw(data_dir, tiny_vision_dir):
@@ -355,3 +367,28 @@ def test_carry_loss_reads_the_right_stream_resumes_exactly_and_stays_out_of_the_
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     exported = load_file(str(tmp_path / "straight" / "lm4lv" / "heads.safetensors"))
     assert not any("probe" in name for name in exported)
+
+
+def test_generated_self_conditioning_feeds_the_free_running_tokens(data_dir, tmp_path, tiny_llm_dir, tiny_vision_dir):
+    """--self-condition-inputs generated: the fed tokens are the model's own free-running generation (fraction 1) or
+    the reference (fraction 0); a run with it trains and records the choice."""
+    import json
+
+    import torch
+
+    from lm4lv_core import LM4LV
+    from train.refit_readout import fed_tokens
+    from train.train_lm4lv import generated_mix, main
+
+    model = LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, tasks=["denoise"], device="cpu", dtype=torch.float32)
+    shape = (2, model.vision.num_tokens, model.vision.dim)
+    lq, hq, names = torch.randn(shape), torch.randn(shape), ["denoise"] * 2
+    free = fed_tokens(model, lq, hq, names, "free")
+    assert not torch.allclose(free, hq)
+    torch.testing.assert_close(generated_mix(model, lq, hq, names, 1.0), free)
+    torch.testing.assert_close(generated_mix(model, lq, hq, names, 0.0), hq)
+    main(["--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data_dir), "--out", str(tmp_path / "r"),
+          "--steps", "2", "--batch-size", "2", "--probe-every", "0", "--ridge-init", "1", "--tasks", "denoise",
+          "--self-condition", "0.5", "--self-condition-inputs", "generated"])
+    record = json.loads((tmp_path / "r" / "lm4lv" / "training.json").read_text())
+    assert record["self_condition_inputs"] == "generated" and record["steps"] == 2

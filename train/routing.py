@@ -2,11 +2,11 @@
 
     python -m train.routing --checkpoint checkpoints/lm4lv-smollm2 --task denoise --images skimage --json OUT
 
-Teacher-forced, ridge readouts (ridge chosen on held-out crops) fitted on training crops and scored on the evaluation
-photos (PSNR of the image the
-readouts' patches assemble):
+Teacher-forced (`--inputs free`: the model's own generated tokens fed back, i.e. free running's hidden states), ridge
+readouts (ridge chosen on held-out crops) fitted on training crops and scored on the evaluation photos (PSNR of the
+image the readouts' patches assemble):
 - `writing[l]`: from the hidden state after layer l (0: the input embeddings) at each position that predicts an HQ
-  token, to that token's pixels in the reference image; `adapter_out` is the model's own teacher-forced output;
+  token, to that token's pixels in the reference image; `adapter_out` is the model's own output on those inputs;
 - `value[l]`: from the attention value vectors of layer l at each LQ position, to that LQ token's own pixels (what the
   value path can pass on), beside `lq_embedding` (from the input embedding itself) and `lq_tokens` (the MAE decoder
   on the LQ tokens: the ceiling of both);
@@ -34,6 +34,7 @@ from train.data import RandomCrops
 from train.engine import load_autoregressive
 from train.evaluate import load_eval_images
 from train.probe import baseline_input
+from train.refit_readout import fed_tokens
 
 FIT_BATCH = 3 * 10**9  # crop indices far from training and from the readout refit
 
@@ -68,19 +69,23 @@ def concat(parts: list):
     return torch.cat(parts)
 
 
-def teacher_forced_embeds(model, lq01: torch.Tensor, hq01: torch.Tensor, tasks: list[str]) -> torch.Tensor:
-    """(B, 3, S, S) degraded and reference images in [0, 1] -> (B, T, llm_dim) the training sequence's embeddings."""
+def sequence_embeds(model, lq01: torch.Tensor, hq01: torch.Tensor, tasks: list[str],
+                    inputs: str = "teacher") -> torch.Tensor:
+    """(B, 3, S, S) degraded and reference images in [0, 1] -> (B, T, llm_dim) the training sequence's embeddings,
+    its HQ slots filled with the reference's tokens ("teacher") or the model's generated ones ("free")."""
     vision = model.vision
     lq, hq = vision.encode(vision.normalize(lq01)), vision.encode(vision.normalize(hq01))
-    return model.embed_layout(model.training_layout, lq, tasks, hq)
+    return model.embed_layout(model.training_layout, lq, tasks, fed_tokens(model, lq, hq, tasks, inputs))
 
 
 @torch.no_grad()
-def traces(model, lq01: torch.Tensor, hq01: torch.Tensor, tasks: list[str], value_layers: list[int]) -> dict:
-    """Teacher-forced features: per layer the hidden states at the writing positions (B, L, llm_dim), the value
-    vectors at LQ positions (B, L, kv_dim) for `value_layers`, the LQ input embeddings and adapter_out's output."""
+def traces(model, lq01: torch.Tensor, hq01: torch.Tensor, tasks: list[str], value_layers: list[int],
+           inputs: str = "teacher") -> dict:
+    """Features of the sequence with `inputs` fed back: per layer the hidden states at the writing positions
+    (B, L, llm_dim), the value vectors at LQ positions (B, L, kv_dim) for `value_layers`, the LQ input embeddings and
+    adapter_out's output."""
     layout = model.training_layout
-    embeds = teacher_forced_embeds(model, lq01, hq01, tasks)  # (B, T, llm_dim)
+    embeds = sequence_embeds(model, lq01, hq01, tasks, inputs)  # (B, T, llm_dim)
     values, hooks = {}, []
     for layer in value_layers:
         projection = model.llm.base_model.layers[layer].self_attn.v_proj
@@ -100,11 +105,12 @@ def traces(model, lq01: torch.Tensor, hq01: torch.Tensor, tasks: list[str], valu
 
 
 @torch.no_grad()
-def attention_statistics(model, lq01: torch.Tensor, hq01: torch.Tensor, tasks: list[str], top: int = 5) -> dict:
-    """Teacher-forced attention weights (eager attention) summarised: the `top` heads by mass from the writing
+def attention_statistics(model, lq01: torch.Tensor, hq01: torch.Tensor, tasks: list[str], top: int = 5,
+                         inputs: str = "teacher") -> dict:
+    """Attention weights (with `inputs` fed back) (eager attention) summarised: the `top` heads by mass from the writing
     positions on the matching LQ token, and per layer the mass LQ positions put on the other LQ tokens."""
     layout, llm = model.training_layout, model.llm
-    embeds = teacher_forced_embeds(model, lq01, hq01, tasks)  # (B, T, llm_dim)
+    embeds = sequence_embeds(model, lq01, hq01, tasks, inputs)  # (B, T, llm_dim)
     kernel = llm.config._attn_implementation
     llm.set_attn_implementation("eager")
     try:
@@ -166,8 +172,8 @@ def to_image(t: torch.Tensor):
 
 @torch.no_grad()
 def routing_table(model, task: str, fit_clean: list, eval_clean: list, value_layers: list[int],
-                  batch_size: int = 16) -> dict:
-    """The probe's PSNRs (see the module docstring) for one task."""
+                  batch_size: int = 16, inputs: str = "teacher") -> dict:
+    """The probe's PSNRs (see the module docstring) for one task, `inputs` ("teacher" or "free") fed back."""
     from lm4lv_core.tasks import TASKS
 
     vision, t_index = model.vision, TASKS.index(task) if task in TASKS else 0
@@ -176,7 +182,7 @@ def routing_table(model, task: str, fit_clean: list, eval_clean: list, value_lay
 
     def run(lq01, hq01):
         return concat([traces(model, lq01[i:i + batch_size], hq01[i:i + batch_size],
-                              [task] * len(lq01[i:i + batch_size]), value_layers)
+                              [task] * len(lq01[i:i + batch_size]), value_layers, inputs)
                        for i in range(0, len(lq01), batch_size)])
 
     fit, ev = run(fit_lq, fit_hq), run(ev_lq, ev_hq)
@@ -189,7 +195,8 @@ def routing_table(model, task: str, fit_clean: list, eval_clean: list, value_lay
         "task": task,
         "writing": [scored(f, e, y_hq, ev_hq) for f, e in zip(fit["writing"], ev["writing"])],
         "lq_stream": [scored(f, e, y_lq, ev_lq) for f, e in zip(fit["lq_stream"], ev["lq_stream"])],
-        "attention": attention_statistics(model, ev_lq, ev_hq, [task] * len(ev_lq)),
+        "inputs": inputs,
+        "attention": attention_statistics(model, ev_lq, ev_hq, [task] * len(ev_lq), inputs=inputs),
         "adapter_out": decoded_psnr(vision, ev["adapter_out"], ev_hq),
         "value": {str(k): scored(fit["value"][k], ev["value"][k], y_lq, ev_lq) for k in value_layers},
         "lq_embedding": scored(fit["lq_embedding"], ev["lq_embedding"], y_lq, ev_lq),
@@ -207,6 +214,9 @@ def parse_args(argv=None):
     p.add_argument("--data", default="../shared/corpus/train", help="training images the readouts are fitted on")
     p.add_argument("--fit-images", type=int, default=64, help="training crops the readouts are fitted on")
     p.add_argument("--value-layers", default="0,last", help="layers whose value vectors are read (comma list; 'last')")
+    p.add_argument("--inputs", choices=["teacher", "free"], default="teacher",
+                   help="HQ tokens fed back: the reference's (teacher forcing) or the model's own generated ones (the "
+                        "hidden states of free running; generation makes the probe slower)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the table here")
     p.add_argument("--threads", type=int, default=0)
@@ -222,11 +232,11 @@ def main(argv=None):
     crops = RandomCrops(args.data, size, seed=args.seed + 2)
     fit_clean = [to_image(crops.sample(FIT_BATCH + k)) for k in range(args.fit_images)]
     eval_clean = [fit_square(im, size)[0] for _, im in load_eval_images(args.images, None)]
-    table = routing_table(model, args.task, fit_clean, eval_clean, layers)
+    table = routing_table(model, args.task, fit_clean, eval_clean, layers, inputs=args.inputs)
     table.update(checkpoint=args.checkpoint or "embedded default", fit_images=args.fit_images,
                  eval_images=len(eval_clean))
     writing = table["writing"]
-    print(f"{args.task}: copy {table['copy']:.2f} dB, MAE-r {table['mae_r']:.2f} dB, teacher-forced adapter_out "
+    print(f"{args.task}: copy {table['copy']:.2f} dB, MAE-r {table['mae_r']:.2f} dB, {args.inputs} adapter_out "
           f"{table['adapter_out']:.2f} dB")
     print("writing-position readout by layer (0: embeddings; last: after the final norm): " + " ".join(f"{p:.1f}" for p in writing))
     print(f"LQ tokens: MAE decoder {table['lq_tokens']:.2f} dB, input embedding {table['lq_embedding']:.2f} dB, "

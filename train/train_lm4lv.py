@@ -60,7 +60,12 @@ def parse_args(argv=None):
     p.add_argument("--input-noise", type=float, default=0.0,
                    help="std of Gaussian noise on the teacher-forced visual tokens (exposure bias)")
     p.add_argument("--self-condition", type=float, default=0.0,
-                   help="fraction of fed-back visual tokens replaced by the model's own teacher-forced predictions")
+                   help="fraction of fed-back visual tokens replaced by the model's own tokens (see "
+                        "--self-condition-inputs)")
+    p.add_argument("--self-condition-inputs", choices=["predicted", "generated"], default="predicted",
+                   help="the own tokens of --self-condition: one no-grad teacher-forced pass's predictions "
+                        "(predicted), or the model's free-running generation (generated: the fed tokens free running "
+                        "meets, at the cost of generating each batch)")
     p.add_argument("--ce-weight", type=float, default=1.0, help="weight of the text cross-entropy")
     p.add_argument("--degradations", choices=["numpy", "torch"], default="numpy",
                    help="numpy: each sample through `degrade`, as every shipped stage was trained; torch: the batch "
@@ -107,11 +112,10 @@ def check_variant_options(args) -> None:
         raise SystemExit(f"--expert-width and --expert-depth apply to the transformer variant, not {args.variant}.")
     if args.variant in AUTOREGRESSIVE_VARIANTS:
         return
-    used = [flag for flag, value, default in (("--input-noise", args.input_noise, 0.0),
-                                               ("--self-condition", args.self_condition, 0.0),
-                                               ("--ce-weight", args.ce_weight, 1.0), ("--init-from", args.init_from, None),
-                                               ("--carry-loss", args.carry_loss, 0.0))
-            if value != default]
+    autoregressive_only = (("--input-noise", args.input_noise, 0.0), ("--self-condition", args.self_condition, 0.0),
+                           ("--ce-weight", args.ce_weight, 1.0), ("--init-from", args.init_from, None),
+                           ("--carry-loss", args.carry_loss, 0.0))
+    used = [flag for flag, value, default in autoregressive_only if value != default]
     if used:
         raise SystemExit(f"{', '.join(used)} apply to the autoregressive variants "
                          f"({', '.join(AUTOREGRESSIVE_VARIANTS)}), not {args.variant}.")
@@ -195,6 +199,7 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
               "seconds": round(sum(float(r["seconds"]) for r in _run_ends(rows)), 1),
               "trainable_params": model.trainable_parameters(), "lr": args.lr, "seed": args.seed,
               "self_condition": args.self_condition if model.autoregressive else 0.0,
+              "self_condition_inputs": args.self_condition_inputs,
               "ce_weight": args.ce_weight if model.autoregressive else 0.0, "init_from": args.init_from,
               "degradations": args.degradations,
               "standardize": args.standardize, "whiten": args.whiten,
@@ -260,6 +265,16 @@ def pixel_loss(vision, pred: torch.Tensor, hq: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.mse_loss(vision.decode(pred), reference)
 
 
+def generated_mix(model, lq: torch.Tensor, hq: torch.Tensor, names: list[str], fraction: float) -> torch.Tensor:
+    """(B, N, vision_dim) HQ tokens to feed the LLM: a `fraction` of them, drawn per token, replaced by the model's own
+    free-running generation (no grad)."""
+    from train.refit_readout import fed_tokens
+
+    generated = fed_tokens(model, lq, hq, names, "free")  # (B, N, vision_dim)
+    swap = torch.rand(hq.shape[:2], device=hq.device)[..., None] < fraction
+    return torch.where(swap, generated.to(hq.dtype), hq)
+
+
 def make_loss_fn(model, args, accelerator, crops, tasks: list[str]):
     """`loss_fn(module, step)` of the training loop: batch `step`, self-conditioning, the pixel loss, the probe."""
     vision = model.vision
@@ -271,6 +286,8 @@ def make_loss_fn(model, args, accelerator, crops, tasks: list[str]):
                                    accelerator.process_index, accelerator.num_processes, args.degradations)
         options = dict(input_noise=args.input_noise, ce_weight=args.ce_weight,
                        self_condition=args.self_condition) if model.autoregressive else {}
+        if model.autoregressive and args.self_condition > 0 and args.self_condition_inputs == "generated":
+            options.update(self_condition=0.0, fed=generated_mix(model, lq, hq, names, args.self_condition))
         terms = module(lq, hq, names, **options)
         pred = terms.pop("pred")
         if args.pixel_loss > 0:
