@@ -30,10 +30,11 @@ class CarryObjective(nn.Module):
         vision = model.vision
         self.probe = nn.Linear(model.llm.config.hidden_size, vision.patch_size**2 * 3).to(model.device)
 
-    def read(self, stream: torch.Tensor) -> torch.Tensor:
-        """(B, N, llm_dim) residual stream at the LQ positions -> (B, N-1, p*p*3) predicted patch pixels (no CLS)."""
+    def normed(self, stream: torch.Tensor) -> torch.Tensor:
+        """(B, N, llm_dim) residual stream at the LQ positions -> (B, N-1, llm_dim) the patch tokens' part (no CLS)
+        through the layer's own input norm, fp32: what the probe reads."""
         norm = self.model.llm.base_model.layers[self.layer].input_layernorm
-        return self.probe(norm(stream[:, 1:].to(self.model.llm_dtype)).float())
+        return norm(stream[:, 1:].to(self.model.llm_dtype)).float()
 
     @torch.no_grad()
     def targets(self, lq: torch.Tensor) -> torch.Tensor:
@@ -46,9 +47,7 @@ class CarryObjective(nn.Module):
         """Ridge fit of the probe on teacher-forced streams of `batches` [(lq, hq, tasks)]; returns its pixel MSE."""
         xs, ys = [], []
         for lq, hq, tasks in batches:
-            stream = self.model(lq, hq, tasks, carry_layer=self.layer)["carry"]
-            norm = self.model.llm.base_model.layers[self.layer].input_layernorm
-            xs.append(norm(stream[:, 1:].to(self.model.llm_dtype)).float().flatten(0, 1))
+            xs.append(self.normed(self.model(lq, hq, tasks, carry_layer=self.layer)["carry"]).flatten(0, 1))
             ys.append(self.targets(lq).flatten(0, 1))
         x, y = torch.cat(xs), torch.cat(ys)  # (M, llm_dim), (M, p*p*3)
         fit_linear(self.probe, x, y, ridge)
@@ -56,6 +55,6 @@ class CarryObjective(nn.Module):
 
     def forward(self, lq, hq, tasks, **options) -> dict[str, torch.Tensor]:
         terms = self.model(lq, hq, tasks, carry_layer=self.layer, **options)
-        terms["carry"] = F.mse_loss(self.read(terms.pop("carry")), self.targets(lq))
+        terms["carry"] = F.mse_loss(self.probe(self.normed(terms.pop("carry"))), self.targets(lq))
         terms["loss"] = terms["loss"] + self.weight * terms["carry"]
         return terms

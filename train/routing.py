@@ -79,13 +79,11 @@ def sequence_embeds(model, lq01: torch.Tensor, hq01: torch.Tensor, tasks: list[s
 
 
 @torch.no_grad()
-def traces(model, lq01: torch.Tensor, hq01: torch.Tensor, tasks: list[str], value_layers: list[int],
-           inputs: str = "teacher") -> dict:
-    """Features of the sequence with `inputs` fed back: per layer the hidden states at the writing positions
-    (B, L, llm_dim), the value vectors at LQ positions (B, L, kv_dim) for `value_layers`, the LQ input embeddings and
-    adapter_out's output."""
+def traces(model, embeds: torch.Tensor, value_layers: list[int]) -> dict:
+    """Features of a training-layout sequence (B, T, llm_dim) embeddings (`sequence_embeds`): per layer the hidden
+    states at the writing positions (B, L, llm_dim), the value vectors at LQ positions (B, L, kv_dim) for
+    `value_layers`, the LQ input embeddings and adapter_out's output."""
     layout = model.training_layout
-    embeds = sequence_embeds(model, lq01, hq01, tasks, inputs)  # (B, T, llm_dim)
     values, hooks = {}, []
     for layer in value_layers:
         projection = model.llm.base_model.layers[layer].self_attn.v_proj
@@ -105,12 +103,11 @@ def traces(model, lq01: torch.Tensor, hq01: torch.Tensor, tasks: list[str], valu
 
 
 @torch.no_grad()
-def attention_statistics(model, lq01: torch.Tensor, hq01: torch.Tensor, tasks: list[str], top: int = 5,
-                         inputs: str = "teacher") -> dict:
-    """Attention weights (with `inputs` fed back) (eager attention) summarised: the `top` heads by mass from the writing
-    positions on the matching LQ token, and per layer the mass LQ positions put on the other LQ tokens."""
+def attention_statistics(model, embeds: torch.Tensor, top: int = 5) -> dict:
+    """Attention weights (eager attention) on a training-layout sequence (B, T, llm_dim) summarised: the `top` heads by
+    mass from the writing positions on the matching LQ token, and per layer the mass LQ positions put on the other LQ
+    tokens."""
     layout, llm = model.training_layout, model.llm
-    embeds = sequence_embeds(model, lq01, hq01, tasks, inputs)  # (B, T, llm_dim)
     kernel = llm.config._attn_implementation
     llm.set_attn_implementation("eager")
     try:
@@ -180,12 +177,14 @@ def routing_table(model, task: str, fit_clean: list, eval_clean: list, value_lay
     fit_lq, fit_hq, _ = make_set(fit_clean, task, [10**6 + i for i in range(len(fit_clean))])
     ev_lq, ev_hq, ev_base = make_set(eval_clean, task, [i * 101 + t_index for i in range(len(eval_clean))])
 
-    def run(lq01, hq01):
-        return concat([traces(model, lq01[i:i + batch_size], hq01[i:i + batch_size],
-                              [task] * len(lq01[i:i + batch_size]), value_layers, inputs)
-                       for i in range(0, len(lq01), batch_size)])
+    def embeds(lq01, hq01):  # generation (inputs "free") once per set
+        return torch.cat([sequence_embeds(model, lq01[i:i + batch_size], hq01[i:i + batch_size],
+                                          [task] * len(lq01[i:i + batch_size]), inputs)
+                          for i in range(0, len(lq01), batch_size)])
 
-    fit, ev = run(fit_lq, fit_hq), run(ev_lq, ev_hq)
+    fit_embeds, ev_embeds = embeds(fit_lq, fit_hq), embeds(ev_lq, ev_hq)
+    fit, ev = [concat([traces(model, e[i:i + batch_size], value_layers) for i in range(0, len(e), batch_size)])
+               for e in (fit_embeds, ev_embeds)]
     y_hq, y_lq = patches(vision, fit_hq), patches(vision, fit_lq)
 
     def scored(x_fit, x_eval, y, reference):
@@ -196,7 +195,7 @@ def routing_table(model, task: str, fit_clean: list, eval_clean: list, value_lay
         "writing": [scored(f, e, y_hq, ev_hq) for f, e in zip(fit["writing"], ev["writing"])],
         "lq_stream": [scored(f, e, y_lq, ev_lq) for f, e in zip(fit["lq_stream"], ev["lq_stream"])],
         "inputs": inputs,
-        "attention": attention_statistics(model, ev_lq, ev_hq, [task] * len(ev_lq), inputs=inputs),
+        "attention": attention_statistics(model, ev_embeds),
         "adapter_out": decoded_psnr(vision, ev["adapter_out"], ev_hq),
         "value": {str(k): scored(fit["value"][k], ev["value"][k], y_lq, ev_lq) for k in value_layers},
         "lq_embedding": scored(fit["lq_embedding"], ev["lq_embedding"], y_lq, ev_lq),
@@ -238,7 +237,8 @@ def main(argv=None):
     writing = table["writing"]
     print(f"{args.task}: copy {table['copy']:.2f} dB, MAE-r {table['mae_r']:.2f} dB, {args.inputs} adapter_out "
           f"{table['adapter_out']:.2f} dB")
-    print("writing-position readout by layer (0: embeddings; last: after the final norm): " + " ".join(f"{p:.1f}" for p in writing))
+    print("writing-position readout by layer (0: embeddings; last: after the final norm): "
+          + " ".join(f"{p:.1f}" for p in writing))
     print(f"LQ tokens: MAE decoder {table['lq_tokens']:.2f} dB, input embedding {table['lq_embedding']:.2f} dB, "
           + ", ".join(f"values of layer {k} {v:.2f} dB" for k, v in table["value"].items()))
     print("LQ token read from its own position, by layer: " + " ".join(f"{p:.1f}" for p in table["lq_stream"]))
