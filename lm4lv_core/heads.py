@@ -33,6 +33,12 @@ class HeadsConfig:
     # attached by LM4LV (they live in the LLM) and saved with these weights under `lora.`.
     lora_rank: int = 0
     lora_alpha: float = 0.0
+    # a learned vector per visual-token index (CLS, then the patches in raster order), added to what adapter_in
+    # writes for the LQ and the HQ image alike; zero-initialised, so a model that gains them starts unchanged. Our
+    # MAE's features carry no absolute position, so the LLM's copy of an LQ token is addressed by content alone
+    # and a generated token's errors misaddress it; this gives both images the same address. Not in the paper's
+    # trainable set (num_visual_tokens x llm_dim more parameters): off by default, stored with the weights.
+    position_embeddings: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -54,6 +60,10 @@ class LM4LVHeads(nn.Module):
         self.register_buffer("whiten_mean", torch.zeros(config.vision_dim), persistent=whiten)
         self.register_buffer("whiten_basis", torch.eye(config.vision_dim), persistent=whiten)  # B (D, D)
         self.register_buffer("whiten_inverse", torch.eye(config.vision_dim), persistent=whiten)  # B^-1 (D, D)
+        if config.position_embeddings:
+            if config.num_visual_tokens <= 0:
+                raise ValueError("position_embeddings needs HeadsConfig.num_visual_tokens")
+            self.visual_positions = nn.Parameter(torch.zeros(config.num_visual_tokens, config.llm_dim))  # (N, llm_dim)
 
     @torch.no_grad()
     def set_feature_statistics(self, tokens: torch.Tensor, eps: float = 1e-3) -> None:
@@ -89,9 +99,20 @@ class LM4LVHeads(nn.Module):
         self.whiten_basis.copy_(basis.float())
         self.whiten_inverse.copy_(inverse.float())
 
-    def to_llm(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(..., vision_dim) MAE features -> (..., llm_dim) LLM input embeddings."""
-        return self.adapter_in(self.written(tokens))
+    def to_llm(self, tokens: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., vision_dim) MAE features -> (..., llm_dim) LLM input embeddings.
+
+        index: each token's position in its image (LongTensor of shape tokens.shape[:-1], or broadcastable to it),
+        used by the position embeddings; default: the tokens are whole images, (..., N, vision_dim)."""
+        embeds = self.adapter_in(self.written(tokens))
+        if not self.config.position_embeddings:
+            return embeds
+        if index is None:
+            if tokens.dim() < 2 or tokens.shape[-2] != self.config.num_visual_tokens:
+                raise ValueError(f"Give each token's index: {tuple(tokens.shape[:-1])} tokens are not whole images "
+                                 f"of {self.config.num_visual_tokens}")
+            index = torch.arange(tokens.shape[-2], device=tokens.device)
+        return embeds + self.visual_positions[index]
 
     def to_visual(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., llm_dim) LLM final hidden states -> (..., vision_dim) MAE features."""

@@ -125,9 +125,9 @@ class LM4LV(Restorer, nn.Module):
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         return self.llm.get_input_embeddings()(ids.to(self.device)).float()
 
-    def visual_to_llm(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(..., vision_dim) MAE features -> (..., llm_dim) input embeddings."""
-        return self.heads.to_llm(tokens)
+    def visual_to_llm(self, tokens: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., vision_dim) MAE features -> (..., llm_dim) input embeddings; index: see `LM4LVHeads.to_llm`."""
+        return self.heads.to_llm(tokens, index)
 
     def llm_to_visual(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., llm_dim) final hidden states -> (..., vision_dim) predicted MAE features."""
@@ -265,7 +265,7 @@ class LM4LV(Restorer, nn.Module):
     def build(cls, llm: str | None = None, vision: str | os.PathLike | VisionModule | None = None,
               tasks=TASKS + SANITY_TASKS, num_task_tokens: int = 10, device=None, dtype=None, seed: int = 0,
               random_llm_seed: int | None = None, standardize: bool = False, whitening: float = 0.0,
-              lora_rank: int = 0, lora_alpha: float | None = None):
+              lora_rank: int = 0, lora_alpha: float | None = None, position_embeddings: bool = False):
         """A new, untrained LM4LV (for training): frozen LLM and vision module, freshly initialised heads.
 
         standardize: the adapters work on per-dimension standardised MAE features (set their statistics with
@@ -276,6 +276,7 @@ class LM4LV(Restorer, nn.Module):
         "random-llm" control); the tokenizer and chat template stay.
         lora_rank: LoRA of this rank on the LLM's attention (the "lm4lv-lora" control: the LLM is then not frozen);
         lora_alpha: its scale numerator (default 2 x rank).
+        position_embeddings: a learned, zero-initialised vector per visual-token index (see `HeadsConfig`).
         """
         device = torch.device(device) if device is not None else default_device()
         dtype = dtype or default_llm_dtype(device)
@@ -289,7 +290,7 @@ class LM4LV(Restorer, nn.Module):
                              llm_fingerprint=weights_fingerprint(model), vision=vision_name(vision),
                              vision_fingerprint=vision_module.fingerprint(),
                              num_visual_tokens=vision_module.num_tokens, standardize=standardize,
-                             whitening=whitening, lora_rank=lora_rank,
+                             whitening=whitening, lora_rank=lora_rank, position_embeddings=position_embeddings,
                              lora_alpha=float(lora_alpha or 2 * lora_rank) if lora_rank else 0.0)
         if lora_rank:
             config.extra = {"lora_seed": seed}

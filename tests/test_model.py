@@ -384,3 +384,30 @@ def test_standardized_features(tiny_llm_dir, tiny_vision_dir, tmp_path):
     assert "feature_mean" not in plain.heads.state_dict()
     with pytest.raises(ValueError, match="standardize"):
         plain.heads.set_feature_statistics(hq)
+
+
+def test_position_embeddings(tiny_llm_dir, tiny_vision_dir, tmp_path):
+    """--position-embeddings: zero at the start (the same model), then each visual token gets its own index's vector,
+    in teacher forcing and in generation alike (free running = teacher forcing on the generated tokens), saved and
+    loaded with the weights; a model without them saves none."""
+    def build(on):
+        return LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, device="cpu", dtype=torch.float32, seed=0,
+                           position_embeddings=on)
+
+    m, plain = build(True), build(False)
+    lq, hq, tasks = _tokens(m), _tokens(m, seed=1), ["denoise", "flip"]
+    torch.testing.assert_close(m.visual_to_llm(hq), plain.visual_to_llm(hq))
+    with torch.no_grad():
+        m.heads.visual_positions.normal_(0, 1.0, generator=torch.Generator().manual_seed(3))
+    assert not torch.allclose(m.visual_to_llm(hq), plain.visual_to_llm(hq))
+    finished = {e.row: e for e in m.events(lq, tasks, force_image_after=0) if isinstance(e, Finished)}
+    generated = torch.stack([finished[i].tokens for i in range(2)])  # (2, N, vision_dim)
+    with torch.no_grad():
+        teacher_forced = m.forward_loss(lq, hq, tasks, fed=generated)["pred"]
+    torch.testing.assert_close(teacher_forced, generated, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="index"):
+        m.visual_to_llm(hq[:, 0])
+    m.save_pretrained(tmp_path / "pos", vision_path=tiny_vision_dir)
+    loaded = LM4LV.from_pretrained(tmp_path / "pos", dtype=torch.float32, device="cpu")
+    torch.testing.assert_close(loaded.heads.visual_positions, m.heads.visual_positions)
+    assert "visual_positions" not in plain.heads.state_dict()

@@ -126,6 +126,33 @@ def test_init_from_refuses_another_vision_module(data_dir, tmp_path, tiny_llm_di
         init_from_checkpoint(second, str(tmp_path / "first"))
 
 
+def test_init_from_carries_position_embeddings_or_refuses_to_drop_them(tmp_path, tiny_llm_dir, tiny_vision_dir):
+    """A run without position embeddings starts from them unchanged (zero); one with them copies them; a checkpoint
+    trained with them is refused by a run without them rather than silently losing them."""
+    import torch
+
+    from lm4lv_core import LM4LV
+    from train.train_lm4lv import init_from_checkpoint
+
+    def build(on):
+        return LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, tasks=["repeat"], device="cpu",
+                           position_embeddings=on)
+
+    plain = build(False)
+    plain.save_pretrained(tmp_path / "plain", vision_path=tiny_vision_dir)
+    gaining = build(True)
+    assert "visual_positions" not in init_from_checkpoint(gaining, str(tmp_path / "plain"))
+    assert not gaining.heads.visual_positions.any()
+    with torch.no_grad():
+        gaining.heads.visual_positions.fill_(0.5)
+    gaining.save_pretrained(tmp_path / "pos", vision_path=tiny_vision_dir)
+    again = build(True)
+    assert "visual_positions" in init_from_checkpoint(again, str(tmp_path / "pos"))
+    torch.testing.assert_close(again.heads.visual_positions, gaining.heads.visual_positions)
+    with pytest.raises(SystemExit, match="position-embeddings"):
+        init_from_checkpoint(build(False), str(tmp_path / "pos"))
+
+
 def test_linear_readout_init_starts_the_decoder_at_the_least_squares_readout(data_dir):
     import torch
 

@@ -82,6 +82,11 @@ def parse_args(argv=None):
                         f"largest; basis from {STATISTICS_BATCHES} batches, stored with the weights). The adapters are "
                         "re-expressed in that basis after their initialisation, so the start is unchanged; the L2 loss "
                         "stays unwhitened; 0: off")
+    p.add_argument("--position-embeddings", action="store_true",
+                   help="a learned vector per visual-token index added to what adapter_in writes, for the LQ and the "
+                        "HQ image alike (zero-initialised; with --init-from the start is unchanged): an address for the "
+                        "LLM's copy that a generated token's errors do not corrupt (our MAE's features carry no "
+                        "absolute position). Not in the paper's trainable set")
     p.add_argument("--pixel-loss", type=float, default=0.0, metavar="WEIGHT",
                    help="add WEIGHT x the MSE between the decoded predicted and decoded target tokens (normalised "
                         "pixels, the frozen MAE decoder): weighs feature directions by what they change in the image")
@@ -170,6 +175,8 @@ def init_from_checkpoint(model, folder: str) -> list[str]:
         raise SystemExit(f"--init-from {folder} was trained {flag} --standardize; run this one {flag} it too.")
     if config.whitening > 0 and model.heads.config.whitening <= 0:
         raise SystemExit(f"--init-from {folder} was trained with --whiten; run this one with --whiten too.")
+    if config.position_embeddings and not model.heads.config.position_embeddings:
+        raise SystemExit(f"--init-from {folder} was trained with --position-embeddings; run this one with them too.")
     for key, what in (("vision_fingerprint", "vision module"), ("llm_fingerprint", "LLM")):
         if getattr(config, key) != getattr(model.heads.config, key):
             raise SystemExit(f"--init-from {folder} was trained with another {what} than this run's.")
@@ -203,6 +210,7 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
               "ce_weight": args.ce_weight if model.autoregressive else 0.0, "init_from": args.init_from,
               "degradations": args.degradations,
               "standardize": args.standardize, "whiten": args.whiten,
+              "position_embeddings": args.position_embeddings,
               "pixel_loss": args.pixel_loss, "carry_loss": args.carry_loss,
               "carry_layer": args.carry_layer if args.carry_loss > 0 else None, "llm_frozen": model.llm_frozen,
               "lora_rank": args.lora_rank if args.variant == "lm4lv-lora" else None,
@@ -311,7 +319,8 @@ def main(argv=None):
                         num_task_tokens=args.num_task_tokens, layer=args.layer, device=accelerator.device,
                         seed=args.seed, standardize=args.standardize, whitening=args.whiten,
                         lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
-                        expert_width=args.expert_width, expert_depth=args.expert_depth)
+                        position_embeddings=args.position_embeddings, expert_width=args.expert_width,
+                        expert_depth=args.expert_depth)
     if model.llm is not None:  # every variant but the experts runs the LLM
         model.llm.set_attn_implementation(training_attention(accelerator.device, args.attention))
     frozen = "" if model.llm_frozen else " (LLM NOT frozen: LoRA)"
