@@ -17,7 +17,8 @@ EXAMPLE_PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "motorcycle_left"]
 
 INTRO = """# LM4LV: a frozen LLM restores images
 A **frozen** text-only LLM reads an image as visual tokens of a ViT-MAE (through one linear adapter) and writes the
-restored image token by token (through another). Only the two adapters and 10 task tokens per task were trained.
+restored image token by token (through another). Only the two adapters{positions} and 10 task tokens per task were
+trained.
 Drop a photo below. Tick **Degrade it for me** to give a clean photo: the app degrades it, restores it and scores the
 result against your photo. The model works at {size}x{size} pixels: larger photos are center-cropped and resized.
 """
@@ -33,7 +34,8 @@ def example_rows() -> list[list]:
 
 def build_demo(service: DemoService) -> gr.Blocks:
     with gr.Blocks(title="LM4LV demo") as demo:
-        gr.Markdown(INTRO.format(size=service.model.image_size))
+        positions = ", a position embedding per visual token" if service.model.position_embeddings else ""
+        gr.Markdown(INTRO.format(size=service.model.image_size, positions=positions))
         if not service.model.llm_frozen:
             gr.Markdown(f"**LLM adapted with LoRA: not frozen.** This checkpoint is the `lm4lv-lora` control "
                         f"({service.model.trainable_parameters():,} trained parameters, LoRA on the LLM's attention "

@@ -80,6 +80,11 @@ class LM4LV(Restorer, nn.Module):
         return self.heads.config.lora_rank == 0
 
     @property
+    def position_embeddings(self) -> bool:
+        """Whether a learned vector per visual-token index was trained (outside the paper's trainable set)."""
+        return self.heads.config.position_embeddings
+
+    @property
     def trainable(self) -> nn.Module:
         """Everything that is trained: the adapters and task tokens (and the LoRA pairs of lm4lv-lora)."""
         return self.heads

@@ -395,6 +395,7 @@ def test_position_embeddings(tiny_llm_dir, tiny_vision_dir, tmp_path):
                            position_embeddings=on)
 
     m, plain = build(True), build(False)
+    assert m.position_embeddings and not plain.position_embeddings  # what the demo tells its users
     lq, hq, tasks = _tokens(m), _tokens(m, seed=1), ["denoise", "flip"]
     torch.testing.assert_close(m.visual_to_llm(hq), plain.visual_to_llm(hq))
     with torch.no_grad():
