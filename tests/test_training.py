@@ -126,6 +126,23 @@ def test_init_from_refuses_another_vision_module(data_dir, tmp_path, tiny_llm_di
         init_from_checkpoint(second, str(tmp_path / "first"))
 
 
+def test_position_lr_scale_multiplies_the_step_of_the_position_embeddings(data_dir, tmp_path, tiny_llm_dir,
+                                                                         tiny_vision_dir):
+    """--position-lr-scale 10: Adam's first step moves each entry by the learning rate, so the zero-initialised
+    position embeddings move 10x as far as the zero-initialised adapter_in bias; without the embeddings it is refused."""
+    from lm4lv_core import LM4LV
+    from train.train_lm4lv import main
+
+    common = ["--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data_dir), "--batch-size", "2",
+              "--probe-every", "0", "--ridge-init", "0", "--steps", "1", "--tasks", "denoise", "--lr", "1e-3"]
+    main(common + ["--out", str(tmp_path / "run"), "--position-embeddings", "--position-lr-scale", "10"])
+    heads = LM4LV.from_pretrained(tmp_path / "run" / "lm4lv", device="cpu").heads
+    ratio = float(heads.visual_positions.abs().max() / heads.adapter_in.bias.abs().max())
+    assert ratio == pytest.approx(10, rel=0.01)
+    with pytest.raises(SystemExit, match="position-embeddings"):
+        main(common + ["--out", str(tmp_path / "refused"), "--position-lr-scale", "10"])
+
+
 def test_init_from_carries_position_embeddings_or_refuses_to_drop_them(tmp_path, tiny_llm_dir, tiny_vision_dir):
     """A run without position embeddings starts from them unchanged (zero); one with them copies them; a checkpoint
     trained with them is refused by a run without them rather than silently losing them."""

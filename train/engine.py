@@ -116,16 +116,31 @@ def will_resume(args) -> bool:
     return bool(args.resume) and os.path.isfile(os.path.join(args.out, "state", "state.json"))
 
 
+def param_groups(model: nn.Module, lr_scales: dict[str, float] | None = None) -> list[dict]:
+    """The parameters of `model` that require grad, as optimiser groups: one per entry of `lr_scales` (parameter
+    name suffix -> multiplier of the scheduled learning rate) that matches any, then the rest at scale 1."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = []
+    for suffix, scale in (lr_scales or {}).items():
+        matched = [p for n, p in named if n.endswith(suffix)]
+        if matched:
+            groups.append({"params": matched, "lr_scale": scale})
+    taken = {id(p) for g in groups for p in g["params"]}
+    groups.append({"params": [p for _, p in named if id(p) not in taken], "lr_scale": 1.0})
+    return groups
+
+
 def train_loop(args, accelerator, model: nn.Module, loss_fn: Callable[[nn.Module, int], dict[str, torch.Tensor]],
-               export: Callable[[str], None], desc: str) -> dict[str, float]:
+               export: Callable[[str], None], desc: str, lr_scales: dict[str, float] | None = None) -> dict[str, float]:
     """Optimise the parameters of `model` that require grad; `loss_fn(model, step)` returns {"loss": ..., ...}.
 
-    `export(folder)` writes the shippable checkpoint; it is called at every save and at the end.
-    Returns the last logged values.
+    `export(folder)` writes the shippable checkpoint; it is called at every save and at the end. `lr_scales`: see
+    `param_groups`. Returns the last logged values.
     """
     os.makedirs(args.out, exist_ok=True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
+    groups = param_groups(model, lr_scales)
+    params = [p for g in groups for p in g["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
     state_dir = os.path.join(args.out, "state")
     start = resume_from(args, accelerator, model, optimizer, state_dir)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -142,7 +157,7 @@ def train_loop(args, accelerator, model: nn.Module, loss_fn: Callable[[nn.Module
         for step in bar:
             lr = lr_at(step, args)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             model.train()
             # randomness inside the step (MAE masks, noise) is a function of the step, so --resume is exact
             torch.manual_seed(args.seed * 1_000_003 + step * 1009 + accelerator.process_index)

@@ -87,6 +87,9 @@ def parse_args(argv=None):
                         "HQ image alike (zero-initialised; with --init-from the start is unchanged): an address for the "
                         "LLM's copy that a generated token's errors do not corrupt (our MAE's features carry no "
                         "absolute position). Not in the paper's trainable set")
+    p.add_argument("--position-lr-scale", type=float, default=1.0, metavar="SCALE",
+                   help="the position embeddings learn at SCALE x the learning rate: zero-initialised, at the common "
+                        "rate they stay about 1%% of an image token's size for hundreds of steps")
     p.add_argument("--pixel-loss", type=float, default=0.0, metavar="WEIGHT",
                    help="add WEIGHT x the MSE between the decoded predicted and decoded target tokens (normalised "
                         "pixels, the frozen MAE decoder): weighs feature directions by what they change in the image")
@@ -211,6 +214,7 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
               "degradations": args.degradations,
               "standardize": args.standardize, "whiten": args.whiten,
               "position_embeddings": args.position_embeddings,
+              "position_lr_scale": args.position_lr_scale if args.position_embeddings else None,
               "pixel_loss": args.pixel_loss, "carry_loss": args.carry_loss,
               "carry_layer": args.carry_layer if args.carry_loss > 0 else None, "llm_frozen": model.llm_frozen,
               "lora_rank": args.lora_rank if args.variant == "lm4lv-lora" else None,
@@ -314,6 +318,8 @@ def main(argv=None):
     args = parse_args(argv)
     tasks = parse_tasks(args.tasks)
     check_variant_options(args)
+    if args.position_lr_scale != 1.0 and not args.position_embeddings:
+        raise SystemExit("--position-lr-scale applies with --position-embeddings.")
     accelerator = make_accelerator(args)
     model = build_model(args.variant, llm=args.llm, vision=args.vision, tasks=tasks,
                         num_task_tokens=args.num_task_tokens, layer=args.layer, device=accelerator.device,
@@ -338,7 +344,8 @@ def main(argv=None):
 
     loss_fn = make_loss_fn(model, args, accelerator, crops, tasks)
     trained = with_carry_objective(model, args, accelerator, crops, tasks)
-    last = train_loop(args, accelerator, trained, loss_fn, export, desc=f"{args.variant} {','.join(tasks)}")
+    last = train_loop(args, accelerator, trained, loss_fn, export, desc=f"{args.variant} {','.join(tasks)}",
+                      lr_scales={"visual_positions": args.position_lr_scale})
     accelerator.print(f"done: {last}; checkpoint in {export_dir}")
 
 
