@@ -1,4 +1,5 @@
-"""The only trainable parts of LM4LV: two linear adapters and one task-token set per task."""
+"""The only trainable parts of LM4LV: two linear adapters and one task-token set per task (and, as an option
+outside the paper's trainable set, one position embedding per visual-token index)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -143,7 +143,8 @@ def test_position_lr_scale_multiplies_the_step_of_the_position_embeddings(data_d
         main(common + ["--out", str(tmp_path / "refused"), "--position-lr-scale", "10"])
 
 
-def test_init_from_carries_position_embeddings_or_refuses_to_drop_them(tmp_path, tiny_llm_dir, tiny_vision_dir):
+def test_init_from_carries_position_embeddings_or_refuses_to_drop_them(tmp_path, tiny_llm_dir,
+                                                                        tiny_vision_dir):
     """A run without position embeddings starts from them unchanged (zero); one with them copies them; a checkpoint
     trained with them is refused by a run without them rather than silently losing them."""
     import torch

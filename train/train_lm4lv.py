@@ -84,8 +84,8 @@ def parse_args(argv=None):
                         "stays unwhitened; 0: off")
     p.add_argument("--position-embeddings", action="store_true",
                    help="a learned vector per visual-token index added to what adapter_in writes, for the LQ and the "
-                        "HQ image alike (zero-initialised; with --init-from the start is unchanged): an address for the "
-                        "LLM's copy that a generated token's errors do not corrupt (our MAE's features carry no "
+                        "HQ image alike (zero-initialised; with --init-from the start is unchanged): an address for "
+                        "the LLM's copy that a generated token's errors do not corrupt (our MAE's features carry no "
                         "absolute position). Not in the paper's trainable set")
     p.add_argument("--position-lr-scale", type=float, default=1.0, metavar="SCALE",
                    help="the position embeddings learn at SCALE x the learning rate: zero-initialised, at the common "
