@@ -150,14 +150,16 @@ def ridge_readout(x_fit: torch.Tensor, y_fit: torch.Tensor, ridges=RIDGES):
 
 def make_set(clean: list, task: str, seeds: list[int]):
     """PIL images of the model's size -> (degraded, reference, MAE-r input) as (B, 3, S, S) tensors in [0, 1]."""
-    def stack(images):
-        return torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
-                            for im in images])
-
     degraded = [degrade(c, task, seed=s) for c, s in zip(clean, seeds)]
     references = [target(c, task) for c in clean]
     baselines = [baseline_input(task, d, r) for d, r in zip(degraded, references)]
-    return stack(degraded), stack(references), stack(baselines)
+    return to_tensor(degraded), to_tensor(references), to_tensor(baselines)
+
+
+def to_tensor(images: list):
+    """PIL images of one size -> (B, 3, S, S) in [0, 1]."""
+    return torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+                        for im in images])
 
 
 def to_image(t: torch.Tensor):

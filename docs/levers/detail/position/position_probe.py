@@ -9,7 +9,6 @@ that free running loses (docs/RESULTS.md, "Free running loses the copy's address
 """
 import glob
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -17,12 +16,7 @@ from lm4lv_core.images import fit_square
 from lm4lv_core.variants import load_model
 from train.evaluate import load_eval_images
 from train.refit_readout import fed_tokens
-from train.routing import make_set
-
-
-def stack(images):
-    return torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
-                        for im in images])
+from train.routing import make_set, to_tensor
 
 
 def accuracy(fit: torch.Tensor, scored: torch.Tensor, ridge: float) -> float:
@@ -44,8 +38,8 @@ def main():
     fit_photos = [fit_square(Image.open(f), model.image_size)[0] for f in files]
     eval_photos = [fit_square(im, model.image_size)[0] for _, im in load_eval_images("skimage", None)]
     with torch.no_grad():
-        fit = vision.encode(vision.normalize(stack(fit_photos)))[:, 1:]  # (46, 64, D) patch tokens
-        clean = vision.encode(vision.normalize(stack(eval_photos)))[:, 1:]
+        fit = vision.encode(vision.normalize(to_tensor(fit_photos)))[:, 1:]  # (46, 64, D) patch tokens
+        clean = vision.encode(vision.normalize(to_tensor(eval_photos)))[:, 1:]
         lq01, hq01, _ = make_set(eval_photos, "denoise", [i * 101 for i in range(len(eval_photos))])
         lq, hq = vision.encode(vision.normalize(lq01)), vision.encode(vision.normalize(hq01))
         generated = fed_tokens(model, lq, hq, ["denoise"] * len(lq), "free")[:, 1:]
