@@ -4,8 +4,12 @@ generation (free running), the reference tokens of ANOTHER photo (right position
 shifted by one (each fed token = the LQ token it follows: the content an induction head would match).
 
     PYTHONPATH=. python docs/levers/detail/copy/addressing.py --task denoise > docs/levers/detail/copy/addressing_denoise.txt
+
+`--position-scale K` first multiplies the checkpoint's position embeddings by K (how far the learned ones are from being
+used as the copy's address); `--save DIR` writes that scaled checkpoint, to score with train.evaluate / refit_readout.
 """
 import argparse
+import os
 
 import torch
 
@@ -19,9 +23,15 @@ p = argparse.ArgumentParser()
 p.add_argument("--checkpoint", default="checkpoints/lm4lv-smollm2")
 p.add_argument("--task", default="denoise")
 p.add_argument("--threads", type=int, default=1)
+p.add_argument("--position-scale", type=float, default=1.0)
+p.add_argument("--save", default=None, help="write the (scaled) checkpoint here")
+p.add_argument("--vision", default="checkpoints/mae-tiny", help="the vision module --save records")
 args = p.parse_args()
 torch.set_num_threads(args.threads)
 model = load_model(args.checkpoint)
+if args.position_scale != 1.0:
+    with torch.no_grad():
+        model.heads.visual_positions.mul_(args.position_scale)
 vision = model.vision
 clean = [fit_square(im, model.image_size)[0] for _, im in load_eval_images("skimage", None)]
 lq01, hq01, _ = make_set(clean, args.task, [i * 101 for i in range(len(clean))])
@@ -37,3 +47,5 @@ with torch.no_grad():
         heads = ", ".join(f"{h['layer']}.{h['head']}: {h['mass']:.2f} / {h['top_choice']:.0%}"
                           for h in stats["copy_heads"][:3])
         print(f"{name}: {heads}", flush=True)
+if args.save:
+    model.save_pretrained(args.save, vision_path=os.path.relpath(os.path.abspath(args.vision), os.path.abspath(args.save)))
