@@ -379,6 +379,8 @@ def test_carry_loss_reads_the_right_stream_resumes_exactly_and_stays_out_of_the_
     """--carry-loss: the stream it reads is the residual entering the chosen layer at the LQ positions (the same as a
     plain forward without the cached prefix); a run resumes exactly with the probe in its state; the exported
     checkpoint holds only the model."""
+    import json
+
     import torch
     from safetensors.torch import load_file
 
@@ -400,6 +402,19 @@ def test_carry_loss_reads_the_right_stream_resumes_exactly_and_stays_out_of_the_
     assert fit < float(objective.targets(lq).var(0).mean())  # better than predicting each patch's mean
     with pytest.raises(SystemExit, match="--carry-layer"):
         CarryObjective(model, layer=2, weight=1.0)
+    on_values = CarryObjective(model, layer=1, weight=1.0, kv_head=1)  # reads KV head 1's value vectors
+    attention = model.llm.base_model.layers[1].self_attn
+    width = on_values.head_dim()
+    with torch.no_grad():
+        normed = model.llm.base_model.layers[1].input_layernorm(carried[:, 1:])
+        expected = attention.v_proj(normed)[..., width:2 * width]
+        torch.testing.assert_close(on_values.features(carried), expected)
+    assert on_values.probe.in_features == width < model.llm.config.hidden_size
+    with pytest.raises(SystemExit, match="--carry-kv-head"):
+        CarryObjective(model, layer=1, weight=1.0, kv_head=attention.v_proj.out_features // width)
+    with pytest.raises(SystemExit, match="--carry-kv-head applies with --carry-loss"):
+        main(["--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data_dir), "--out",
+              str(tmp_path / "refused"), "--carry-kv-head", "0"])
 
     common = ["--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data_dir), "--batch-size", "2",
               "--probe-every", "0", "--ridge-init", "1", "--carry-loss", "0.5", "--carry-layer", "1",
@@ -412,6 +427,8 @@ def test_carry_loss_reads_the_right_stream_resumes_exactly_and_stays_out_of_the_
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     exported = load_file(str(tmp_path / "straight" / "lm4lv" / "heads.safetensors"))
     assert not any("probe" in name for name in exported)
+    main(common[:-4] + ["--steps", "1", "--carry-kv-head", "1", "--out", str(tmp_path / "values")])
+    assert json.loads((tmp_path / "values" / "lm4lv" / "training.json").read_text())["carry_kv_head"] == 1
 
 
 def test_generated_self_conditioning_feeds_the_free_running_tokens(data_dir, tmp_path, tiny_llm_dir, tiny_vision_dir):

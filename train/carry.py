@@ -7,7 +7,9 @@ first MLPs rewrite every token. Task training moves that figure slowly (1.5 dB o
 `adapter_in` only through the copy. This objective reaches it directly: a linear probe reads the residual stream
 entering `layer` through that layer's own input norm (what its value projection reads) and predicts the LQ token's
 decoded pixels; its MSE, weighted, is added to the task loss and trains `adapter_in` and the task tokens (and the
-probe). The probe is a training aid: it is not part of the model and is not exported.
+probe). With `kv_head` the probe reads instead the value vectors of one KV head of that layer (the one the copying
+heads share: KV head 2 for SmolLM2-135M's heads 18.6 and 18.7), the 64 numbers the copy actually moves. The probe is a
+training aid: it is not part of the model and is not exported.
 """
 from __future__ import annotations
 
@@ -21,20 +23,41 @@ from train.least_squares import fit_linear
 class CarryObjective(nn.Module):
     """LM4LV's training forward plus `weight` x the carry loss at `layer` (returned as "carry")."""
 
-    def __init__(self, model: nn.Module, layer: int, weight: float):
+    def __init__(self, model: nn.Module, layer: int, weight: float, kv_head: int | None = None):
         super().__init__()
         layers = len(model.llm.base_model.layers)
         if not 0 < layer < layers:
             raise SystemExit(f"--carry-layer {layer}: choose a layer of the LLM between 1 and {layers - 1}.")
-        self.model, self.layer, self.weight = model, layer, weight
-        vision = model.vision
-        self.probe = nn.Linear(model.llm.config.hidden_size, vision.patch_size**2 * 3).to(model.device)
+        self.model, self.layer, self.weight, self.kv_head = model, layer, weight, kv_head
+        width = model.llm.config.hidden_size
+        if kv_head is not None:
+            width = self.head_dim()
+            kv_heads = self.attention().v_proj.out_features // width
+            if not 0 <= kv_head < kv_heads:
+                raise SystemExit(f"--carry-kv-head {kv_head}: the LLM has {kv_heads} KV heads (0 to {kv_heads - 1}).")
+        self.probe = nn.Linear(width, model.vision.patch_size**2 * 3).to(model.device)
 
-    def normed(self, stream: torch.Tensor) -> torch.Tensor:
-        """(B, N, llm_dim) residual stream at the LQ positions -> (B, N-1, llm_dim) the patch tokens' part (no CLS)
-        through the layer's own input norm, fp32: what the probe reads."""
-        norm = self.model.llm.base_model.layers[self.layer].input_layernorm
-        return norm(stream[:, 1:].to(self.model.llm_dtype)).float()
+    def attention(self) -> nn.Module:
+        attention = self.model.llm.base_model.layers[self.layer].self_attn
+        if not hasattr(attention, "v_proj"):
+            raise SystemExit("--carry-kv-head needs an LLM whose attention has a v_proj (Llama-style); drop it to read "
+                             "the residual stream instead.")
+        return attention
+
+    def head_dim(self) -> int:
+        config = self.model.llm.config
+        return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+    def features(self, stream: torch.Tensor) -> torch.Tensor:
+        """(B, N, llm_dim) residual stream at the LQ positions -> what the probe reads for the patch tokens (no CLS),
+        fp32: the stream through the layer's own input norm (B, N-1, llm_dim), or with `kv_head` that KV head's value
+        vectors (B, N-1, head_dim): exactly what the heads sharing it copy."""
+        normed = self.model.llm.base_model.layers[self.layer].input_layernorm(stream[:, 1:].to(self.model.llm_dtype))
+        if self.kv_head is None:
+            return normed.float()
+        width = self.head_dim()
+        values = self.attention().v_proj(normed)  # (B, N-1, kv_heads * head_dim)
+        return values[..., self.kv_head * width:(self.kv_head + 1) * width].float()
 
     @torch.no_grad()
     def targets(self, lq: torch.Tensor) -> torch.Tensor:
@@ -47,7 +70,7 @@ class CarryObjective(nn.Module):
         """Ridge fit of the probe on teacher-forced streams of `batches` [(lq, hq, tasks)]; returns its pixel MSE."""
         xs, ys = [], []
         for lq, hq, tasks in batches:
-            xs.append(self.normed(self.model(lq, hq, tasks, carry_layer=self.layer)["carry"]).flatten(0, 1))
+            xs.append(self.features(self.model(lq, hq, tasks, carry_layer=self.layer)["carry"]).flatten(0, 1))
             ys.append(self.targets(lq).flatten(0, 1))
         x, y = torch.cat(xs), torch.cat(ys)  # (M, llm_dim), (M, p*p*3)
         fit_linear(self.probe, x, y, ridge)
@@ -55,6 +78,6 @@ class CarryObjective(nn.Module):
 
     def forward(self, lq, hq, tasks, **options) -> dict[str, torch.Tensor]:
         terms = self.model(lq, hq, tasks, carry_layer=self.layer, **options)
-        terms["carry"] = F.mse_loss(self.probe(self.normed(terms.pop("carry"))), self.targets(lq))
+        terms["carry"] = F.mse_loss(self.probe(self.features(terms.pop("carry"))), self.targets(lq))
         terms["loss"] = terms["loss"] + self.weight * terms["carry"]
         return terms

@@ -100,6 +100,9 @@ def parse_args(argv=None):
     p.add_argument("--carry-layer", type=int, default=18,
                    help="the LLM layer whose input the carry loss reads: the layer that copies the LQ tokens (18 for "
                         "the embedded SmolLM2-135M, by train.routing's attention statistics; run it for another LLM)")
+    p.add_argument("--carry-kv-head", type=int, default=None, metavar="K",
+                   help="the carry loss reads the value vectors of KV head K of --carry-layer (what the copying heads "
+                        "move: 2 for the embedded SmolLM2-135M) instead of the whole residual stream")
     p.add_argument("--init-from", default=None,
                    help="start from a trained LM4LV checkpoint (a curriculum, e.g. `--tasks repeat` first): its "
                         "adapters and the task tokens of the tasks both runs share; skips --ridge-init")
@@ -216,7 +219,8 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
               "position_embeddings": args.position_embeddings,
               "position_lr_scale": args.position_lr_scale if args.position_embeddings else None,
               "pixel_loss": args.pixel_loss, "carry_loss": args.carry_loss,
-              "carry_layer": args.carry_layer if args.carry_loss > 0 else None, "llm_frozen": model.llm_frozen,
+              "carry_layer": args.carry_layer if args.carry_loss > 0 else None,
+              "carry_kv_head": args.carry_kv_head if args.carry_loss > 0 else None, "llm_frozen": model.llm_frozen,
               "lora_rank": args.lora_rank if args.variant == "lm4lv-lora" else None,
               "expert": {"width": model.config.width, "depth": model.config.depth}
               if args.variant == "transformer" else None,
@@ -261,7 +265,7 @@ def with_carry_objective(model, args, accelerator, crops, tasks: list[str]):
         return model
     from train.carry import CarryObjective
 
-    objective = CarryObjective(model, args.carry_layer, args.carry_loss)
+    objective = CarryObjective(model, args.carry_layer, args.carry_loss, args.carry_kv_head)
     if not will_resume(args):
         batches = [make_pairs(crops, model.vision, 10**9 + 100 + i, args.batch_size, tasks, args.seed,
                               degradations=args.degradations) for i in range(4)]
@@ -320,6 +324,8 @@ def main(argv=None):
     check_variant_options(args)
     if args.position_lr_scale != 1.0 and not args.position_embeddings:
         raise SystemExit("--position-lr-scale applies with --position-embeddings.")
+    if args.carry_kv_head is not None and args.carry_loss <= 0:
+        raise SystemExit("--carry-kv-head applies with --carry-loss.")
     accelerator = make_accelerator(args)
     model = build_model(args.variant, llm=args.llm, vision=args.vision, tasks=tasks,
                         num_task_tokens=args.num_task_tokens, layer=args.layer, device=accelerator.device,
