@@ -385,6 +385,7 @@ def test_carry_loss_reads_the_right_stream_resumes_exactly_and_stays_out_of_the_
     from safetensors.torch import load_file
 
     from lm4lv_core import LM4LV
+    from lm4lv_core.llm import head_dim
     from lm4lv_core.sequence import LQ
     from train.carry import CarryObjective
     from train.train_lm4lv import main
@@ -404,7 +405,7 @@ def test_carry_loss_reads_the_right_stream_resumes_exactly_and_stays_out_of_the_
         CarryObjective(model, layer=2, weight=1.0)
     on_values = CarryObjective(model, layer=1, weight=1.0, kv_head=1)  # reads KV head 1's value vectors
     attention = model.llm.base_model.layers[1].self_attn
-    width = on_values.head_dim()
+    width = head_dim(model.llm.config)
     with torch.no_grad():
         normed = model.llm.base_model.layers[1].input_layernorm(carried[:, 1:])
         expected = attention.v_proj(normed)[..., width:2 * width]

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lm4lv_core.llm import head_dim
 from train.least_squares import fit_linear
 
 
@@ -31,7 +32,7 @@ class CarryObjective(nn.Module):
         self.model, self.layer, self.weight, self.kv_head = model, layer, weight, kv_head
         width = model.llm.config.hidden_size
         if kv_head is not None:
-            width = self.head_dim()
+            width = head_dim(self.model.llm.config)
             kv_heads = self.attention().v_proj.out_features // width
             if not 0 <= kv_head < kv_heads:
                 raise SystemExit(f"--carry-kv-head {kv_head}: the LLM has {kv_heads} KV heads (0 to {kv_heads - 1}).")
@@ -44,10 +45,6 @@ class CarryObjective(nn.Module):
                              "the residual stream instead.")
         return attention
 
-    def head_dim(self) -> int:
-        config = self.model.llm.config
-        return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-
     def features(self, stream: torch.Tensor) -> torch.Tensor:
         """(B, N, llm_dim) residual stream at the LQ positions -> what the probe reads for the patch tokens (no CLS),
         fp32: the stream through the layer's own input norm (B, N-1, llm_dim), or with `kv_head` that KV head's value
@@ -55,7 +52,7 @@ class CarryObjective(nn.Module):
         normed = self.model.llm.base_model.layers[self.layer].input_layernorm(stream[:, 1:].to(self.model.llm_dtype))
         if self.kv_head is None:
             return normed.float()
-        width = self.head_dim()
+        width = head_dim(self.model.llm.config)
         values = self.attention().v_proj(normed)  # (B, N-1, kv_heads * head_dim)
         return values[..., self.kv_head * width:(self.kv_head + 1) * width].float()
 

@@ -17,6 +17,7 @@ import argparse
 import torch
 
 from lm4lv_core.images import fit_square
+from lm4lv_core.llm import head_dim
 from lm4lv_core.tasks import TASKS
 from train.data import RandomCrops
 from train.engine import load_autoregressive
@@ -62,10 +63,8 @@ def main():
                   for i in range(0, len(lq), 16)]
         split = (len(fit_lq) + 15) // 16
         v_fit, v_ev = torch.cat(values[:split]), torch.cat(values[split:])
-        head_dim = model.llm.config.head_dim if getattr(model.llm.config, "head_dim", None) else \
-            model.llm.config.hidden_size // model.llm.config.num_attention_heads
-        groups = {f"{args.layer}.kv{h}": slice(h * head_dim, (h + 1) * head_dim)
-                  for h in range(v_fit.shape[-1] // head_dim)}
+        width = head_dim(model.llm.config)
+        groups = {f"{args.layer}.kv{h}": slice(h * width, (h + 1) * width) for h in range(v_fit.shape[-1] // width)}
         groups[f"{args.layer}.all"] = slice(None)
         for name, cols in groups.items():
             row = {t: image_psnr(vision, ridge_readout(v_fit[..., cols], y)(v_ev[..., cols]), ref)
