@@ -58,11 +58,12 @@ def main():
             row = {name: image_psnr(vision, rank_k_readout(tok_fit, y, k)(tok_ev), ref) for name, (y, ref) in
                    targets.items()}
             print(f"tokens rank {k:3d}: own {row['own']:.2f} dB, target {row['target']:.2f} dB")
-        values = [traces(model, sequence_embeds(model, lq[i:i + 16], hq[i:i + 16], [args.task] * len(lq[i:i + 16])),
-                         [args.layer])["value"][args.layer] for lq, hq in ((fit_lq, fit_hq), (ev_lq, ev_hq))
-                  for i in range(0, len(lq), 16)]
-        split = (len(fit_lq) + 15) // 16
-        v_fit, v_ev = torch.cat(values[:split]), torch.cat(values[split:])
+        def values(lq, hq, batch=16):  # (B, L, kv_dim): layer `args.layer`'s value vectors at the LQ patch tokens
+            return torch.cat([traces(model, sequence_embeds(model, lq[i:i + batch], hq[i:i + batch],
+                                                            [args.task] * len(lq[i:i + batch])),
+                                     [args.layer])["value"][args.layer] for i in range(0, len(lq), batch)])
+
+        v_fit, v_ev = values(fit_lq, fit_hq), values(ev_lq, ev_hq)
         width = head_dim(model.llm.config)
         groups = {f"{args.layer}.kv{h}": slice(h * width, (h + 1) * width) for h in range(v_fit.shape[-1] // width)}
         groups[f"{args.layer}.all"] = slice(None)
