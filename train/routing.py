@@ -156,6 +156,25 @@ def make_set(clean: list, task: str, seeds: list[int]):
     return to_tensor(degraded), to_tensor(references), to_tensor(baselines)
 
 
+def probe_images(data: str, images: str, size: int, fit_images: int = 64, seed: int = 0) -> tuple[list, list]:
+    """The probe's clean PIL images at the model's size: `fit_images` corpus crops from `data` (indices far from
+    training's) and the evaluation photos `images` ("skimage" or a folder), fitted to the square."""
+    crops = RandomCrops(data, size, seed=seed + 2)
+    fit_clean = [to_image(crops.sample(FIT_BATCH + k)) for k in range(fit_images)]
+    eval_clean = [fit_square(im, size)[0] for _, im in load_eval_images(images, None)]
+    return fit_clean, eval_clean
+
+
+def probe_sets(task: str, fit_clean: list, eval_clean: list) -> tuple[tuple, tuple]:
+    """Clean fit / evaluation images -> their `make_set`s for `task`, degraded with the probe's fixed seeds (the
+    evaluation photos' as in Table 2)."""
+    from lm4lv_core.tasks import TASKS
+
+    t_index = TASKS.index(task) if task in TASKS else 0
+    return (make_set(fit_clean, task, [10**6 + i for i in range(len(fit_clean))]),
+            make_set(eval_clean, task, [i * 101 + t_index for i in range(len(eval_clean))]))
+
+
 def to_tensor(images: list):
     """PIL images of one size -> (B, 3, S, S) in [0, 1]."""
     return torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
@@ -173,11 +192,8 @@ def to_image(t: torch.Tensor):
 def routing_table(model, task: str, fit_clean: list, eval_clean: list, value_layers: list[int],
                   batch_size: int = 16, inputs: str = "teacher") -> dict:
     """The probe's PSNRs (see the module docstring) for one task, `inputs` ("teacher" or "free") fed back."""
-    from lm4lv_core.tasks import TASKS
-
-    vision, t_index = model.vision, TASKS.index(task) if task in TASKS else 0
-    fit_lq, fit_hq, _ = make_set(fit_clean, task, [10**6 + i for i in range(len(fit_clean))])
-    ev_lq, ev_hq, ev_base = make_set(eval_clean, task, [i * 101 + t_index for i in range(len(eval_clean))])
+    vision = model.vision
+    (fit_lq, fit_hq, _), (ev_lq, ev_hq, ev_base) = probe_sets(task, fit_clean, eval_clean)
 
     def embeds(lq01, hq01):  # generation (inputs "free") once per set
         return torch.cat([sequence_embeds(model, lq01[i:i + batch_size], hq01[i:i + batch_size],
@@ -229,10 +245,7 @@ def main(argv=None):
     model = load_autoregressive(args.checkpoint, args.threads, "the routing probe")
     last = model.llm.config.num_hidden_layers - 1
     layers = [last if x.strip() == "last" else int(x) for x in args.value_layers.split(",") if x.strip()]
-    size = model.image_size
-    crops = RandomCrops(args.data, size, seed=args.seed + 2)
-    fit_clean = [to_image(crops.sample(FIT_BATCH + k)) for k in range(args.fit_images)]
-    eval_clean = [fit_square(im, size)[0] for _, im in load_eval_images(args.images, None)]
+    fit_clean, eval_clean = probe_images(args.data, args.images, model.image_size, args.fit_images, args.seed)
     table = routing_table(model, args.task, fit_clean, eval_clean, layers, inputs=args.inputs)
     table.update(checkpoint=args.checkpoint or "embedded default", fit_images=args.fit_images,
                  eval_images=len(eval_clean))

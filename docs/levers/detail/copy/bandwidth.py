@@ -16,13 +16,9 @@ import argparse
 
 import torch
 
-from lm4lv_core.images import fit_square
 from lm4lv_core.llm import head_dim
-from lm4lv_core.tasks import TASKS
-from train.data import RandomCrops
 from train.engine import load_autoregressive
-from train.evaluate import load_eval_images as eval_images
-from train.routing import FIT_BATCH, image_psnr, make_set, patches, ridge_readout, sequence_embeds, to_image, traces
+from train.routing import image_psnr, patches, probe_images, probe_sets, ridge_readout, sequence_embeds, traces
 
 
 def rank_k_readout(x_fit: torch.Tensor, y_fit: torch.Tensor, k: int):
@@ -44,12 +40,9 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     model = load_autoregressive(args.checkpoint, args.threads, "the bandwidth probe")
-    vision, size = model.vision, model.image_size
-    crops = RandomCrops("../shared/corpus/train", size, seed=2)
-    fit_clean = [to_image(crops.sample(FIT_BATCH + k)) for k in range(64)]
-    eval_clean = [fit_square(im, size)[0] for _, im in eval_images("skimage", None)]
-    fit_lq, fit_hq, _ = make_set(fit_clean, args.task, [10**6 + i for i in range(len(fit_clean))])
-    ev_lq, ev_hq, _ = make_set(eval_clean, args.task, [i * 101 + TASKS.index(args.task) for i in range(len(eval_clean))])
+    vision = model.vision
+    fit_clean, eval_clean = probe_images("../shared/corpus/train", "skimage", model.image_size)
+    (fit_lq, fit_hq, _), (ev_lq, ev_hq, _) = probe_sets(args.task, fit_clean, eval_clean)
     with torch.no_grad():
         tok_fit = vision.encode(vision.normalize(fit_lq))[:, 1:]
         tok_ev = vision.encode(vision.normalize(ev_lq))[:, 1:]
