@@ -400,7 +400,12 @@ def test_carry_loss_reads_the_right_stream_resumes_exactly_and_stays_out_of_the_
     torch.testing.assert_close(carried, plain[:, model.training_layout.positions(LQ)], atol=1e-4, rtol=1e-4)
     objective = CarryObjective(model, layer=1, weight=1.0)
     fit = objective.initialise([(lq, hq, ["denoise"] * 2)], ridge=1e-6)
-    assert fit < float(objective.targets(lq).var(0).mean())  # better than predicting each patch's mean
+    assert fit < float(objective.targets(lq, hq, ["denoise"] * 2).var(0).mean())  # better than each patch's mean
+    reference = CarryObjective(model, layer=1, weight=1.0, target="reference")
+    with torch.no_grad():  # the reference's pixels where the task keeps positions, the token's own where it moves them
+        mixed = reference.targets(lq, hq, ["denoise", "rotate"])
+        torch.testing.assert_close(mixed[0], objective.targets(hq, lq, ["denoise"] * 2)[0])
+        torch.testing.assert_close(mixed[1], objective.targets(lq, hq, ["denoise"] * 2)[1])
     with pytest.raises(SystemExit, match="--carry-layer"):
         CarryObjective(model, layer=2, weight=1.0)
     on_values = CarryObjective(model, layer=1, weight=1.0, kv_head=1)  # reads KV head 1's value vectors
@@ -413,9 +418,10 @@ def test_carry_loss_reads_the_right_stream_resumes_exactly_and_stays_out_of_the_
     assert on_values.probe.in_features == width < model.llm.config.hidden_size
     with pytest.raises(SystemExit, match="--carry-kv-head"):
         CarryObjective(model, layer=1, weight=1.0, kv_head=attention.v_proj.out_features // width)
-    with pytest.raises(SystemExit, match="--carry-kv-head applies with --carry-loss"):
-        main(["--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data_dir), "--out",
-              str(tmp_path / "refused"), "--carry-kv-head", "0"])
+    for flag, value in (("--carry-kv-head", "0"), ("--carry-target", "reference")):
+        with pytest.raises(SystemExit, match=f"{flag} applies with --carry-loss"):
+            main(["--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data_dir), "--out",
+                  str(tmp_path / "refused"), flag, value])
 
     common = ["--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data_dir), "--batch-size", "2",
               "--probe-every", "0", "--ridge-init", "1", "--carry-loss", "0.5", "--carry-layer", "1",
@@ -428,8 +434,10 @@ def test_carry_loss_reads_the_right_stream_resumes_exactly_and_stays_out_of_the_
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     exported = load_file(str(tmp_path / "straight" / "lm4lv" / "heads.safetensors"))
     assert not any("probe" in name for name in exported)
-    main(common[:-4] + ["--steps", "1", "--carry-kv-head", "1", "--out", str(tmp_path / "values")])
-    assert json.loads((tmp_path / "values" / "lm4lv" / "training.json").read_text())["carry_kv_head"] == 1
+    main(common[:-4] + ["--steps", "1", "--carry-kv-head", "1", "--carry-target", "reference", "--out",
+                        str(tmp_path / "values")])
+    recorded = json.loads((tmp_path / "values" / "lm4lv" / "training.json").read_text())
+    assert recorded["carry_kv_head"] == 1 and recorded["carry_target"] == "reference"
 
 
 def test_generated_self_conditioning_feeds_the_free_running_tokens(data_dir, tmp_path, tiny_llm_dir, tiny_vision_dir):

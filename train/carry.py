@@ -8,8 +8,11 @@ first MLPs rewrite every token. Task training moves that figure slowly (1.5 dB o
 entering `layer` through that layer's own input norm (what its value projection reads) and predicts the LQ token's
 decoded pixels; its MSE, weighted, is added to the task loss and trains `adapter_in` and the task tokens (and the
 probe). With `kv_head` the probe reads instead the value vectors of one KV head of that layer (the one the copying
-heads share: KV head 2 for SmolLM2-135M's heads 18.6 and 18.7), the 64 numbers the copy actually moves. The probe is a
-training aid: it is not part of the model and is not exported.
+heads share: KV head 2 for SmolLM2-135M's heads 18.6 and 18.7), the 64 numbers the copy actually moves. With
+`target="reference"` the probe predicts instead the reference's pixels at the same index (for tasks whose target is
+aligned with the input: the restorations and repeat; rotate / flip keep the token's own): the copy is then asked to
+carry what the restored token needs rather than the degradation too. The probe is a training aid: it is not part of
+the model and is not exported.
 """
 from __future__ import annotations
 
@@ -18,18 +21,22 @@ from torch import nn
 from torch.nn import functional as F
 
 from lm4lv_core.llm import head_dim
+from lm4lv_core.tasks import get_task
 from train.least_squares import fit_linear
 
 
 class CarryObjective(nn.Module):
     """LM4LV's training forward plus `weight` x the carry loss at `layer` (returned as "carry")."""
 
-    def __init__(self, model: nn.Module, layer: int, weight: float, kv_head: int | None = None):
+    def __init__(self, model: nn.Module, layer: int, weight: float, kv_head: int | None = None,
+                 target: str = "input"):
         super().__init__()
+        if target not in ("input", "reference"):
+            raise SystemExit(f"--carry-target {target}: choose 'input' or 'reference'.")
         layers = len(model.llm.base_model.layers)
         if not 0 < layer < layers:
             raise SystemExit(f"--carry-layer {layer}: choose a layer of the LLM between 1 and {layers - 1}.")
-        self.model, self.layer, self.weight, self.kv_head = model, layer, weight, kv_head
+        self.model, self.layer, self.weight, self.kv_head, self.target = model, layer, weight, kv_head, target
         width = model.llm.config.hidden_size
         if kv_head is not None:
             width = head_dim(self.model.llm.config)
@@ -57,10 +64,15 @@ class CarryObjective(nn.Module):
         return values[..., self.kv_head * width:(self.kv_head + 1) * width].float()
 
     @torch.no_grad()
-    def targets(self, lq: torch.Tensor) -> torch.Tensor:
-        """(B, N, vision_dim) LQ tokens -> (B, N-1, p*p*3) their decoded, normalised pixels: what each token holds."""
+    def targets(self, lq: torch.Tensor, hq: torch.Tensor, tasks: list[str]) -> torch.Tensor:
+        """(B, N, vision_dim) LQ and HQ tokens -> (B, N-1, p*p*3) the probe's targets, decoded normalised pixels: what
+        each LQ token holds, or with target "reference" the HQ token at the same index where the task aligns them."""
         vision = self.model.vision
-        return vision.mae.patchify(vision.decode(lq))
+        tokens = lq
+        if self.target == "reference":
+            aligned = torch.tensor([not get_task(t).spatial for t in tasks], device=lq.device)
+            tokens = torch.where(aligned[:, None, None], hq, lq)
+        return vision.mae.patchify(vision.decode(tokens))
 
     @torch.no_grad()
     def initialise(self, batches, ridge: float = 1e-2) -> float:
@@ -68,13 +80,13 @@ class CarryObjective(nn.Module):
         xs, ys = [], []
         for lq, hq, tasks in batches:
             xs.append(self.features(self.model(lq, hq, tasks, carry_layer=self.layer)["carry"]).flatten(0, 1))
-            ys.append(self.targets(lq).flatten(0, 1))
+            ys.append(self.targets(lq, hq, tasks).flatten(0, 1))
         x, y = torch.cat(xs), torch.cat(ys)  # (M, llm_dim), (M, p*p*3)
         fit_linear(self.probe, x, y, ridge)
         return float(F.mse_loss(self.probe(x), y))
 
     def forward(self, lq, hq, tasks, **options) -> dict[str, torch.Tensor]:
         terms = self.model(lq, hq, tasks, carry_layer=self.layer, **options)
-        terms["carry"] = F.mse_loss(self.probe(self.features(terms.pop("carry"))), self.targets(lq))
+        terms["carry"] = F.mse_loss(self.probe(self.features(terms.pop("carry"))), self.targets(lq, hq, tasks))
         terms["loss"] = terms["loss"] + self.weight * terms["carry"]
         return terms

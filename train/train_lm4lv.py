@@ -103,6 +103,10 @@ def parse_args(argv=None):
     p.add_argument("--carry-kv-head", type=int, default=None, metavar="K",
                    help="the carry loss reads the value vectors of KV head K of --carry-layer (what the copying heads "
                         "move: 2 for the embedded SmolLM2-135M) instead of the whole residual stream")
+    p.add_argument("--carry-target", choices=["input", "reference"], default="input",
+                   help="what the carry probe predicts at an LQ token's position: that token's own decoded pixels "
+                        "(input), or the reference's at the same index where the task keeps positions (reference: "
+                        "the restorations and repeat; rotate / flip keep their own)")
     p.add_argument("--init-from", default=None,
                    help="start from a trained LM4LV checkpoint (a curriculum, e.g. `--tasks repeat` first): its "
                         "adapters and the task tokens of the tasks both runs share; skips --ridge-init")
@@ -220,7 +224,8 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
               "position_lr_scale": args.position_lr_scale if args.position_embeddings else None,
               "pixel_loss": args.pixel_loss, "carry_loss": args.carry_loss,
               "carry_layer": args.carry_layer if args.carry_loss > 0 else None,
-              "carry_kv_head": args.carry_kv_head if args.carry_loss > 0 else None, "llm_frozen": model.llm_frozen,
+              "carry_kv_head": args.carry_kv_head if args.carry_loss > 0 else None,
+              "carry_target": args.carry_target if args.carry_loss > 0 else None, "llm_frozen": model.llm_frozen,
               "lora_rank": args.lora_rank if args.variant == "lm4lv-lora" else None,
               "expert": {"width": model.config.width, "depth": model.config.depth}
               if args.variant == "transformer" else None,
@@ -265,7 +270,7 @@ def with_carry_objective(model, args, accelerator, crops, tasks: list[str]):
         return model
     from train.carry import CarryObjective
 
-    objective = CarryObjective(model, args.carry_layer, args.carry_loss, args.carry_kv_head)
+    objective = CarryObjective(model, args.carry_layer, args.carry_loss, args.carry_kv_head, args.carry_target)
     if not will_resume(args):
         batches = [make_pairs(crops, model.vision, 10**9 + 100 + i, args.batch_size, tasks, args.seed,
                               degradations=args.degradations) for i in range(4)]
@@ -326,6 +331,8 @@ def main(argv=None):
         raise SystemExit("--position-lr-scale applies with --position-embeddings.")
     if args.carry_kv_head is not None and args.carry_loss <= 0:
         raise SystemExit("--carry-kv-head applies with --carry-loss.")
+    if args.carry_target != "input" and args.carry_loss <= 0:
+        raise SystemExit("--carry-target applies with --carry-loss.")
     accelerator = make_accelerator(args)
     model = build_model(args.variant, llm=args.llm, vision=args.vision, tasks=tasks,
                         num_task_tokens=args.num_task_tokens, layer=args.layer, device=accelerator.device,
