@@ -104,12 +104,12 @@ class LM4LV(Restorer, nn.Module):
         out = forward(inputs_embeds=embeds.to(self.llm_dtype), **kwargs)
         return out.last_hidden_state.float(), past_key_values
 
-    def hidden_states_and_stream(self, embeds: torch.Tensor, past_key_values, layer: int):
-        """`hidden_states` (eager, for training) plus the residual stream entering LLM layer `layer` (B, T, llm_dim)
-        fp32, before that layer's input norm (0: the input embeddings)."""
+    def hidden_states_and_streams(self, embeds: torch.Tensor, past_key_values, layers):
+        """`hidden_states` (eager, for training) plus, per LLM layer in `layers`, the residual stream entering it
+        (B, T, llm_dim) fp32, before that layer's input norm (0: the input embeddings)."""
         out = self.llm.base_model(inputs_embeds=embeds.to(self.llm_dtype), output_hidden_states=True,
                                   **{self._cache_kwarg: past_key_values, "use_cache": True})
-        return out.last_hidden_state.float(), out.hidden_states[layer].float()
+        return out.last_hidden_state.float(), [out.hidden_states[layer].float() for layer in layers]
 
     def compile_llm(self, enabled: bool = True) -> bool:
         """Run the frozen LLM through `torch.compile` when no gradients are needed (generation, evaluation): see
@@ -166,13 +166,13 @@ class LM4LV(Restorer, nn.Module):
     # ------------------------------------------------------------------------------------------------ training
     def forward_loss(self, lq: torch.Tensor, hq: torch.Tensor, tasks: list[str], input_noise: float = 0.0,
                      ce_weight: float = 1.0, fed: torch.Tensor | None = None, self_condition: float = 0.0,
-                     carry_layer: int | None = None) -> dict[str, torch.Tensor]:
+                     carry_layers: tuple[int, ...] | list[int] = ()) -> dict[str, torch.Tensor]:
         """Teacher-forced loss: CE on the answer's text tokens + L2 on each next HQ visual token (MAE space).
 
         lq, hq: (B, N, vision_dim). `fed`: the HQ tokens given to the LLM (default: hq itself); `self_condition`:
         instead, the fraction of them replaced by the model's own teacher-forced predictions (a no-grad pass);
         `input_noise`: std of Gaussian noise added to them (against exposure bias). The targets are always hq.
-        `carry_layer`: also return "carry", the residual stream entering that LLM layer at the LQ positions
+        `carry_layers`: also return "carry", per layer the residual stream entering that LLM layer at the LQ positions
         (B, N, llm_dim), for an auxiliary loss on what the image tokens still hold there (`train.carry`).
 
         The sequence runs in segments through the KV cache, with the loss of one pass over all of it: the constant
@@ -187,11 +187,12 @@ class LM4LV(Restorer, nn.Module):
         batch = lq.shape[0]
         embeds = self.embed_layout(layout, lq, tasks, hq)  # (B, T, llm_dim), the HQ slots teacher-forced
         cache = self._cache([(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in prefix])
-        if carry_layer is None:
+        if not carry_layers:
             user, _ = self.hidden_states(embeds[:, start:split], cache)  # (B, split - start, llm_dim)
         else:
-            user, stream = self.hidden_states_and_stream(embeds[:, start:split], cache, carry_layer)
-            carried = stream[:, (layout.positions(LQ) - start).to(stream.device)]  # (B, N, llm_dim)
+            user, streams = self.hidden_states_and_streams(embeds[:, start:split], cache, carry_layers)
+            lq_positions = layout.positions(LQ) - start
+            carried = [stream[:, lq_positions.to(stream.device)] for stream in streams]  # each (B, N, llm_dim)
         if self_condition > 0:
             with torch.no_grad():
                 copy = self._cache([(layer.keys.detach(), layer.values.detach()) for layer in cache.layers])
@@ -211,7 +212,7 @@ class LM4LV(Restorer, nn.Module):
         logits = self.logits(hidden[:, (positions - start).to(hidden.device)])  # (B, n_text, vocab)
         ce = F.cross_entropy(logits.flatten(0, 1), targets.to(hidden.device).repeat(hq.shape[0]))
         terms = {"loss": ce_weight * ce + l2, "ce": ce, "l2": l2, "pred": pred}
-        if carry_layer is not None:
+        if carry_layers:
             terms["carry"] = carried
         return terms
 

@@ -376,12 +376,13 @@ def test_make_pairs_torch_path_is_deterministic_and_keeps_the_task_draw(data_dir
 
 def test_carry_loss_reads_the_right_stream_resumes_exactly_and_stays_out_of_the_checkpoint(
         data_dir, tmp_path, tiny_llm_dir, tiny_vision_dir):
-    """--carry-loss: the stream it reads is the residual entering the chosen layer at the LQ positions (the same as a
-    plain forward without the cached prefix); a run resumes exactly with the probe in its state; the exported
-    checkpoint holds only the model."""
+    """--carry-loss: the streams it reads are the residuals entering the chosen layers at the LQ positions (the same
+    as a plain forward without the cached prefix); several sites average their probes' losses; a run resumes exactly
+    with the probes in its state; the exported checkpoint holds only the model."""
     import json
 
     import torch
+    from torch.nn import functional as F
     from safetensors.torch import load_file
 
     from lm4lv_core import LM4LV
@@ -394,30 +395,40 @@ def test_carry_loss_reads_the_right_stream_resumes_exactly_and_stays_out_of_the_
     lq, hq = torch.randn(2, model.vision.num_tokens, model.vision.dim), torch.randn(2, model.vision.num_tokens,
                                                                                   model.vision.dim)
     with torch.no_grad():
-        carried = model(lq, hq, ["denoise"] * 2, carry_layer=1)["carry"]  # (B, N, llm_dim)
+        carried, later = model(lq, hq, ["denoise"] * 2, carry_layers=[1, 2])["carry"]  # each (B, N, llm_dim)
         embeds = model.embed_layout(model.training_layout, lq, ["denoise"] * 2, hq)
-        plain = model.llm.base_model(inputs_embeds=embeds, output_hidden_states=True).hidden_states[1]
-    torch.testing.assert_close(carried, plain[:, model.training_layout.positions(LQ)], atol=1e-4, rtol=1e-4)
-    objective = CarryObjective(model, layer=1, weight=1.0)
-    fit = objective.initialise([(lq, hq, ["denoise"] * 2)], ridge=1e-6)
+        plain = model.llm.base_model(inputs_embeds=embeds, output_hidden_states=True).hidden_states
+    lq_positions = model.training_layout.positions(LQ)
+    torch.testing.assert_close(carried, plain[1][:, lq_positions], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(later, plain[2][:, lq_positions], atol=1e-4, rtol=1e-4)
+    objective = CarryObjective(model, layers=[1], weight=1.0)
+    fit, = objective.initialise([(lq, hq, ["denoise"] * 2)], ridge=1e-6)
     assert fit < float(objective.targets(lq, hq, ["denoise"] * 2).var(0).mean())  # better than each patch's mean
-    reference = CarryObjective(model, layer=1, weight=1.0, target="reference")
+    reference = CarryObjective(model, layers=[1], weight=1.0, target="reference")
     with torch.no_grad():  # the reference's pixels where the task keeps positions, the token's own where it moves them
         mixed = reference.targets(lq, hq, ["denoise", "rotate"])
         torch.testing.assert_close(mixed[0], objective.targets(hq, lq, ["denoise"] * 2)[0])
         torch.testing.assert_close(mixed[1], objective.targets(lq, hq, ["denoise"] * 2)[1])
     with pytest.raises(SystemExit, match="--carry-layer"):
-        CarryObjective(model, layer=2, weight=1.0)
-    on_values = CarryObjective(model, layer=1, weight=1.0, kv_head=1)  # reads KV head 1's value vectors
+        CarryObjective(model, layers=[2], weight=1.0)
+    on_values = CarryObjective(model, layers=[1], weight=1.0, kv_heads=[1])  # reads KV head 1's value vectors
     attention = model.llm.base_model.layers[1].self_attn
     width = head_dim(model.llm.config)
     with torch.no_grad():
         normed = model.llm.base_model.layers[1].input_layernorm(carried[:, 1:])
         expected = attention.v_proj(normed)[..., width:2 * width]
-        torch.testing.assert_close(on_values.features(carried), expected)
-    assert on_values.probe.in_features == width < model.llm.config.hidden_size
+        torch.testing.assert_close(on_values.features(0, carried), expected)
+    assert on_values.probes[0].in_features == width < model.llm.config.hidden_size
     with pytest.raises(SystemExit, match="--carry-kv-head"):
-        CarryObjective(model, layer=1, weight=1.0, kv_head=attention.v_proj.out_features // width)
+        CarryObjective(model, layers=[1], weight=1.0, kv_heads=[attention.v_proj.out_features // width])
+    with pytest.raises(SystemExit, match="one KV head per --carry-layer"):
+        CarryObjective(model, layers=[1, 1], weight=1.0, kv_heads=[0])
+    two_sites = CarryObjective(model, layers=[1, 1], weight=1.0, kv_heads=[0, None])  # the loss averages the sites
+    with torch.no_grad():
+        target = two_sites.targets(lq, hq, ["denoise"] * 2)
+        expected = sum(F.mse_loss(probe(two_sites.features(i, carried)), target)
+                       for i, probe in enumerate(two_sites.probes)) / 2
+        torch.testing.assert_close(two_sites(lq, hq, ["denoise"] * 2)["carry"], expected)
     for flag, value in (("--carry-kv-head", "0"), ("--carry-target", "reference")):
         with pytest.raises(SystemExit, match=f"{flag} applies with --carry-loss"):
             main(["--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data_dir), "--out",
@@ -429,15 +440,16 @@ def test_carry_loss_reads_the_right_stream_resumes_exactly_and_stays_out_of_the_
     _straight_and_resumed(main, common, tmp_path)
     assert "carry" in (tmp_path / "straight" / "log.csv").read_text().splitlines()[0].split(",")
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
-    assert "model.probe.weight" in a and a.keys() == b.keys()
+    assert "model.probes.0.weight" in a and a.keys() == b.keys()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     exported = load_file(str(tmp_path / "straight" / "lm4lv" / "heads.safetensors"))
     assert not any("probe" in name for name in exported)
-    main(common[:-4] + ["--steps", "1", "--carry-kv-head", "1", "--carry-target", "reference", "--out",
-                        str(tmp_path / "values")])
+    main(common[:-4] + ["--steps", "1", "--carry-layer", "1,1", "--carry-kv-head", "1,0", "--carry-target",
+                        "reference", "--out", str(tmp_path / "values")])
     recorded = json.loads((tmp_path / "values" / "lm4lv" / "training.json").read_text())
-    assert recorded["carry_kv_head"] == 1 and recorded["carry_target"] == "reference"
+    assert recorded["carry_layer"] == [1, 1] and recorded["carry_kv_head"] == [1, 0]
+    assert recorded["carry_target"] == "reference"
 
 
 def test_generated_self_conditioning_feeds_the_free_running_tokens(data_dir, tmp_path, tiny_llm_dir, tiny_vision_dir):

@@ -32,6 +32,14 @@ from train.probe import FreeRunningProbe
 STATISTICS_BATCHES = 4  # batches of (LQ, HQ) tokens behind the feature statistics of --standardize
 
 
+def int_list(text: str) -> list[int]:
+    """"17,18" -> [17, 18] (an argparse type)."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers separated by commas, e.g. 17,18") from None
+
+
 def parse_tasks(text: str) -> list[str]:
     tasks = list(TASKS) if text == "all" else [t.strip() for t in text.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in TASKS + SANITY_TASKS]
@@ -97,12 +105,14 @@ def parse_args(argv=None):
                    help="add WEIGHT x the carry loss (train/carry.py): a linear probe must read each LQ token's "
                         "decoded pixels from the residual stream entering --carry-layer at that token's own position; "
                         "trains adapter_in toward tokens the LLM's first layers do not rewrite away (0: off)")
-    p.add_argument("--carry-layer", type=int, default=18,
-                   help="the LLM layer whose input the carry loss reads: the layer that copies the LQ tokens (18 for "
-                        "the embedded SmolLM2-135M, by train.routing's attention statistics; run it for another LLM)")
-    p.add_argument("--carry-kv-head", type=int, default=None, metavar="K",
-                   help="the carry loss reads the value vectors of KV head K of --carry-layer (what the copying heads "
-                        "move: 2 for the embedded SmolLM2-135M) instead of the whole residual stream")
+    p.add_argument("--carry-layer", type=int_list, default=[18], metavar="LAYERS",
+                   help="the LLM layer(s) whose input the carry loss reads, comma-separated (one probe each, losses "
+                        "averaged): the layers that copy the LQ tokens (18 for the embedded SmolLM2-135M, by "
+                        "train.routing's attention statistics; run it for another LLM)")
+    p.add_argument("--carry-kv-head", type=int_list, default=None, metavar="HEADS",
+                   help="the carry loss reads the value vectors of this KV head of each --carry-layer (one per layer, "
+                        "comma-separated: what the copying heads move, 2 for the embedded SmolLM2-135M's layer 18) "
+                        "instead of the whole residual stream")
     p.add_argument("--carry-target", choices=["input", "reference"], default="input",
                    help="what the carry probe predicts at an LQ token's position: that token's own decoded pixels "
                         "(input), or the reference's at the same index where the task keeps positions (reference: "
@@ -223,7 +233,7 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
               "position_embeddings": args.position_embeddings,
               "position_lr_scale": args.position_lr_scale if args.position_embeddings else None,
               "pixel_loss": args.pixel_loss, "carry_loss": args.carry_loss,
-              "carry_layer": args.carry_layer if args.carry_loss > 0 else None,
+              "carry_layer": args.carry_layer if args.carry_loss > 0 else None,  # lists: one entry per site
               "carry_kv_head": args.carry_kv_head if args.carry_loss > 0 else None,
               "carry_target": args.carry_target if args.carry_loss > 0 else None, "llm_frozen": model.llm_frozen,
               "lora_rank": args.lora_rank if args.variant == "lm4lv-lora" else None,
@@ -264,8 +274,8 @@ def initialise(model, args, accelerator, crops, tasks: list[str]) -> None:
 
 
 def with_carry_objective(model, args, accelerator, crops, tasks: list[str]):
-    """The module the loop trains: `model`, or with --carry-loss the model plus the carry objective, whose probe is
-    ridge-fitted on 4 batches at the start (on resume it comes back with the run state)."""
+    """The module the loop trains: `model`, or with --carry-loss the model plus the carry objective, whose probes are
+    ridge-fitted on 4 batches at the start (on resume they come back with the run state)."""
     if args.carry_loss <= 0:
         return model
     from train.carry import CarryObjective
@@ -274,8 +284,9 @@ def with_carry_objective(model, args, accelerator, crops, tasks: list[str]):
     if not will_resume(args):
         batches = [make_pairs(crops, model.vision, 10**9 + 100 + i, args.batch_size, tasks, args.seed,
                               degradations=args.degradations) for i in range(4)]
-        fit = objective.initialise(batches)
-        accelerator.print(f"carry probe at layer {args.carry_layer}: ridge fit, pixel MSE {fit:.4f}")
+        fits = objective.initialise(batches)
+        accelerator.print("carry probes at layers " + ", ".join(f"{layer}: ridge fit, pixel MSE {fit:.4f}"
+                                                                 for layer, fit in zip(args.carry_layer, fits)))
     return objective
 
 
