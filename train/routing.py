@@ -103,6 +103,15 @@ def traces(model, embeds: torch.Tensor, value_layers: list[int]) -> dict:
 
 
 @torch.no_grad()
+@torch.no_grad()
+def set_traces(model, lq01: torch.Tensor, hq01: torch.Tensor, task: str, value_layers: list[int],
+               batch_size: int = 16) -> dict:
+    """`traces` of a whole teacher-forced set (B, 3, S, S) degraded and reference images, computed in batches."""
+    return concat([traces(model, sequence_embeds(model, lq01[i:i + batch_size], hq01[i:i + batch_size],
+                                                 [task] * len(lq01[i:i + batch_size])), value_layers)
+                   for i in range(0, len(lq01), batch_size)])
+
+
 def attention_statistics(model, embeds: torch.Tensor, top: int = 5) -> dict:
     """Attention weights (eager attention) on a training-layout sequence (B, T, llm_dim) summarised: the `top` heads by
     mass from the writing positions on the matching LQ token, and per layer the mass LQ positions put on the other LQ

@@ -16,16 +16,13 @@ import torch
 
 from lm4lv_core.llm import head_dim
 from train.engine import load_autoregressive
-from train.routing import image_psnr, patches, probe_images, probe_sets, ridge_readout, sequence_embeds, traces
+from train.routing import image_psnr, patches, probe_images, probe_sets, ridge_readout, set_traces
 
 
-def features(model, lq, hq, layer: int, task: str, batch: int = 16) -> dict:
+def features(model, lq, hq, layer: int, task: str) -> dict:
     """Teacher-forced traces -> {"values": (B, L, kv_dim), "stream": (B, L, llm_dim), "final": (B, L, llm_dim)}."""
-    parts = [traces(model, sequence_embeds(model, lq[i:i + batch], hq[i:i + batch], [task] * len(lq[i:i + batch])),
-                    [layer]) for i in range(0, len(lq), batch)]
-    return {"values": torch.cat([p["value"][layer] for p in parts]),
-            "stream": torch.cat([p["lq_stream"][layer] for p in parts]),
-            "final": torch.cat([p["writing"][-1] for p in parts])}
+    trace = set_traces(model, lq, hq, task, [layer])
+    return {"values": trace["value"][layer], "stream": trace["lq_stream"][layer], "final": trace["writing"][-1]}
 
 
 def main():

@@ -18,7 +18,7 @@ import torch
 
 from lm4lv_core.llm import head_dim
 from train.engine import load_autoregressive
-from train.routing import image_psnr, patches, probe_images, probe_sets, ridge_readout, sequence_embeds, traces
+from train.routing import image_psnr, patches, probe_images, probe_sets, ridge_readout, set_traces
 
 
 def rank_k_readout(x_fit: torch.Tensor, y_fit: torch.Tensor, k: int):
@@ -51,12 +51,8 @@ def main():
             row = {name: image_psnr(vision, rank_k_readout(tok_fit, y, k)(tok_ev), ref) for name, (y, ref) in
                    targets.items()}
             print(f"tokens rank {k:3d}: own {row['own']:.2f} dB, target {row['target']:.2f} dB")
-        def values(lq, hq, batch=16):  # (B, L, kv_dim): layer `args.layer`'s value vectors at the LQ patch tokens
-            return torch.cat([traces(model, sequence_embeds(model, lq[i:i + batch], hq[i:i + batch],
-                                                            [args.task] * len(lq[i:i + batch])),
-                                     [args.layer])["value"][args.layer] for i in range(0, len(lq), batch)])
-
-        v_fit, v_ev = values(fit_lq, fit_hq), values(ev_lq, ev_hq)
+        v_fit, v_ev = (set_traces(model, lq, hq, args.task, [args.layer])["value"][args.layer]  # (B, L, kv_dim)
+                       for lq, hq in ((fit_lq, fit_hq), (ev_lq, ev_hq)))
         width = head_dim(model.llm.config)
         groups = {f"{args.layer}.kv{h}": slice(h * width, (h + 1) * width) for h in range(v_fit.shape[-1] // width)}
         groups[f"{args.layer}.all"] = slice(None)
