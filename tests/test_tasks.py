@@ -79,3 +79,7 @@ def test_a_toy_task_goes_through_degrade_restore_and_evaluate(toy_tasks, tiny_ll
     scores = json.loads(out.read_text())["tasks"]
     assert set(scores) == {"darken", "turn"} and "degraded" in scores["darken"]
     assert 12 < scores["darken"]["degraded"]["psnr"] < 20  # 30 % darker random pixels: about 16.5 dB
+    # each (image, task) has its own fixed degradation, whatever the other tasks evaluated with it
+    evaluate(["--images", str(folder), "--tasks", "turn,darken", "--json", str(out), "--checkpoint",
+              str(tmp_path / "toy"), "--llm", tiny_llm_dir])
+    assert json.loads(out.read_text())["tasks"]["darken"]["degraded"] == scores["darken"]["degraded"]

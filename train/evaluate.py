@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from lm4lv_core.degrade import degrade, target
-from lm4lv_core.tasks import TASKS, restoration_tasks
+from lm4lv_core.tasks import REGISTRY, TASKS, get_task, restoration_tasks
 from lm4lv_core.images import fit_square, load_image
 from lm4lv_core.metrics import psnr, ssim
 from train.data import list_images
@@ -65,13 +65,19 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def degradation_seed(seed: int, image_index: int, task: str) -> int:
+    """The fixed seed of one (image, task) degradation: it depends on the task's name (its place in the registry, the
+    seven in Table 2's order), not on which other tasks are evaluated with it."""
+    return seed * 1_000_003 + image_index * 101 + list(REGISTRY).index(get_task(task).name)
+
+
 def evaluate(model, images, tasks, seed=0, size=None, strength="random", batch_size=8):
     """-> (scores {task: {"degraded"|"mae_r"|"lm4lv": {"psnr", "ssim"}}}, examples {task: [4 images of image 0]})."""
     size = size or model.image_size
     clean = [fit_square(im, size)[0] for _, im in images]
     scores, examples = {}, {}
-    for t_index, task in enumerate(tasks):
-        inputs = [degrade(c, task, seed=seed * 1_000_003 + i * 101 + t_index,
+    for task in tasks:
+        inputs = [degrade(c, task, seed=degradation_seed(seed, i, task),
                           strength="fixed" if strength == "fixed" else None) for i, c in enumerate(clean)]
         refs = [target(c, task) for c in clean]
         outputs, baselines = [], []

@@ -32,7 +32,7 @@ from lm4lv_core.metrics import psnr
 from lm4lv_core.sequence import LQ
 from train.data import RandomCrops
 from train.engine import load_autoregressive
-from train.evaluate import load_eval_images
+from train.evaluate import degradation_seed, load_eval_images
 from train.probe import baseline_input
 from train.refit_readout import fed_tokens
 
@@ -177,11 +177,8 @@ def probe_images(data: str, images: str, size: int, fit_images: int = 64, seed: 
 def probe_sets(task: str, fit_clean: list, eval_clean: list) -> tuple[tuple, tuple]:
     """Clean fit / evaluation images -> their `make_set`s for `task`, degraded with the probe's fixed seeds (the
     evaluation photos' as in Table 2)."""
-    from lm4lv_core.tasks import TASKS
-
-    t_index = TASKS.index(task) if task in TASKS else 0
     return (make_set(fit_clean, task, [10**6 + i for i in range(len(fit_clean))]),
-            make_set(eval_clean, task, [i * 101 + t_index for i in range(len(eval_clean))]))
+            make_set(eval_clean, task, [degradation_seed(0, i, task) for i in range(len(eval_clean))]))
 
 
 def to_tensor(images: list):
