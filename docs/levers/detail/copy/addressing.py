@@ -15,7 +15,7 @@ import torch
 
 from lm4lv_core.images import fit_square
 from lm4lv_core.variants import load_model
-from train.evaluate import load_eval_images
+from train.evaluate import degradation_seed, load_eval_images
 from train.refit_readout import fed_tokens
 from train.routing import attention_statistics, make_set
 
@@ -34,7 +34,7 @@ if args.position_scale != 1.0:
         model.heads.visual_positions.mul_(args.position_scale)
 vision = model.vision
 clean = [fit_square(im, model.image_size)[0] for _, im in load_eval_images("skimage", None)]
-lq01, hq01, _ = make_set(clean, args.task, [i * 101 for i in range(len(clean))])
+lq01, hq01, _ = make_set(clean, args.task, [degradation_seed(0, i, args.task) for i in range(len(clean))])
 with torch.no_grad():
     lq, hq = vision.encode(vision.normalize(lq01)), vision.encode(vision.normalize(hq01))
     tasks = [args.task] * len(lq)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from lm4lv_core.images import fit_square
 from lm4lv_core.variants import load_model
-from train.evaluate import load_eval_images
+from train.evaluate import degradation_seed, load_eval_images
 from train.refit_readout import fed_tokens
 from train.routing import make_set, to_tensor
 
@@ -40,7 +40,7 @@ def main():
     with torch.no_grad():
         fit = vision.encode(vision.normalize(to_tensor(fit_photos)))[:, 1:]  # (46, 64, D) patch tokens
         clean = vision.encode(vision.normalize(to_tensor(eval_photos)))[:, 1:]
-        lq01, hq01, _ = make_set(eval_photos, "denoise", [i * 101 for i in range(len(eval_photos))])
+        lq01, hq01, _ = make_set(eval_photos, "denoise", [degradation_seed(0, i, "denoise") for i in range(len(eval_photos))])
         lq, hq = vision.encode(vision.normalize(lq01)), vision.encode(vision.normalize(hq01))
         generated = fed_tokens(model, lq, hq, ["denoise"] * len(lq), "free")[:, 1:]
     print(f"{len(fit_photos)} fitting photos x {fit.shape[1]} patch tokens; chance {1 / fit.shape[1]:.3f}")
