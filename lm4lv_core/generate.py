@@ -90,7 +90,7 @@ def generate(model, lq: torch.Tensor, tasks: list[str], *, max_new_tokens: int |
         if all(r.mode == "done" for r in rows):
             break
         next_embeds = torch.zeros(batch, embeds.shape[-1], device=model.device)  # (B, llm_dim)
-        yield from _step(model, rows, h, next_embeds, eos_embed, force_image_after)
+        yield from _step(model, rows, tasks, h, next_embeds, eos_embed, force_image_after)
         if use_cache:
             hidden, cache = model.hidden_states(next_embeds[:, None], cache)
         else:
@@ -102,9 +102,10 @@ def generate(model, lq: torch.Tensor, tasks: list[str], *, max_new_tokens: int |
             yield Finished(i, _clean(r.text, tokenizer), _tokens(r))
 
 
-def _step(model, rows: list[_Row], h: torch.Tensor, next_embeds: torch.Tensor, eos_embed: torch.Tensor,
-          force_image_after: int | None):
-    """Advance every row by one position: yield its events and write its next input embedding into `next_embeds`.
+def _step(model, rows: list[_Row], tasks: list[str], h: torch.Tensor, next_embeds: torch.Tensor,
+          eos_embed: torch.Tensor, force_image_after: int | None):
+    """Advance every row (of task `tasks[i]`) by one position: yield its events and write its next input embedding
+    into `next_embeds`.
 
     h: (B, llm_dim) final hidden states of the last position; next_embeds: (B, llm_dim), filled in place."""
     seq, count = model.sequences, model.num_visual_tokens
@@ -116,7 +117,7 @@ def _step(model, rows: list[_Row], h: torch.Tensor, next_embeds: torch.Tensor, e
     greedy = model.logits(h[text_rows]).argmax(-1).tolist() if text_rows else []
     visual_rows = [i for i, r in enumerate(rows) if r.mode == "visual"]
     if visual_rows:  # all rows in visual mode at once: v = adapter_out(h), next input = adapter_in(v)
-        v_all = model.llm_to_visual(h[visual_rows])  # (b, vision_dim)
+        v_all = model.llm_to_visual(h[visual_rows], [tasks[i] for i in visual_rows])  # (b, vision_dim)
         index = torch.tensor([len(rows[i].visual) for i in visual_rows], device=v_all.device)  # (b,) in the image
         next_embeds[visual_rows] = model.visual_to_llm(v_all, index)
     for i, r in enumerate(rows):

@@ -2,6 +2,7 @@
 outside the paper's trainable set, one position embedding per visual-token index)."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -40,17 +41,25 @@ class HeadsConfig:
     # and a generated token's errors misaddress it; this gives both images the same address. Not in the paper's
     # trainable set (num_visual_tokens x llm_dim more parameters): off by default, stored with the weights.
     position_embeddings: bool = False
+    # one adapter_out per task instead of one shared by all (the paper trains one model per task, so each task has
+    # its own linear readout there too: the same model class). Weights under `adapter_out.<task>.`; a checkpoint
+    # without this field has one shared readout. `LM4LVHeads.split_readout` turns a shared readout into copies.
+    task_readouts: bool = False
     extra: dict = field(default_factory=dict)
 
 
 class LM4LVHeads(nn.Module):
-    """adapter_in: MAE dim -> LLM dim; adapter_out: LLM final hidden state -> MAE dim; task tokens (K x LLM dim)."""
+    """adapter_in: MAE dim -> LLM dim; adapter_out: LLM final hidden state -> MAE dim (one shared, or one per task:
+    `config.task_readouts`); task tokens (K x LLM dim) per task."""
 
     def __init__(self, config: HeadsConfig):
         super().__init__()
         self.config = config
         self.adapter_in = nn.Linear(config.vision_dim, config.llm_dim)
-        self.adapter_out = nn.Linear(config.llm_dim, config.vision_dim)
+        if config.task_readouts:
+            self.adapter_out = nn.ModuleDict({t: nn.Linear(config.llm_dim, config.vision_dim) for t in config.tasks})
+        else:
+            self.adapter_out = nn.Linear(config.llm_dim, config.vision_dim)
         self.task_tokens = nn.ParameterDict(
             {t: nn.Parameter(torch.zeros(config.num_task_tokens, config.llm_dim)) for t in config.tasks}
         )
@@ -90,12 +99,14 @@ class LM4LVHeads(nn.Module):
         basis, inverse = vectors.T / scale[:, None], vectors * scale  # B and B^-1, (D, D)
         old_mean, old_basis, old_inverse = (t.double() for t in (self.whiten_mean, self.whiten_basis,
                                                                   self.whiten_inverse))
-        w_in, w_out = self.adapter_in.weight.double() @ old_basis, old_inverse @ self.adapter_out.weight.double()
-        b_out = old_inverse @ self.adapter_out.bias.double() + old_mean  # both maps in the standardised space
+        w_in = self.adapter_in.weight.double() @ old_basis
         self.adapter_in.bias.add_((w_in @ (mean - old_mean)).float())
         self.adapter_in.weight.copy_((w_in @ inverse).float())
-        self.adapter_out.weight.copy_((basis @ w_out).float())
-        self.adapter_out.bias.copy_((basis @ (b_out - mean)).float())
+        for readout in self.readouts():
+            w_out = old_inverse @ readout.weight.double()
+            b_out = old_inverse @ readout.bias.double() + old_mean  # both maps in the standardised space
+            readout.weight.copy_((basis @ w_out).float())
+            readout.bias.copy_((basis @ (b_out - mean)).float())
         self.whiten_mean.copy_(mean.float())
         self.whiten_basis.copy_(basis.float())
         self.whiten_inverse.copy_(inverse.float())
@@ -115,10 +126,43 @@ class LM4LVHeads(nn.Module):
             index = torch.arange(tokens.shape[-2], device=tokens.device)
         return embeds + self.visual_positions[index]
 
-    def to_visual(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(..., llm_dim) LLM final hidden states -> (..., vision_dim) MAE features."""
-        standardized = self.adapter_out(hidden.float()) @ self.whiten_inverse.T + self.whiten_mean
+    def readouts(self) -> list[nn.Linear]:
+        """Every adapter_out layer: the shared one, or one per task."""
+        return list(self.adapter_out.values()) if self.config.task_readouts else [self.adapter_out]
+
+    def readout(self, task: str) -> nn.Linear:
+        """The adapter_out layer that reads `task`'s hidden states."""
+        return self.adapter_out[task] if self.config.task_readouts else self.adapter_out
+
+    @torch.no_grad()
+    def split_readout(self) -> None:
+        """Give every task its own copy of the shared adapter_out (the same functions; from here on trained or
+        refitted per task). Nothing changes if the readouts are already per task."""
+        if self.config.task_readouts:
+            return
+        shared = self.adapter_out
+        self.adapter_out = nn.ModuleDict({t: copy.deepcopy(shared) for t in self.config.tasks})
+        self.config.task_readouts = True
+
+    def to_visual(self, hidden: torch.Tensor, tasks: list[str] | None = None) -> torch.Tensor:
+        """(B, ..., llm_dim) LLM final hidden states -> (B, ..., vision_dim) MAE features. tasks: the B rows' task
+        names, needed with per-task readouts."""
+        written = self.write(hidden.float(), tasks)
+        standardized = written @ self.whiten_inverse.T + self.whiten_mean
         return standardized * self.feature_std + self.feature_mean
+
+    def write(self, hidden: torch.Tensor, tasks: list[str] | None) -> torch.Tensor:
+        """adapter_out of (B, ..., llm_dim) hidden states, each row by its task's readout: (B, ..., vision_dim)."""
+        if not self.config.task_readouts:
+            return self.adapter_out(hidden)
+        if tasks is None or len(tasks) != hidden.shape[0]:
+            raise ValueError(f"Per-task readouts need one task name per row: {hidden.shape[0]} rows, "
+                             f"{'no' if tasks is None else len(tasks)} names")
+        weight = torch.stack([self.adapter_out[t].weight for t in tasks])  # (B, vision_dim, llm_dim)
+        bias = torch.stack([self.adapter_out[t].bias for t in tasks])  # (B, vision_dim)
+        rows = hidden.reshape(hidden.shape[0], -1, hidden.shape[-1])  # (B, M, llm_dim)
+        out = torch.baddbmm(bias[:, None], rows, weight.transpose(1, 2))  # (B, M, vision_dim)
+        return out.reshape(*hidden.shape[:-1], out.shape[-1])
 
     def written(self, tokens: torch.Tensor) -> torch.Tensor:
         """(..., vision_dim) MAE features in the space the adapters read and write (standardised, whitened)."""
@@ -140,8 +184,9 @@ class LM4LVHeads(nn.Module):
         scale = token_embeddings.float().norm(dim=-1).mean() / d_v**0.5
         self.adapter_in.weight.copy_(q * scale)
         self.adapter_in.bias.zero_()
-        self.adapter_out.weight.copy_(q.T / scale)
-        self.adapter_out.bias.zero_()
+        for readout in self.readouts():
+            readout.weight.copy_(q.T / scale)
+            readout.bias.zero_()
         for tokens in self.task_tokens.values():
             rows = torch.randint(0, token_embeddings.shape[0], (tokens.shape[0],), generator=generator)
             tokens.copy_(token_embeddings[rows].float())

@@ -134,9 +134,10 @@ class LM4LV(Restorer, nn.Module):
         """(..., vision_dim) MAE features -> (..., llm_dim) input embeddings; index: see `LM4LVHeads.to_llm`."""
         return self.heads.to_llm(tokens, index)
 
-    def llm_to_visual(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(..., llm_dim) final hidden states -> (..., vision_dim) predicted MAE features."""
-        return self.heads.to_visual(hidden)
+    def llm_to_visual(self, hidden: torch.Tensor, tasks: list[str] | None = None) -> torch.Tensor:
+        """(B, ..., llm_dim) final hidden states -> (B, ..., vision_dim) predicted MAE features; tasks: the rows' task
+        names (needed by a model with a readout per task)."""
+        return self.heads.to_visual(hidden, tasks)
 
     def embed_layout(self, layout: Layout, lq: torch.Tensor, tasks: list[str], hq: torch.Tensor | None = None):
         """Fill a layout's slots, as LLaVA splices image features into `inputs_embeds`, with explicit count checks.
@@ -197,7 +198,7 @@ class LM4LV(Restorer, nn.Module):
             with torch.no_grad():
                 copy = self._cache([(layer.keys.detach(), layer.values.detach()) for layer in cache.layers])
                 answer, _ = self.hidden_states(embeds[:, split:], copy)  # (B, T - split, llm_dim)
-                own = self._predictions(torch.cat([user.detach(), answer], dim=1), start)  # (B, N, vision_dim)
+                own = self._predictions(torch.cat([user.detach(), answer], dim=1), start, tasks)  # (B, N, vision_dim)
             swap = torch.rand(hq.shape[:2], device=hq.device)[..., None] < self_condition
             fed = torch.where(swap, own, hq)
         if fed is not None or input_noise > 0:
@@ -206,7 +207,7 @@ class LM4LV(Restorer, nn.Module):
             embeds = self.embed_layout(layout, lq, tasks, fed)
         answer, _ = self.hidden_states(embeds[:, split:], cache)
         hidden = torch.cat([user, answer], dim=1)  # (B, T - start, llm_dim): positions start .. T-1
-        pred = self._predictions(hidden, start)  # (B, N, vision_dim)
+        pred = self._predictions(hidden, start, tasks)  # (B, N, vision_dim)
         l2 = F.mse_loss(self.heads.standardized(pred), self.heads.standardized(hq))  # raw MAE space by default
         positions, targets = layout.ce_targets()
         logits = self.logits(hidden[:, (positions - start).to(hidden.device)])  # (B, n_text, vocab)
@@ -216,10 +217,10 @@ class LM4LV(Restorer, nn.Module):
             terms["carry"] = carried
         return terms
 
-    def _predictions(self, hidden: torch.Tensor, start: int) -> torch.Tensor:
+    def _predictions(self, hidden: torch.Tensor, start: int, tasks: list[str]) -> torch.Tensor:
         """(B, T - start, llm_dim) hidden states of positions start.. -> (B, N, vision_dim) predicted HQ tokens."""
         sources = self.training_layout.regression_sources() - start
-        return self.llm_to_visual(hidden[:, sources.to(hidden.device)])
+        return self.llm_to_visual(hidden[:, sources.to(hidden.device)], tasks)
 
     def _cache(self, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
         """A KV cache holding (keys, values) per layer, each (B, kv_heads, T, head_dim); empty for []."""
@@ -245,15 +246,20 @@ class LM4LV(Restorer, nn.Module):
 
     @torch.no_grad()
     def readout(self, lq: torch.Tensor, hq: torch.Tensor, tasks: list[str], fed: torch.Tensor | None = None):
-        """(hidden states (M, llm_dim) that predict HQ tokens, targets (M, vision_dim), adapter_out), for a
-        least-squares fit of the readout. `fed`: the HQ tokens given to the LLM (default: hq, teacher forcing; the
-        model's own generated tokens give exactly the hidden states of free running)."""
+        """For a least-squares fit of the readout: [(adapter_out layer, hidden states (M, llm_dim) that predict HQ
+        tokens, targets (M, vision_dim))], one entry per readout the batch's tasks use (one if it is shared).
+        `fed`: the HQ tokens given to the LLM (default: hq, teacher forcing; the model's own generated tokens give
+        exactly the hidden states of free running)."""
         layout = self.training_layout
         fed = hq if fed is None else fed
         hidden, _ = self.hidden_states(self.embed_layout(layout, lq, tasks, fed))  # (B, T, llm_dim)
         sources = hidden[:, layout.regression_sources().to(hidden.device)]  # (B, N, llm_dim)
-        targets = self.heads.written(hq)  # what adapter_out writes
-        return sources.reshape(-1, sources.shape[-1]), targets.reshape(-1, hq.shape[-1]), self.heads.adapter_out
+        targets = self.heads.written(hq)  # (B, N, vision_dim): what adapter_out writes
+        groups = {}
+        for row, task in enumerate(tasks):
+            groups.setdefault(id(self.heads.readout(task)), (self.heads.readout(task), []))[1].append(row)
+        return [(layer, sources[rows].reshape(-1, sources.shape[-1]), targets[rows].reshape(-1, hq.shape[-1]))
+                for layer, rows in groups.values()]
 
     def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
         """The training forward (so that wrappers such as DDP see it): see `forward_loss`."""
@@ -271,7 +277,8 @@ class LM4LV(Restorer, nn.Module):
     def build(cls, llm: str | None = None, vision: str | os.PathLike | VisionModule | None = None,
               tasks=TASKS + SANITY_TASKS, num_task_tokens: int = 10, device=None, dtype=None, seed: int = 0,
               random_llm_seed: int | None = None, standardize: bool = False, whitening: float = 0.0,
-              lora_rank: int = 0, lora_alpha: float | None = None, position_embeddings: bool = False):
+              lora_rank: int = 0, lora_alpha: float | None = None, position_embeddings: bool = False,
+              task_readouts: bool = False):
         """A new, untrained LM4LV (for training): frozen LLM and vision module, freshly initialised heads.
 
         standardize: the adapters work on per-dimension standardised MAE features (set their statistics with
@@ -283,6 +290,7 @@ class LM4LV(Restorer, nn.Module):
         lora_rank: LoRA of this rank on the LLM's attention (the "lm4lv-lora" control: the LLM is then not frozen);
         lora_alpha: its scale numerator (default 2 x rank).
         position_embeddings: a learned, zero-initialised vector per visual-token index (see `HeadsConfig`).
+        task_readouts: one adapter_out per task instead of one shared (see `HeadsConfig`).
         """
         device = torch.device(device) if device is not None else default_device()
         dtype = dtype or default_llm_dtype(device)
@@ -297,6 +305,7 @@ class LM4LV(Restorer, nn.Module):
                              vision_fingerprint=vision_module.fingerprint(),
                              num_visual_tokens=vision_module.num_tokens, standardize=standardize,
                              whitening=whitening, lora_rank=lora_rank, position_embeddings=position_embeddings,
+                             task_readouts=task_readouts,
                              lora_alpha=float(lora_alpha or 2 * lora_rank) if lora_rank else 0.0)
         if lora_rank:
             config.extra = {"lora_seed": seed}

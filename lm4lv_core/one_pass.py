@@ -262,11 +262,12 @@ class OnePassModel(Restorer, nn.Module):
         return self.backbone is not None
 
     def readout(self, lq: torch.Tensor, hq: torch.Tensor, tasks: list[str]):
-        """(features (M, width), targets (M, vision_dim), the linear readout layer) for a least-squares init."""
+        """[(the linear readout layer, features (M, width), targets (M, vision_dim))] for a least-squares init (one
+        entry: the controls have one shared readout)."""
         if not self.has_linear_readout:
             raise InputError(f"The {self.variant} variant has no linear readout on frozen features.")
         hidden = self.backbone_hidden(lq.to(self.device).float(), tasks)
-        return hidden.reshape(-1, hidden.shape[-1]), hq.reshape(-1, hq.shape[-1]), self.heads.adapter_out
+        return [(self.heads.adapter_out, hidden.reshape(-1, hidden.shape[-1]), hq.reshape(-1, hq.shape[-1]))]
 
     def forward_loss(self, lq: torch.Tensor, hq: torch.Tensor, tasks: list[str]) -> dict[str, torch.Tensor]:
         """L2 of the predicted HQ tokens in MAE space (no text, nothing fed back; `ce` is reported as 0)."""

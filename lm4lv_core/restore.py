@@ -100,8 +100,8 @@ class Restorer(ABC):
 
     @abstractmethod
     def readout(self, lq: torch.Tensor, hq: torch.Tensor, tasks: list[str], **options):
-        """(features (M, width), targets (M, vision_dim), the readout nn.Linear) for a least-squares fit; only where
-        `has_linear_readout`."""
+        """[(readout nn.Linear, features (M, width), targets (M, vision_dim))], one entry per readout layer the batch
+        uses, for a least-squares fit; only where `has_linear_readout`."""
 
     @abstractmethod
     def save_pretrained(self, path, vision_path: str | None = None) -> None:

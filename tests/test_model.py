@@ -1,4 +1,5 @@
 """Mechanics on a tiny random LLM + tiny random ViT-MAE."""
+import json
 import shutil
 import warnings
 
@@ -412,3 +413,41 @@ def test_position_embeddings(tiny_llm_dir, tiny_vision_dir, tmp_path):
     loaded = LM4LV.from_pretrained(tmp_path / "pos", dtype=torch.float32, device="cpu")
     torch.testing.assert_close(loaded.heads.visual_positions, m.heads.visual_positions)
     assert "visual_positions" not in plain.heads.state_dict()
+
+
+def test_task_readouts(tiny_llm_dir, tiny_vision_dir, tmp_path):
+    """A readout per task: splitting a shared adapter_out changes nothing; then each row is read by its own task's
+    readout in teacher forcing and in generation alike (free running = teacher forcing on the generated tokens, a
+    mixed batch = its rows one by one), saved and loaded as such; a shared checkpoint still loads shared."""
+    m = LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, device="cpu", dtype=torch.float32, seed=0)
+    lq, hq, tasks = _tokens(m), _tokens(m, seed=1), ["denoise", "flip"]
+    with torch.no_grad():
+        shared = m.forward_loss(lq, hq, tasks)["pred"]
+        m.heads.split_readout()
+        torch.testing.assert_close(m.forward_loss(lq, hq, tasks)["pred"], shared)
+        m.heads.readout("denoise").weight.mul_(1.5)
+        split = m.forward_loss(lq, hq, tasks)["pred"]
+    assert not torch.allclose(split[0], shared[0]) and torch.allclose(split[1], shared[1])
+    with pytest.raises(ValueError, match="one task name per row"):
+        m.llm_to_visual(torch.zeros(2, m.llm.config.hidden_size))
+    finished = {e.row: e for e in m.events(lq, tasks, force_image_after=0) if isinstance(e, Finished)}
+    generated = torch.stack([finished[i].tokens for i in range(2)])  # (2, N, vision_dim)
+    alone = [e for e in m.events(lq[:1], tasks[:1], force_image_after=0) if isinstance(e, Finished)][0]
+    torch.testing.assert_close(alone.tokens, generated[0], atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        teacher_forced = m.forward_loss(lq, hq, tasks, fed=generated)["pred"]
+    torch.testing.assert_close(teacher_forced, generated, atol=1e-4, rtol=1e-4)
+    groups = m.readout(lq, hq, tasks)
+    assert [layer for layer, _, _ in groups] == [m.heads.readout("denoise"), m.heads.readout("flip")]
+    assert all(x.shape[0] == m.num_visual_tokens for _, x, _ in groups)  # each task's own rows
+    m.save_pretrained(tmp_path / "split", vision_path=tiny_vision_dir)
+    loaded = LM4LV.from_pretrained(tmp_path / "split", dtype=torch.float32, device="cpu")
+    assert loaded.heads.config.task_readouts
+    torch.testing.assert_close(loaded.heads.readout("denoise").weight, m.heads.readout("denoise").weight)
+    plain = LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, device="cpu", dtype=torch.float32, seed=0)
+    plain.save_pretrained(tmp_path / "shared", vision_path=tiny_vision_dir)
+    config = json.loads((tmp_path / "shared" / "lm4lv_config.json").read_text())
+    del config["task_readouts"]  # as written before per-task readouts existed
+    (tmp_path / "shared" / "lm4lv_config.json").write_text(json.dumps(config))
+    older = LM4LV.from_pretrained(tmp_path / "shared", dtype=torch.float32, device="cpu")
+    assert not older.heads.config.task_readouts and "adapter_out.weight" in older.heads.state_dict()

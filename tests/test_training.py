@@ -293,7 +293,7 @@ def test_readout_refit_reaches_the_least_squares_optimum_of_free_running(data_di
     def free_error():
         errors = []
         for lq, hq, names in batches:
-            x, y, readout = model.readout(lq, hq, names, fed=fed_tokens(model, lq, hq, names, "free"))
+            [(readout, x, y)] = model.readout(lq, hq, names, fed=fed_tokens(model, lq, hq, names, "free"))
             errors.append(((readout(x) - y) ** 2).mean())
         return float(torch.stack(errors).mean())
 
@@ -475,3 +475,39 @@ def test_generated_self_conditioning_feeds_the_free_running_tokens(data_dir, tmp
           "--self-condition", "0.5", "--self-condition-inputs", "generated"])
     record = json.loads((tmp_path / "r" / "lm4lv" / "training.json").read_text())
     assert record["self_condition_inputs"] == "generated" and record["steps"] == 2
+
+
+def test_per_task_readout_refit_and_init_from(data_dir, tmp_path, tiny_llm_dir, tiny_vision_dir):
+    """refit_readout --task-readouts splits a shared readout and fits each task's on its own task's samples only
+    (the same fit as a shared readout refitted on that task alone); training with --task-readouts starts each task
+    from a shared checkpoint's readout; a per-task checkpoint is refused by a run with a shared one."""
+    import json
+
+    import torch
+
+    from lm4lv_core import LM4LV
+    from train.refit_readout import main as refit
+    from train.train_lm4lv import init_from_checkpoint, main as train
+
+    common = ["--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data_dir), "--batch-size", "2",
+              "--probe-every", "0", "--ridge-init", "0"]
+    train(common + ["--out", str(tmp_path / "r"), "--steps", "2", "--tasks", "denoise,flip"])
+    trained = str(tmp_path / "r" / "lm4lv")
+    fit = ["--data", str(data_dir), "--batches", "1", "--batch-size", "2", "--inputs", "teacher"]
+    refit(["--checkpoint", trained, "--out", str(tmp_path / "split"), "--task-readouts"] + fit)
+    refit(["--checkpoint", trained, "--out", str(tmp_path / "denoise"), "--tasks", "denoise"] + fit)
+    split = LM4LV.from_pretrained(tmp_path / "split", device="cpu")
+    alone = LM4LV.from_pretrained(tmp_path / "denoise", device="cpu")
+    assert split.heads.config.task_readouts and json.loads((tmp_path / "split" / "refit.json").read_text())[
+        "task_readouts"]
+    torch.testing.assert_close(split.heads.readout("denoise").weight, alone.heads.adapter_out.weight)
+    assert not torch.allclose(split.heads.readout("flip").weight, split.heads.readout("denoise").weight)
+    train(common + ["--out", str(tmp_path / "t"), "--steps", "1", "--tasks", "denoise,flip", "--task-readouts",
+                    "--init-from", trained, "--lr", "1e-9"])
+    continued = LM4LV.from_pretrained(tmp_path / "t" / "lm4lv", device="cpu")
+    start = LM4LV.from_pretrained(trained, device="cpu")
+    for task in ("denoise", "flip"):
+        torch.testing.assert_close(continued.heads.readout(task).weight, start.heads.adapter_out.weight,
+                                   atol=1e-6, rtol=1e-4)
+    with pytest.raises(SystemExit, match="--task-readouts"):
+        init_from_checkpoint(start, str(tmp_path / "split"))

@@ -181,7 +181,7 @@ def test_variant_interface_refuses_what_does_not_apply(models, tiny_vision_dir, 
         assert after == before, variant  # saving does not change the model's own config
         lq, hq = _tokens(model), _tokens(model, seed=5)
         if model.has_linear_readout:
-            x, y, layer = model.readout(lq, hq, ["denoise", "rotate"])
+            [(layer, x, y)] = model.readout(lq, hq, ["denoise", "rotate"])  # one shared readout
             assert x.shape[0] == y.shape[0] == lq.shape[0] * lq.shape[1]
         else:
             with pytest.raises(InputError, match="no linear readout"):

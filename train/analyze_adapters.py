@@ -6,7 +6,9 @@ For A = W_out W_in (vision_dim x vision_dim):
 - L(A) = min_alpha ||A - alpha I||_F^2 / ||A||_F^2 (alpha* = tr(A) / d): 0 for a scaled identity, about 1 for a
   matrix unrelated to the identity;
 - D(A) = mean |A_ii| / mean |A_ij| (i != j): large when the diagonal dominates.
-The same figures are printed for a random Gaussian matrix of the same size (the reference point).
+The same figures are printed for a random Gaussian matrix of the same size (the reference point). A checkpoint with
+one adapter_out per task is analysed with each task's (`per_task`); `adapters` and the heat map use `--task`'s
+(default: the first).
 """
 from __future__ import annotations
 
@@ -50,20 +52,35 @@ def save_heatmap(a: np.ndarray, path: str) -> None:
     image.save(path)
 
 
+def readout_weights(heads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """adapter_out's weight per task ({"shared": W} when one readout serves every task)."""
+    if "adapter_out.weight" in heads:
+        return {"shared": heads["adapter_out.weight"]}
+    return {k.split(".")[1]: v for k, v in heads.items() if k.startswith("adapter_out.") and k.endswith(".weight")}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     p.add_argument("--json", default=None)
     p.add_argument("--heatmap", default=None, help="PNG of the adapter product")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--task", default=None, help="with per-task readouts: the task whose adapter_out the heat map uses")
     args = p.parse_args(argv)
     if not os.path.isfile(os.path.join(args.checkpoint, CONFIG_FILE)):
         raise SystemExit(f"{args.checkpoint} is not an LM4LV checkpoint.")
     heads = load_file(os.path.join(args.checkpoint, HEADS_FILE))
-    product = heads["adapter_out.weight"].astype(np.float64) @ heads["adapter_in.weight"].astype(np.float64)
+    w_in = heads["adapter_in.weight"].astype(np.float64)
+    products = {t: w.astype(np.float64) @ w_in for t, w in readout_weights(heads).items()}
+    task = args.task or next(iter(products))
+    if task not in products:
+        raise SystemExit(f"{args.checkpoint} has no adapter_out for {task!r}; it has: {', '.join(products)}.")
+    product = products[task]
     random = np.random.default_rng(args.seed).normal(size=product.shape)
     result = {"checkpoint": args.checkpoint, "shape": list(product.shape), "adapters": analyze(product),
               "random_gaussian": analyze(random)}
+    if len(products) > 1:
+        result.update(readout=task, per_task={t: analyze(a) for t, a in products.items()})
     print(json.dumps(result, indent=2))
     if args.json:
         with open(args.json, "w") as f:

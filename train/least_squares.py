@@ -17,3 +17,31 @@ def fit_linear(layer: nn.Linear, x: torch.Tensor, y: torch.Tensor, ridge: float)
     weight = torch.linalg.solve(gram, xc.T @ yc).T  # (out, in)
     layer.weight.copy_(weight.to(layer.weight.dtype))
     layer.bias.copy_((y_mean - weight @ x_mean).to(layer.bias.dtype))
+
+
+class ReadoutFit:
+    """Accumulates the (features, targets) of `readout` groups over batches, per readout layer, then ridge-fits each
+    layer on its own samples (one layer if the readout is shared, one per task otherwise)."""
+
+    def __init__(self):
+        self.groups: dict[int, tuple[nn.Linear, list, list]] = {}
+
+    def add(self, groups) -> None:
+        """groups: [(layer, x (M, in), y (M, out))] as returned by a model's `readout`."""
+        for layer, x, y in groups:
+            _, xs, ys = self.groups.setdefault(id(layer), (layer, [], []))
+            xs.append(x)
+            ys.append(y)
+
+    @torch.no_grad()
+    def fit(self, ridge: float) -> float:
+        """Fit every layer; returns the mean squared error over all samples (in the space the layers write)."""
+        if not self.groups:
+            raise ValueError("No samples to fit the readout on.")
+        total, count = 0.0, 0
+        for layer, xs, ys in self.groups.values():
+            x, y = torch.cat(xs), torch.cat(ys)  # (M, in), (M, out)
+            fit_linear(layer, x, y, ridge)
+            total += float(((layer(x.float()) - y.float()) ** 2).sum())
+            count += y.numel()
+        return total / count

@@ -79,9 +79,9 @@ def sequence_embeds(model, lq01: torch.Tensor, hq01: torch.Tensor, tasks: list[s
 
 
 @torch.no_grad()
-def traces(model, embeds: torch.Tensor, value_layers: list[int]) -> dict:
-    """Features of a training-layout sequence (B, T, llm_dim) embeddings (`sequence_embeds`): per layer the hidden
-    states at the writing positions (B, L, llm_dim), the value vectors at LQ positions (B, L, kv_dim) for
+def traces(model, embeds: torch.Tensor, tasks: list[str], value_layers: list[int]) -> dict:
+    """Features of a training-layout sequence (B, T, llm_dim) embeddings (`sequence_embeds`) of B `tasks`: per layer
+    the hidden states at the writing positions (B, L, llm_dim), the value vectors at LQ positions (B, L, kv_dim) for
     `value_layers`, the LQ input embeddings and adapter_out's output."""
     layout = model.training_layout
     values, hooks = {}, []
@@ -99,7 +99,7 @@ def traces(model, embeds: torch.Tensor, value_layers: list[int]) -> dict:
             "lq_stream": [h[:, readers].float() for h in out.hidden_states],
             "value": {k: v[:, readers].float() for k, v in values.items()},
             "lq_embedding": embeds[:, readers].float(),
-            "adapter_out": model.llm_to_visual(out.last_hidden_state.float()[:, layout.regression_sources()])}
+            "adapter_out": model.llm_to_visual(out.last_hidden_state.float()[:, layout.regression_sources()], tasks)}
 
 
 @torch.no_grad()
@@ -107,9 +107,12 @@ def traces(model, embeds: torch.Tensor, value_layers: list[int]) -> dict:
 def set_traces(model, lq01: torch.Tensor, hq01: torch.Tensor, task: str, value_layers: list[int],
                batch_size: int = 16) -> dict:
     """`traces` of a whole teacher-forced set (B, 3, S, S) degraded and reference images, computed in batches."""
-    return concat([traces(model, sequence_embeds(model, lq01[i:i + batch_size], hq01[i:i + batch_size],
-                                                 [task] * len(lq01[i:i + batch_size])), value_layers)
-                   for i in range(0, len(lq01), batch_size)])
+    parts = []
+    for i in range(0, len(lq01), batch_size):
+        tasks = [task] * len(lq01[i:i + batch_size])
+        parts.append(traces(model, sequence_embeds(model, lq01[i:i + batch_size], hq01[i:i + batch_size], tasks),
+                            tasks, value_layers))
+    return concat(parts)
 
 
 def attention_statistics(model, embeds: torch.Tensor, top: int = 5) -> dict:
@@ -207,8 +210,8 @@ def routing_table(model, task: str, fit_clean: list, eval_clean: list, value_lay
                           for i in range(0, len(lq01), batch_size)])
 
     fit_embeds, ev_embeds = embeds(fit_lq, fit_hq), embeds(ev_lq, ev_hq)
-    fit, ev = [concat([traces(model, e[i:i + batch_size], value_layers) for i in range(0, len(e), batch_size)])
-               for e in (fit_embeds, ev_embeds)]
+    fit, ev = [concat([traces(model, e[i:i + batch_size], [task] * len(e[i:i + batch_size]), value_layers)
+                       for i in range(0, len(e), batch_size)]) for e in (fit_embeds, ev_embeds)]
     y_hq, y_lq = patches(vision, fit_hq), patches(vision, fit_lq)
 
     def scored(x_fit, x_eval, y, reference):

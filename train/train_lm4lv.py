@@ -26,7 +26,7 @@ from lm4lv_core.variants import AUTOREGRESSIVE_VARIANTS, VARIANTS, build_model
 from train.batched_degradations import degrade_batch
 from train.data import RandomCrops
 from train.engine import add_common_args, append_row, make_accelerator, train_loop, will_resume
-from train.least_squares import fit_linear
+from train.least_squares import ReadoutFit
 from train.probe import FreeRunningProbe
 
 STATISTICS_BATCHES = 4  # batches of (LQ, HQ) tokens behind the feature statistics of --standardize
@@ -95,6 +95,9 @@ def parse_args(argv=None):
                         "HQ image alike (zero-initialised; with --init-from the start is unchanged): an address for "
                         "the LLM's copy that a generated token's errors do not corrupt (our MAE's features carry no "
                         "absolute position). Not in the paper's trainable set")
+    p.add_argument("--task-readouts", action="store_true",
+                   help="one adapter_out per task instead of one shared (as the paper's one model per task has); with "
+                        "--init-from a checkpoint with a shared readout, each task starts from a copy of it")
     p.add_argument("--position-lr-scale", type=float, default=1.0, metavar="SCALE",
                    help="the position embeddings learn at SCALE x the learning rate: zero-initialised, at the common "
                         "rate they stay about 1%% of an image token's size for hundreds of steps")
@@ -171,16 +174,12 @@ def make_pairs(crops: RandomCrops, vision, step: int, batch_size: int, tasks: li
 
 @torch.no_grad()
 def ridge_init_readout(model, batches, ridge: float = 1e-2) -> float | None:
-    """Least-squares fit of the model's linear readout (adapter_out) on its (teacher-forced) hidden states (a
-    variant with `has_linear_readout`); returns the fit's feature MSE."""
-    xs, ys, out = [], [], None
+    """Least-squares fit of the model's linear readout (adapter_out; each task's, if per task) on its
+    (teacher-forced) hidden states (a variant with `has_linear_readout`); returns the fit's feature MSE."""
+    fit = ReadoutFit()
     for lq, hq, names in batches:
-        x, y, out = model.readout(lq, hq, names)  # (M, width), (M, vision_dim), nn.Linear
-        xs.append(x)
-        ys.append(y)
-    x, y = torch.cat(xs), torch.cat(ys)  # (M, width), (M, vision_dim)
-    fit_linear(out, x, y, ridge)
-    return float(((out(x.float()) - y.float()) ** 2).mean())
+        fit.add(model.readout(lq, hq, names))
+    return fit.fit(ridge)
 
 
 def init_from_checkpoint(model, folder: str) -> list[str]:
@@ -197,17 +196,31 @@ def init_from_checkpoint(model, folder: str) -> list[str]:
         raise SystemExit(f"--init-from {folder} was trained with --whiten; run this one with --whiten too.")
     if config.position_embeddings and not model.heads.config.position_embeddings:
         raise SystemExit(f"--init-from {folder} was trained with --position-embeddings; run this one with them too.")
+    if config.task_readouts and not model.heads.config.task_readouts:
+        raise SystemExit(f"--init-from {folder} has a readout per task; run this one with --task-readouts too.")
     for key, what in (("vision_fingerprint", "vision module"), ("llm_fingerprint", "LLM")):
         if getattr(config, key) != getattr(model.heads.config, key):
             raise SystemExit(f"--init-from {folder} was trained with another {what} than this run's.")
     own = model.trainable.state_dict()
-    found = read_trained_weights(folder)
+    found = shared_readout_per_task(read_trained_weights(folder), model.heads.config)
     shared = {k: v for k, v in found.items() if k in own}
     wrong = [k for k, v in shared.items() if v.shape != own[k].shape]
     if wrong or not any(k.startswith("adapter_") for k in shared):
         raise SystemExit(f"--init-from {folder}: no adapters of matching shape ({wrong or 'none found'}).")
     model.trainable.load_state_dict(shared, strict=False)
     return sorted(shared)
+
+
+def shared_readout_per_task(weights: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights with a shared adapter_out copied to every task's, for a model with per-task readouts
+    (other weights, and any model with a shared readout, unchanged)."""
+    if not config.task_readouts or "adapter_out.weight" not in weights:
+        return weights
+    weights = dict(weights)
+    shared = {name: weights.pop(f"adapter_out.{name}") for name in ("weight", "bias")}
+    weights.update({f"adapter_out.{task}.{name}": value.clone() for task in config.tasks
+                    for name, value in shared.items()})
+    return weights
 
 
 def write_training_record(export_dir: str, args, model, tasks: list[str]) -> None:
@@ -230,7 +243,7 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
               "ce_weight": args.ce_weight if model.autoregressive else 0.0, "init_from": args.init_from,
               "degradations": args.degradations,
               "standardize": args.standardize, "whiten": args.whiten,
-              "position_embeddings": args.position_embeddings,
+              "position_embeddings": args.position_embeddings, "task_readouts": args.task_readouts,
               "position_lr_scale": args.position_lr_scale if args.position_embeddings else None,
               "pixel_loss": args.pixel_loss, "carry_loss": args.carry_loss,
               "carry_layer": args.carry_layer if args.carry_loss > 0 else None,  # lists: one entry per site
@@ -349,7 +362,8 @@ def main(argv=None):
                         num_task_tokens=args.num_task_tokens, layer=args.layer, device=accelerator.device,
                         seed=args.seed, standardize=args.standardize, whitening=args.whiten,
                         lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
-                        position_embeddings=args.position_embeddings, expert_width=args.expert_width,
+                        position_embeddings=args.position_embeddings, task_readouts=args.task_readouts,
+                        expert_width=args.expert_width,
                         expert_depth=args.expert_depth)
     if model.llm is not None:  # every variant but the experts runs the LLM
         model.llm.set_attn_implementation(training_attention(accelerator.device, args.attention))
