@@ -45,6 +45,10 @@ class HeadsConfig:
     # its own linear readout there too: the same model class). Weights under `adapter_out.<task>.`; a checkpoint
     # without this field has one shared readout. `LM4LVHeads.split_readout` turns a shared readout into copies.
     task_readouts: bool = False
+    # the task tokens before the LQ image (`user: [task]<Img>[LQ]</Img>`) instead of after it (the paper's layout):
+    # in a causal LLM the LQ tokens can then be processed for the task before the answer copies them. A layout
+    # choice, not a parameter; off by default.
+    task_tokens_first: bool = False
     extra: dict = field(default_factory=dict)
 
 

@@ -20,7 +20,7 @@ from .llm import EMBEDDED_LLM, head_dim, load_llm, randomly_initialised, request
 from .lora import attach_lora
 from .restore import Restorer
 from .generate import GENERATION_SLACK
-from .sequence import HQ, LQ, TASK, Layout, SequenceBuilder
+from .sequence import HQ, LQ, TASK, TEXT, Layout, SequenceBuilder
 from .tasks import SANITY_TASKS, TASKS
 from .vision import VisionModule, weights_fingerprint
 
@@ -40,7 +40,8 @@ class LM4LV(Restorer, nn.Module):
         if heads.config.lora_rank > 0:  # the lm4lv-lora control: trained low-rank pairs in the LLM, saved with heads
             heads.lora = attach_lora(self.llm, heads.config.lora_rank, heads.config.lora_alpha,
                                      seed=heads.config.extra.get("lora_seed", 0)).to(heads.adapter_in.weight.device)
-        self.sequences = SequenceBuilder(tokenizer, vision.num_tokens, heads.config.num_task_tokens)
+        self.sequences = SequenceBuilder(tokenizer, vision.num_tokens, heads.config.num_task_tokens,
+                                         task_first=heads.config.task_tokens_first)
         self.prompt_layout = self.sequences.prompt()
         self.training_layout = self.sequences.training()
         self._prefix_key, self._prefix = None, []  # see constant_prefix
@@ -228,11 +229,13 @@ class LM4LV(Restorer, nn.Module):
 
     @property
     def prefix_length(self) -> int:
-        """Positions of constant text before the LQ image (the system prompt, `user: <Img>`), in both layouts."""
-        return int(self.prompt_layout.positions(LQ)[0])
+        """Positions of constant text before the first slot (the system prompt, `user: <Img>` or `user:` when the
+        task tokens come first), in both layouts."""
+        kinds = self.prompt_layout.kinds
+        return int((kinds != TEXT).nonzero()[0])
 
     def constant_prefix(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Keys and values (1, kv_heads, prefix_length, head_dim) per layer of the constant text before the LQ image,
+        """Keys and values (1, kv_heads, prefix_length, head_dim) per layer of the constant text before the first slot,
         computed once per device and dtype and reused by training and generation; [] while the LLM is trained (LoRA)."""
         if not self.llm_frozen or self.prefix_length == 0:
             return []
@@ -278,7 +281,7 @@ class LM4LV(Restorer, nn.Module):
               tasks=TASKS + SANITY_TASKS, num_task_tokens: int = 10, device=None, dtype=None, seed: int = 0,
               random_llm_seed: int | None = None, standardize: bool = False, whitening: float = 0.0,
               lora_rank: int = 0, lora_alpha: float | None = None, position_embeddings: bool = False,
-              task_readouts: bool = False):
+              task_readouts: bool = False, task_tokens_first: bool = False):
         """A new, untrained LM4LV (for training): frozen LLM and vision module, freshly initialised heads.
 
         standardize: the adapters work on per-dimension standardised MAE features (set their statistics with
@@ -291,6 +294,7 @@ class LM4LV(Restorer, nn.Module):
         lora_alpha: its scale numerator (default 2 x rank).
         position_embeddings: a learned, zero-initialised vector per visual-token index (see `HeadsConfig`).
         task_readouts: one adapter_out per task instead of one shared (see `HeadsConfig`).
+        task_tokens_first: the task tokens before the LQ image instead of after it (see `HeadsConfig`).
         """
         device = torch.device(device) if device is not None else default_device()
         dtype = dtype or default_llm_dtype(device)
@@ -305,7 +309,7 @@ class LM4LV(Restorer, nn.Module):
                              vision_fingerprint=vision_module.fingerprint(),
                              num_visual_tokens=vision_module.num_tokens, standardize=standardize,
                              whitening=whitening, lora_rank=lora_rank, position_embeddings=position_embeddings,
-                             task_readouts=task_readouts,
+                             task_readouts=task_readouts, task_tokens_first=task_tokens_first,
                              lora_alpha=float(lora_alpha or 2 * lora_rank) if lora_rank else 0.0)
         if lora_rank:
             config.extra = {"lora_seed": seed}

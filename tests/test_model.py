@@ -451,3 +451,37 @@ def test_task_readouts(tiny_llm_dir, tiny_vision_dir, tmp_path):
     (tmp_path / "shared" / "lm4lv_config.json").write_text(json.dumps(config))
     older = LM4LV.from_pretrained(tmp_path / "shared", dtype=torch.float32, device="cpu")
     assert not older.heads.config.task_readouts and "adapter_out.weight" in older.heads.state_dict()
+
+
+def test_task_tokens_first(tiny_llm_dir, tiny_vision_dir, tmp_path):
+    """--task-tokens-first: `user: [task]<Img>[LQ]</Img>`; the LQ positions' hidden states then depend on the task
+    (in the paper's layout they cannot); the segmented training pass and the KV-cached generation still equal one
+    pass over the sequence; the layout is saved with the checkpoint."""
+    def build(first):
+        return LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, device="cpu", dtype=torch.float32, seed=0,
+                           task_tokens_first=first)
+
+    m, paper = build(True), build(False)
+    layout = m.training_layout
+    assert layout.positions(TASK)[-1] < layout.positions(LQ)[0] and m.prefix_length == int(layout.positions(TASK)[0])
+    assert paper.training_layout.positions(LQ)[-1] < paper.training_layout.positions(TASK)[0]
+    lq, hq = _tokens(m), _tokens(m, seed=1)
+    for model, depends in ((m, True), (paper, False)):
+        with torch.no_grad():
+            hidden = [model.hidden_states(model.embed_layout(model.training_layout, lq, [t, t], hq))[0]
+                      for t in ("denoise", "flip")]
+        at_lq = model.training_layout.positions(LQ)
+        assert torch.allclose(hidden[0][:, at_lq], hidden[1][:, at_lq]) != depends
+    tasks = ["denoise", "flip"]
+    with torch.no_grad():
+        out = m.forward_loss(lq, hq, tasks)
+        loss, pred = _one_pass_loss(m, lq, hq, tasks, hq)
+    torch.testing.assert_close(out["loss"], loss, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out["pred"], pred, atol=1e-4, rtol=1e-4)
+    _, cached = _run(m, lq, tasks, force_image_after=3, use_cache=True)
+    _, full = _run(m, lq, tasks, force_image_after=3, use_cache=False)
+    for row in (0, 1):
+        torch.testing.assert_close(cached[row].tokens, full[row].tokens, atol=1e-4, rtol=1e-4)
+    m.save_pretrained(tmp_path / "first", vision_path=tiny_vision_dir)
+    loaded = LM4LV.from_pretrained(tmp_path / "first", dtype=torch.float32, device="cpu")
+    assert torch.equal(loaded.training_layout.kinds, layout.kinds)

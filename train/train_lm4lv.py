@@ -98,6 +98,9 @@ def parse_args(argv=None):
     p.add_argument("--task-readouts", action="store_true",
                    help="one adapter_out per task instead of one shared (as the paper's one model per task has); with "
                         "--init-from a checkpoint with a shared readout, each task starts from a copy of it")
+    p.add_argument("--task-tokens-first", action="store_true",
+                   help="the task tokens before the LQ image instead of after it (the paper's layout): the LLM's first "
+                        "layers can then process each LQ token for its task before the answer copies it")
     p.add_argument("--position-lr-scale", type=float, default=1.0, metavar="SCALE",
                    help="the position embeddings learn at SCALE x the learning rate: zero-initialised, at the common "
                         "rate they stay about 1%% of an image token's size for hundreds of steps")
@@ -142,7 +145,8 @@ def check_variant_options(args) -> None:
         return
     autoregressive_only = (("--input-noise", args.input_noise, 0.0), ("--self-condition", args.self_condition, 0.0),
                            ("--ce-weight", args.ce_weight, 1.0), ("--init-from", args.init_from, None),
-                           ("--carry-loss", args.carry_loss, 0.0))
+                           ("--carry-loss", args.carry_loss, 0.0), ("--task-readouts", args.task_readouts, False),
+                           ("--task-tokens-first", args.task_tokens_first, False))
     used = [flag for flag, value, default in autoregressive_only if value != default]
     if used:
         raise SystemExit(f"{', '.join(used)} apply to the autoregressive variants "
@@ -244,6 +248,7 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
               "degradations": args.degradations,
               "standardize": args.standardize, "whiten": args.whiten,
               "position_embeddings": args.position_embeddings, "task_readouts": args.task_readouts,
+              "task_tokens_first": args.task_tokens_first,
               "position_lr_scale": args.position_lr_scale if args.position_embeddings else None,
               "pixel_loss": args.pixel_loss, "carry_loss": args.carry_loss,
               "carry_layer": args.carry_layer if args.carry_loss > 0 else None,  # lists: one entry per site
@@ -363,6 +368,7 @@ def main(argv=None):
                         seed=args.seed, standardize=args.standardize, whitening=args.whiten,
                         lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
                         position_embeddings=args.position_embeddings, task_readouts=args.task_readouts,
+                        task_tokens_first=args.task_tokens_first,
                         expert_width=args.expert_width,
                         expert_depth=args.expert_depth)
     if model.llm is not None:  # every variant but the experts runs the LLM
