@@ -485,3 +485,19 @@ def test_task_tokens_first(tiny_llm_dir, tiny_vision_dir, tmp_path):
     m.save_pretrained(tmp_path / "first", vision_path=tiny_vision_dir)
     loaded = LM4LV.from_pretrained(tmp_path / "first", dtype=torch.float32, device="cpu")
     assert torch.equal(loaded.training_layout.kinds, layout.kinds)
+
+
+def test_whitening_keeps_every_task_readout(tiny_llm_dir, tiny_vision_dir):
+    """set_whitening re-expresses adapter_in and each task's adapter_out in the new basis: the same functions."""
+    m = LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, device="cpu", dtype=torch.float32, seed=0,
+                    whitening=1e-4, task_readouts=True)
+    with torch.no_grad():
+        m.heads.readout("flip").weight.mul_(-0.5)
+    hidden = torch.randn(2, 5, m.llm.config.hidden_size, generator=torch.Generator().manual_seed(2))
+    tokens, tasks = _tokens(m, seed=3), ["denoise", "flip"]
+    before = m.llm_to_visual(hidden, tasks), m.visual_to_llm(tokens)
+    m.heads.set_whitening(_tokens(m, batch=8, seed=4))
+    assert not torch.allclose(m.heads.whiten_basis, torch.eye(m.vision.dim))
+    after = m.llm_to_visual(hidden, tasks), m.visual_to_llm(tokens)
+    for got, want in zip(after, before):
+        torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-3)
