@@ -260,7 +260,8 @@ class LM4LV(Restorer, nn.Module):
         targets = self.heads.written(hq)  # (B, N, vision_dim): what adapter_out writes
         groups = {}
         for row, task in enumerate(tasks):
-            groups.setdefault(id(self.heads.readout(task)), (self.heads.readout(task), []))[1].append(row)
+            layer = self.heads.readout(task)
+            groups.setdefault(id(layer), (layer, []))[1].append(row)
         return [(layer, sources[rows].reshape(-1, sources.shape[-1]), targets[rows].reshape(-1, hq.shape[-1]))
                 for layer, rows in groups.values()]
 
