@@ -96,8 +96,9 @@ def main(argv=None):
     if os.path.isfile(record) and os.path.abspath(args.checkpoint) != os.path.abspath(args.out):
         shutil.copy(record, os.path.join(args.out, "training.json"))
     with open(os.path.join(args.out, "refit.json"), "w") as f:
-        json.dump({"from": args.checkpoint, "inputs": args.inputs, "tasks": tasks, "samples": len(batches) *
-                   args.batch_size, "task_readouts": model.heads.config.task_readouts, "ridge": args.ridge, "rounds": args.rounds, "fit_mse": fits}, f, indent=2)
+        json.dump({"from": args.checkpoint, "inputs": args.inputs, "tasks": tasks,
+                   "samples": len(batches) * args.batch_size, "task_readouts": model.heads.config.task_readouts,
+                   "ridge": args.ridge, "rounds": args.rounds, "fit_mse": fits}, f, indent=2)
     print(f"refitted checkpoint in {args.out}")
 
 

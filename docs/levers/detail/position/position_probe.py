@@ -40,7 +40,8 @@ def main():
     with torch.no_grad():
         fit = vision.encode(vision.normalize(to_tensor(fit_photos)))[:, 1:]  # (46, 64, D) patch tokens
         clean = vision.encode(vision.normalize(to_tensor(eval_photos)))[:, 1:]
-        lq01, hq01, _ = make_set(eval_photos, "denoise", [degradation_seed(0, i, "denoise") for i in range(len(eval_photos))])
+        seeds = [degradation_seed(0, i, "denoise") for i in range(len(eval_photos))]
+        lq01, hq01, _ = make_set(eval_photos, "denoise", seeds)
         lq, hq = vision.encode(vision.normalize(lq01)), vision.encode(vision.normalize(hq01))
         generated = fed_tokens(model, lq, hq, ["denoise"] * len(lq), "free")[:, 1:]
     print(f"{len(fit_photos)} fitting photos x {fit.shape[1]} patch tokens; chance {1 / fit.shape[1]:.3f}")
