@@ -45,6 +45,10 @@ class HeadsConfig:
     # its own linear readout there too: the same model class). Weights under `adapter_out.<task>.`; a checkpoint
     # without this field has one shared readout. `LM4LVHeads.split_readout` turns a shared readout into copies.
     task_readouts: bool = False
+    # one adapter_in per task instead of one shared (the paper's one-model-per-task has that too: the same model
+    # class), for the LQ image and the fed-back HQ tokens alike. Weights under `adapter_in.<task>.`; a checkpoint
+    # without this field has one shared adapter_in. `LM4LVHeads.split_input_adapter` turns a shared one into copies.
+    task_input_adapters: bool = False
     # the task tokens before the LQ image (`user: [task]<Img>[LQ]</Img>`) instead of after it (the paper's layout):
     # in a causal LLM the LQ tokens can then be processed for the task before the answer copies them. A layout
     # choice, not a parameter; off by default.
@@ -53,17 +57,15 @@ class HeadsConfig:
 
 
 class LM4LVHeads(nn.Module):
-    """adapter_in: MAE dim -> LLM dim; adapter_out: LLM final hidden state -> MAE dim (one shared, or one per task:
-    `config.task_readouts`); task tokens (K x LLM dim) per task."""
+    """adapter_in: MAE dim -> LLM dim; adapter_out: LLM final hidden state -> MAE dim (each one shared, or one per
+    task: `config.task_input_adapters`, `config.task_readouts`); task tokens (K x LLM dim) per task."""
 
     def __init__(self, config: HeadsConfig):
         super().__init__()
         self.config = config
-        self.adapter_in = nn.Linear(config.vision_dim, config.llm_dim)
-        if config.task_readouts:
-            self.adapter_out = nn.ModuleDict({t: nn.Linear(config.llm_dim, config.vision_dim) for t in config.tasks})
-        else:
-            self.adapter_out = nn.Linear(config.llm_dim, config.vision_dim)
+        tasks_in = config.tasks if config.task_input_adapters else None
+        self.adapter_in = _linear(config.vision_dim, config.llm_dim, tasks_in)
+        self.adapter_out = _linear(config.llm_dim, config.vision_dim, config.tasks if config.task_readouts else None)
         self.task_tokens = nn.ParameterDict(
             {t: nn.Parameter(torch.zeros(config.num_task_tokens, config.llm_dim)) for t in config.tasks}
         )
@@ -103,9 +105,10 @@ class LM4LVHeads(nn.Module):
         basis, inverse = vectors.T / scale[:, None], vectors * scale  # B and B^-1, (D, D)
         old_mean, old_basis, old_inverse = (t.double() for t in (self.whiten_mean, self.whiten_basis,
                                                                   self.whiten_inverse))
-        w_in = self.adapter_in.weight.double() @ old_basis
-        self.adapter_in.bias.add_((w_in @ (mean - old_mean)).float())
-        self.adapter_in.weight.copy_((w_in @ inverse).float())
+        for adapter in self.input_adapters():
+            w_in = adapter.weight.double() @ old_basis
+            adapter.bias.add_((w_in @ (mean - old_mean)).float())
+            adapter.weight.copy_((w_in @ inverse).float())
         for readout in self.readouts():
             w_out = old_inverse @ readout.weight.double()
             b_out = old_inverse @ readout.bias.double() + old_mean  # both maps in the standardised space
@@ -115,12 +118,14 @@ class LM4LVHeads(nn.Module):
         self.whiten_basis.copy_(basis.float())
         self.whiten_inverse.copy_(inverse.float())
 
-    def to_llm(self, tokens: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        """(..., vision_dim) MAE features -> (..., llm_dim) LLM input embeddings.
+    def to_llm(self, tokens: torch.Tensor, index: torch.Tensor | None = None,
+               tasks: list[str] | None = None) -> torch.Tensor:
+        """(B, ..., vision_dim) MAE features -> (B, ..., llm_dim) LLM input embeddings.
 
         index: each token's position in its image (LongTensor of shape tokens.shape[:-1], or broadcastable to it),
-        used by the position embeddings; default: the tokens are whole images, (..., N, vision_dim)."""
-        embeds = self.adapter_in(self.written(tokens))
+        used by the position embeddings; default: the tokens are whole images, (..., N, vision_dim).
+        tasks: the B rows' task names, needed with per-task input adapters."""
+        embeds = _rowwise(self.adapter_in, self.written(tokens), tasks)
         if not self.config.position_embeddings:
             return embeds
         if index is None:
@@ -129,6 +134,22 @@ class LM4LVHeads(nn.Module):
                                  f"of {self.config.num_visual_tokens}")
             index = torch.arange(tokens.shape[-2], device=tokens.device)
         return embeds + self.visual_positions[index]
+
+    def input_adapters(self) -> list[nn.Linear]:
+        """Every adapter_in layer: the shared one, or one per task."""
+        return list(self.adapter_in.values()) if self.config.task_input_adapters else [self.adapter_in]
+
+    def input_adapter(self, task: str) -> nn.Linear:
+        """The adapter_in layer that writes `task`'s visual tokens."""
+        return self.adapter_in[task] if self.config.task_input_adapters else self.adapter_in
+
+    @torch.no_grad()
+    def split_input_adapter(self) -> None:
+        """Give every task its own copy of the shared adapter_in (the same functions; from here on trained per
+        task). Nothing changes if the input adapters are already per task."""
+        if not self.config.task_input_adapters:
+            self.adapter_in = _copies(self.adapter_in, self.config.tasks)
+            self.config.task_input_adapters = True
 
     def readouts(self) -> list[nn.Linear]:
         """Every adapter_out layer: the shared one, or one per task."""
@@ -142,11 +163,9 @@ class LM4LVHeads(nn.Module):
     def split_readout(self) -> None:
         """Give every task its own copy of the shared adapter_out (the same functions; from here on trained or
         refitted per task). Nothing changes if the readouts are already per task."""
-        if self.config.task_readouts:
-            return
-        shared = self.adapter_out
-        self.adapter_out = nn.ModuleDict({t: copy.deepcopy(shared) for t in self.config.tasks})
-        self.config.task_readouts = True
+        if not self.config.task_readouts:
+            self.adapter_out = _copies(self.adapter_out, self.config.tasks)
+            self.config.task_readouts = True
 
     def to_visual(self, hidden: torch.Tensor, tasks: list[str] | None = None) -> torch.Tensor:
         """(B, ..., llm_dim) LLM final hidden states -> (B, ..., vision_dim) MAE features. tasks: the B rows' task
@@ -157,16 +176,7 @@ class LM4LVHeads(nn.Module):
 
     def write(self, hidden: torch.Tensor, tasks: list[str] | None) -> torch.Tensor:
         """adapter_out of (B, ..., llm_dim) hidden states, each row by its task's readout: (B, ..., vision_dim)."""
-        if not self.config.task_readouts:
-            return self.adapter_out(hidden)
-        if tasks is None or len(tasks) != hidden.shape[0]:
-            raise ValueError(f"Per-task readouts need one task name per row: {hidden.shape[0]} rows, "
-                             f"{'no' if tasks is None else len(tasks)} names")
-        weight = torch.stack([self.adapter_out[t].weight for t in tasks])  # (B, vision_dim, llm_dim)
-        bias = torch.stack([self.adapter_out[t].bias for t in tasks])  # (B, vision_dim)
-        rows = hidden.reshape(hidden.shape[0], -1, hidden.shape[-1])  # (B, M, llm_dim)
-        out = torch.baddbmm(bias[:, None], rows, weight.transpose(1, 2))  # (B, M, vision_dim)
-        return out.reshape(*hidden.shape[:-1], out.shape[-1])
+        return _rowwise(self.adapter_out, hidden, tasks)
 
     def written(self, tokens: torch.Tensor) -> torch.Tensor:
         """(..., vision_dim) MAE features in the space the adapters read and write (standardised, whitened)."""
@@ -186,8 +196,9 @@ class LM4LVHeads(nn.Module):
         d_v, d_l = self.config.vision_dim, self.config.llm_dim
         q, _ = torch.linalg.qr(torch.randn(d_l, d_v, generator=generator))  # (d_l, d_v), orthonormal columns
         scale = token_embeddings.float().norm(dim=-1).mean() / d_v**0.5
-        self.adapter_in.weight.copy_(q * scale)
-        self.adapter_in.bias.zero_()
+        for adapter in self.input_adapters():
+            adapter.weight.copy_(q * scale)
+            adapter.bias.zero_()
         for readout in self.readouts():
             readout.weight.copy_(q.T / scale)
             readout.bias.zero_()
@@ -198,3 +209,29 @@ class LM4LVHeads(nn.Module):
     def task_embeddings(self, tasks: list[str]) -> torch.Tensor:
         """Task names -> (B, K, llm_dim)."""
         return torch.stack([self.task_tokens[t] for t in tasks])
+
+
+def _linear(d_in: int, d_out: int, tasks: tuple[str, ...] | None) -> nn.Module:
+    """One nn.Linear, or (tasks given) one per task in a ModuleDict."""
+    if tasks is None:
+        return nn.Linear(d_in, d_out)
+    return nn.ModuleDict({t: nn.Linear(d_in, d_out) for t in tasks})
+
+
+def _copies(layer: nn.Linear, tasks: tuple[str, ...]) -> nn.ModuleDict:
+    return nn.ModuleDict({t: copy.deepcopy(layer) for t in tasks})
+
+
+def _rowwise(layers: nn.Module, x: torch.Tensor, tasks: list[str] | None) -> torch.Tensor:
+    """A shared nn.Linear on (B, ..., d_in), or, for a per-task ModuleDict, each of the B rows through its task's
+    layer: (B, ..., d_out)."""
+    if isinstance(layers, nn.Linear):
+        return layers(x)
+    if tasks is None or len(tasks) != x.shape[0]:
+        raise ValueError(f"Per-task adapters need one task name per row: {x.shape[0]} rows, "
+                         f"{'no' if tasks is None else len(tasks)} names")
+    weight = torch.stack([layers[t].weight for t in tasks])  # (B, d_out, d_in)
+    bias = torch.stack([layers[t].bias for t in tasks])  # (B, d_out)
+    rows = x.reshape(x.shape[0], -1, x.shape[-1])  # (B, M, d_in)
+    out = torch.baddbmm(bias[:, None], rows, weight.transpose(1, 2))  # (B, M, d_out)
+    return out.reshape(*x.shape[:-1], out.shape[-1])

@@ -39,7 +39,7 @@ class LM4LV(Restorer, nn.Module):
         self.vision.requires_grad_(False)
         if heads.config.lora_rank > 0:  # the lm4lv-lora control: trained low-rank pairs in the LLM, saved with heads
             heads.lora = attach_lora(self.llm, heads.config.lora_rank, heads.config.lora_alpha,
-                                     seed=heads.config.extra.get("lora_seed", 0)).to(heads.adapter_in.weight.device)
+                                     seed=heads.config.extra.get("lora_seed", 0)).to(next(heads.parameters()).device)
         self.sequences = SequenceBuilder(tokenizer, vision.num_tokens, heads.config.num_task_tokens,
                                          task_first=heads.config.task_tokens_first)
         self.prompt_layout = self.sequences.prompt()
@@ -56,7 +56,7 @@ class LM4LV(Restorer, nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.heads.adapter_in.weight.device
+        return next(self.heads.parameters()).device
 
     @property
     def llm_dtype(self) -> torch.dtype:
@@ -131,9 +131,11 @@ class LM4LV(Restorer, nn.Module):
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         return self.llm.get_input_embeddings()(ids.to(self.device)).float()
 
-    def visual_to_llm(self, tokens: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        """(..., vision_dim) MAE features -> (..., llm_dim) input embeddings; index: see `LM4LVHeads.to_llm`."""
-        return self.heads.to_llm(tokens, index)
+    def visual_to_llm(self, tokens: torch.Tensor, index: torch.Tensor | None = None,
+                      tasks: list[str] | None = None) -> torch.Tensor:
+        """(B, ..., vision_dim) MAE features -> (B, ..., llm_dim) input embeddings; index: see `LM4LVHeads.to_llm`;
+        tasks: the rows' task names (needed by a model with an input adapter per task)."""
+        return self.heads.to_llm(tokens, index, tasks)
 
     def llm_to_visual(self, hidden: torch.Tensor, tasks: list[str] | None = None) -> torch.Tensor:
         """(B, ..., llm_dim) final hidden states -> (B, ..., vision_dim) predicted MAE features; tasks: the rows' task
@@ -149,9 +151,9 @@ class LM4LV(Restorer, nn.Module):
         if len(tasks) != batch:
             raise ValueError(f"{len(tasks)} task names for {batch} images")
         embeds = self.embed_tokens(layout.ids).unsqueeze(0).repeat(batch, 1, 1)  # (B, T, llm_dim)
-        fills = {LQ: self.visual_to_llm(lq), TASK: self.heads.task_embeddings(tasks)}
+        fills = {LQ: self.visual_to_llm(lq, tasks=tasks), TASK: self.heads.task_embeddings(tasks)}
         if hq is not None:
-            fills[HQ] = self.visual_to_llm(hq)
+            fills[HQ] = self.visual_to_llm(hq, tasks=tasks)
         for kind in (LQ, TASK, HQ):
             slots = layout.positions(kind)
             if kind not in fills:
@@ -282,7 +284,7 @@ class LM4LV(Restorer, nn.Module):
               tasks=TASKS + SANITY_TASKS, num_task_tokens: int = 10, device=None, dtype=None, seed: int = 0,
               random_llm_seed: int | None = None, standardize: bool = False, whitening: float = 0.0,
               lora_rank: int = 0, lora_alpha: float | None = None, position_embeddings: bool = False,
-              task_readouts: bool = False, task_tokens_first: bool = False):
+              task_readouts: bool = False, task_input_adapters: bool = False, task_tokens_first: bool = False):
         """A new, untrained LM4LV (for training): frozen LLM and vision module, freshly initialised heads.
 
         standardize: the adapters work on per-dimension standardised MAE features (set their statistics with
@@ -295,6 +297,7 @@ class LM4LV(Restorer, nn.Module):
         lora_alpha: its scale numerator (default 2 x rank).
         position_embeddings: a learned, zero-initialised vector per visual-token index (see `HeadsConfig`).
         task_readouts: one adapter_out per task instead of one shared (see `HeadsConfig`).
+        task_input_adapters: one adapter_in per task instead of one shared (see `HeadsConfig`).
         task_tokens_first: the task tokens before the LQ image instead of after it (see `HeadsConfig`).
         """
         device = torch.device(device) if device is not None else default_device()
@@ -310,7 +313,8 @@ class LM4LV(Restorer, nn.Module):
                              vision_fingerprint=vision_module.fingerprint(),
                              num_visual_tokens=vision_module.num_tokens, standardize=standardize,
                              whitening=whitening, lora_rank=lora_rank, position_embeddings=position_embeddings,
-                             task_readouts=task_readouts, task_tokens_first=task_tokens_first,
+                             task_readouts=task_readouts, task_input_adapters=task_input_adapters,
+                             task_tokens_first=task_tokens_first,
                              lora_alpha=float(lora_alpha or 2 * lora_rank) if lora_rank else 0.0)
         if lora_rank:
             config.extra = {"lora_seed": seed}

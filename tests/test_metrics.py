@@ -49,3 +49,20 @@ def test_adapter_analysis_figures():
     assert random["L"] > 0.9 and random["D"] < 2
     near = analyze(np.eye(64) + 0.01 * np.random.default_rng(1).normal(size=(64, 64)))
     assert near["L"] < 0.1 and near["D"] > 50
+
+
+def test_adapter_products_pair_each_task_with_its_own_adapters():
+    """adapter_out @ adapter_in per task: a shared adapter serves every task, a per-task one only its own."""
+    from train.analyze_adapters import adapter_products
+
+    rng = np.random.default_rng(0)
+    w_in = {t: rng.normal(size=(8, 4)) for t in ("denoise", "flip")}  # (llm_dim, vision_dim)
+    w_out = {t: rng.normal(size=(4, 8)) for t in ("denoise", "flip")}
+    shared = adapter_products({"adapter_in.weight": w_in["denoise"], "adapter_out.weight": w_out["denoise"]})
+    assert list(shared) == ["shared"] and np.allclose(shared["shared"], w_out["denoise"] @ w_in["denoise"])
+    per_out = adapter_products({"adapter_in.weight": w_in["denoise"],
+                                **{f"adapter_out.{t}.weight": w for t, w in w_out.items()}})
+    assert np.allclose(per_out["flip"], w_out["flip"] @ w_in["denoise"])
+    both = adapter_products({**{f"adapter_in.{t}.weight": w for t, w in w_in.items()},
+                             **{f"adapter_out.{t}.weight": w for t, w in w_out.items()}})
+    assert sorted(both) == ["denoise", "flip"] and np.allclose(both["flip"], w_out["flip"] @ w_in["flip"])

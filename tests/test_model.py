@@ -453,6 +453,34 @@ def test_task_readouts(tiny_llm_dir, tiny_vision_dir, tmp_path):
     assert not older.heads.config.task_readouts and "adapter_out.weight" in older.heads.state_dict()
 
 
+def test_task_input_adapters(tiny_llm_dir, tiny_vision_dir, tmp_path):
+    """An adapter_in per task: splitting a shared one changes nothing; then each row's LQ and fed-back HQ tokens
+    enter through its own task's adapter_in, in teacher forcing and generation alike (free running = teacher
+    forcing on the generated tokens, a mixed batch = its rows one by one), saved and loaded as such."""
+    m = LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, device="cpu", dtype=torch.float32, seed=0)
+    lq, hq, tasks = _tokens(m), _tokens(m, seed=1), ["denoise", "flip"]
+    with torch.no_grad():
+        shared = m.forward_loss(lq, hq, tasks)["pred"]
+        m.heads.split_input_adapter()
+        torch.testing.assert_close(m.forward_loss(lq, hq, tasks)["pred"], shared)
+        m.heads.input_adapter("denoise").weight.mul_(1.5)
+        split = m.forward_loss(lq, hq, tasks)["pred"]
+    assert not torch.allclose(split[0], shared[0]) and torch.allclose(split[1], shared[1])
+    with pytest.raises(ValueError, match="one task name per row"):
+        m.visual_to_llm(lq)
+    finished = {e.row: e for e in m.events(lq, tasks, force_image_after=0) if isinstance(e, Finished)}
+    generated = torch.stack([finished[i].tokens for i in range(2)])  # (2, N, vision_dim)
+    alone = [e for e in m.events(lq[:1], tasks[:1], force_image_after=0) if isinstance(e, Finished)][0]
+    torch.testing.assert_close(alone.tokens, generated[0], atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        teacher_forced = m.forward_loss(lq, hq, tasks, fed=generated)["pred"]
+    torch.testing.assert_close(teacher_forced, generated, atol=1e-4, rtol=1e-4)
+    m.save_pretrained(tmp_path / "split", vision_path=tiny_vision_dir)
+    loaded = LM4LV.from_pretrained(tmp_path / "split", dtype=torch.float32, device="cpu")
+    assert loaded.heads.config.task_input_adapters and not loaded.heads.config.task_readouts
+    torch.testing.assert_close(loaded.heads.input_adapter("denoise").weight, m.heads.input_adapter("denoise").weight)
+
+
 def test_task_tokens_first(tiny_llm_dir, tiny_vision_dir, tmp_path):
     """--task-tokens-first: `user: [task]<Img>[LQ]</Img>`; the LQ positions' hidden states then depend on the task
     (in the paper's layout they cannot); the segmented training pass and the KV-cached generation still equal one
@@ -488,16 +516,17 @@ def test_task_tokens_first(tiny_llm_dir, tiny_vision_dir, tmp_path):
 
 
 def test_whitening_keeps_every_task_readout(tiny_llm_dir, tiny_vision_dir):
-    """set_whitening re-expresses adapter_in and each task's adapter_out in the new basis: the same functions."""
+    """set_whitening re-expresses each task's adapter_in and adapter_out in the new basis: the same functions."""
     m = LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, device="cpu", dtype=torch.float32, seed=0,
-                    whitening=1e-4, task_readouts=True)
+                    whitening=1e-4, task_readouts=True, task_input_adapters=True)
     with torch.no_grad():
         m.heads.readout("flip").weight.mul_(-0.5)
+        m.heads.input_adapter("flip").weight.mul_(2.0)
     hidden = torch.randn(2, 5, m.llm.config.hidden_size, generator=torch.Generator().manual_seed(2))
     tokens, tasks = _tokens(m, seed=3), ["denoise", "flip"]
-    before = m.llm_to_visual(hidden, tasks), m.visual_to_llm(tokens)
+    before = m.llm_to_visual(hidden, tasks), m.visual_to_llm(tokens, tasks=tasks)
     m.heads.set_whitening(_tokens(m, batch=8, seed=4))
     assert not torch.allclose(m.heads.whiten_basis, torch.eye(m.vision.dim))
-    after = m.llm_to_visual(hidden, tasks), m.visual_to_llm(tokens)
+    after = m.llm_to_visual(hidden, tasks), m.visual_to_llm(tokens, tasks=tasks)
     for got, want in zip(after, before):
         torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-3)

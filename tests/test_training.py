@@ -480,7 +480,8 @@ def test_generated_self_conditioning_feeds_the_free_running_tokens(data_dir, tmp
 def test_per_task_readout_refit_and_init_from(data_dir, tmp_path, tiny_llm_dir, tiny_vision_dir):
     """refit_readout --task-readouts splits a shared readout and fits each task's on its own task's samples only
     (the same fit as a shared readout refitted on that task alone); training with --task-readouts starts each task
-    from a shared checkpoint's readout; a per-task checkpoint is refused by a run with a shared one."""
+    from a shared checkpoint's readout (--task-input-adapters: its adapter_in); a per-task checkpoint is refused by
+    a run with a shared one."""
     import json
 
     import torch
@@ -511,3 +512,11 @@ def test_per_task_readout_refit_and_init_from(data_dir, tmp_path, tiny_llm_dir, 
                                    atol=1e-6, rtol=1e-4)
     with pytest.raises(SystemExit, match="--task-readouts"):
         init_from_checkpoint(start, str(tmp_path / "split"))
+    train(common + ["--out", str(tmp_path / "i"), "--steps", "1", "--tasks", "denoise,flip", "--task-input-adapters",
+                    "--init-from", trained, "--lr", "1e-9"])
+    per_input = LM4LV.from_pretrained(tmp_path / "i" / "lm4lv", device="cpu")
+    for task in ("denoise", "flip"):
+        torch.testing.assert_close(per_input.heads.input_adapter(task).weight, start.heads.adapter_in.weight,
+                                   atol=1e-6, rtol=1e-4)
+    with pytest.raises(SystemExit, match="--task-input-adapters"):
+        init_from_checkpoint(start, str(tmp_path / "i" / "lm4lv"))

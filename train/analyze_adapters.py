@@ -52,11 +52,19 @@ def save_heatmap(a: np.ndarray, path: str) -> None:
     image.save(path)
 
 
-def readout_weights(heads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """adapter_out's weight per task ({"shared": W} when one readout serves every task)."""
-    if "adapter_out.weight" in heads:
-        return {"shared": heads["adapter_out.weight"]}
-    return {k.split(".")[1]: v for k, v in heads.items() if k.startswith("adapter_out.") and k.endswith(".weight")}
+def adapter_weights(heads: dict[str, np.ndarray], adapter: str) -> dict[str, np.ndarray]:
+    """`adapter`'s ("adapter_in" or "adapter_out") weight per task ({"shared": W} when one serves every task)."""
+    if f"{adapter}.weight" in heads:
+        return {"shared": heads[f"{adapter}.weight"]}
+    return {k.split(".")[1]: v for k, v in heads.items() if k.startswith(f"{adapter}.") and k.endswith(".weight")}
+
+
+def adapter_products(heads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """adapter_out @ adapter_in (vision dim x vision dim) per task, or {"shared": A} when both adapters are shared."""
+    w_in, w_out = adapter_weights(heads, "adapter_in"), adapter_weights(heads, "adapter_out")
+    tasks = [t for t in {**w_out, **w_in} if t != "shared"] or ["shared"]
+    return {t: w_out.get(t, w_out.get("shared")).astype(np.float64) @ w_in.get(t, w_in.get("shared")).astype(np.float64)
+            for t in tasks}
 
 
 def main(argv=None):
@@ -65,13 +73,12 @@ def main(argv=None):
     p.add_argument("--json", default=None)
     p.add_argument("--heatmap", default=None, help="PNG of the adapter product")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--task", default=None, help="with per-task readouts: the task whose adapter_out the heat map uses")
+    p.add_argument("--task", default=None, help="with per-task adapters: the task whose product the heat map shows")
     args = p.parse_args(argv)
     if not os.path.isfile(os.path.join(args.checkpoint, CONFIG_FILE)):
         raise SystemExit(f"{args.checkpoint} is not an LM4LV checkpoint.")
     heads = load_file(os.path.join(args.checkpoint, HEADS_FILE))
-    w_in = heads["adapter_in.weight"].astype(np.float64)
-    products = {t: w.astype(np.float64) @ w_in for t, w in readout_weights(heads).items()}
+    products = adapter_products(heads)
     task = args.task or next(iter(products))
     if task not in products:
         raise SystemExit(f"{args.checkpoint} has no adapter_out for {task!r}; it has: {', '.join(products)}.")

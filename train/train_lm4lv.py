@@ -98,6 +98,9 @@ def parse_args(argv=None):
     p.add_argument("--task-readouts", action="store_true",
                    help="one adapter_out per task instead of one shared (as the paper's one model per task has); with "
                         "--init-from a checkpoint with a shared readout, each task starts from a copy of it")
+    p.add_argument("--task-input-adapters", action="store_true",
+                   help="one adapter_in per task instead of one shared (as the paper's one model per task has); with "
+                        "--init-from a checkpoint with a shared adapter_in, each task starts from a copy of it")
     p.add_argument("--task-tokens-first", action="store_true",
                    help="the task tokens before the LQ image instead of after it (the paper's layout): the LLM's first "
                         "layers can then process each LQ token for its task before the answer copies it")
@@ -146,6 +149,7 @@ def check_variant_options(args) -> None:
     autoregressive_only = (("--input-noise", args.input_noise, 0.0), ("--self-condition", args.self_condition, 0.0),
                            ("--ce-weight", args.ce_weight, 1.0), ("--init-from", args.init_from, None),
                            ("--carry-loss", args.carry_loss, 0.0), ("--task-readouts", args.task_readouts, False),
+                           ("--task-input-adapters", args.task_input_adapters, False),
                            ("--task-tokens-first", args.task_tokens_first, False))
     used = [flag for flag, value, default in autoregressive_only if value != default]
     if used:
@@ -202,11 +206,14 @@ def init_from_checkpoint(model, folder: str) -> list[str]:
         raise SystemExit(f"--init-from {folder} was trained with --position-embeddings; run this one with them too.")
     if config.task_readouts and not model.heads.config.task_readouts:
         raise SystemExit(f"--init-from {folder} has a readout per task; run this one with --task-readouts too.")
+    if config.task_input_adapters and not model.heads.config.task_input_adapters:
+        raise SystemExit(f"--init-from {folder} has an adapter_in per task; run this one with --task-input-adapters "
+                         f"too.")
     for key, what in (("vision_fingerprint", "vision module"), ("llm_fingerprint", "LLM")):
         if getattr(config, key) != getattr(model.heads.config, key):
             raise SystemExit(f"--init-from {folder} was trained with another {what} than this run's.")
     own = model.trainable.state_dict()
-    found = shared_readout_per_task(read_trained_weights(folder), model.heads.config)
+    found = shared_adapters_per_task(read_trained_weights(folder), model.heads.config)
     shared = {k: v for k, v in found.items() if k in own}
     wrong = [k for k, v in shared.items() if v.shape != own[k].shape]
     if wrong or not any(k.startswith("adapter_") for k in shared):
@@ -215,15 +222,16 @@ def init_from_checkpoint(model, folder: str) -> list[str]:
     return sorted(shared)
 
 
-def shared_readout_per_task(weights: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
-    """A checkpoint's weights with a shared adapter_out copied to every task's, for a model with per-task readouts
-    (other weights, and any model with a shared readout, unchanged)."""
-    if not config.task_readouts or "adapter_out.weight" not in weights:
-        return weights
+def shared_adapters_per_task(weights: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights with a shared adapter_out (adapter_in) copied to every task's, for a model with
+    per-task readouts (input adapters); other weights, and adapters the model shares too, unchanged."""
     weights = dict(weights)
-    shared = {name: weights.pop(f"adapter_out.{name}") for name in ("weight", "bias")}
-    weights.update({f"adapter_out.{task}.{name}": value.clone() for task in config.tasks
-                    for name, value in shared.items()})
+    for adapter, per_task in (("adapter_out", config.task_readouts), ("adapter_in", config.task_input_adapters)):
+        if not per_task or f"{adapter}.weight" not in weights:
+            continue
+        shared = {name: weights.pop(f"{adapter}.{name}") for name in ("weight", "bias")}
+        weights.update({f"{adapter}.{task}.{name}": value.clone() for task in config.tasks
+                        for name, value in shared.items()})
     return weights
 
 
@@ -248,6 +256,7 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
               "degradations": args.degradations,
               "standardize": args.standardize, "whiten": args.whiten,
               "position_embeddings": args.position_embeddings, "task_readouts": args.task_readouts,
+              "task_input_adapters": args.task_input_adapters,
               "task_tokens_first": args.task_tokens_first,
               "position_lr_scale": args.position_lr_scale if args.position_embeddings else None,
               "pixel_loss": args.pixel_loss, "carry_loss": args.carry_loss,
@@ -368,6 +377,7 @@ def main(argv=None):
                         seed=args.seed, standardize=args.standardize, whitening=args.whiten,
                         lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
                         position_embeddings=args.position_embeddings, task_readouts=args.task_readouts,
+                        task_input_adapters=args.task_input_adapters,
                         task_tokens_first=args.task_tokens_first,
                         expert_width=args.expert_width,
                         expert_depth=args.expert_depth)
