@@ -102,7 +102,13 @@ class LM4LVHeads(nn.Module):
         mean = flat.mean(0)
         eigenvalues, vectors = torch.linalg.eigh((flat - mean).T @ (flat - mean) / len(flat))  # ascending
         scale = eigenvalues.clamp_min(floor * eigenvalues.max()).sqrt()  # (D,)
-        basis, inverse = vectors.T / scale[:, None], vectors * scale  # B and B^-1, (D, D)
+        self.rebase_whitening(mean, vectors.T / scale[:, None], vectors * scale)  # B and B^-1, (D, D)
+
+    @torch.no_grad()
+    def rebase_whitening(self, mean: torch.Tensor, basis: torch.Tensor, inverse: torch.Tensor) -> None:
+        """Make (mean, basis B, B^-1) the whitening, re-expressing every adapter so it computes the same function:
+        adapter_in reads B (x - mean), adapter_out writes it (x: standardised features)."""
+        mean, basis, inverse = mean.double(), basis.double(), inverse.double()
         old_mean, old_basis, old_inverse = (t.double() for t in (self.whiten_mean, self.whiten_basis,
                                                                   self.whiten_inverse))
         for adapter in self.input_adapters():

@@ -520,3 +520,40 @@ def test_per_task_readout_refit_and_init_from(data_dir, tmp_path, tiny_llm_dir, 
                                    atol=1e-6, rtol=1e-4)
     with pytest.raises(SystemExit, match="--task-input-adapters"):
         init_from_checkpoint(start, str(tmp_path / "i" / "lm4lv"))
+
+
+def test_merge_tasks_assembles_per_task_parts(data_dir, tmp_path, tiny_llm_dir, tiny_vision_dir):
+    """merge_tasks: a part trained on one task from the base (its own whitening basis, positions frozen) gives that
+    task's function exactly; the base's other tasks are unchanged; a part that moved the shared positions is
+    refused."""
+    import json
+
+    import torch
+
+    from lm4lv_core import LM4LV
+    from train.merge_tasks import main as merge
+    from train.train_lm4lv import main as train
+
+    common = ["--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data_dir), "--batch-size", "2",
+              "--probe-every", "0", "--ridge-init", "0", "--whiten", "1e-4", "--position-embeddings", "--steps", "2"]
+    train(common + ["--out", str(tmp_path / "base"), "--tasks", "denoise,flip"])
+    base_dir = str(tmp_path / "base" / "lm4lv")
+    part_args = ["--tasks", "denoise", "--init-from", base_dir, "--lr", "1e-2", "--seed", "5"]
+    train(common + part_args + ["--out", str(tmp_path / "part"), "--position-lr-scale", "0"])
+    merge(["--base", base_dir, "--part", str(tmp_path / "part" / "lm4lv"), "--out", str(tmp_path / "merged")])
+    base, part, merged = (LM4LV.from_pretrained(d, device="cpu", dtype=torch.float32)
+                          for d in (base_dir, tmp_path / "part" / "lm4lv", tmp_path / "merged"))
+    assert not torch.allclose(part.heads.whiten_basis, base.heads.whiten_basis)  # the rebase is exercised
+    assert json.loads((tmp_path / "merged" / "merge.json").read_text())["tasks"] == {
+        "denoise": str(tmp_path / "part" / "lm4lv")}
+    lq = torch.randn(2, base.num_visual_tokens, base.vision.dim, generator=torch.Generator().manual_seed(0))
+    hq = torch.randn(2, base.num_visual_tokens, base.vision.dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for task, source in (("denoise", part), ("flip", base)):
+            want, got = (m.forward_loss(lq, hq, [task, task])["pred"] for m in (source, merged))
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
+        assert not torch.allclose(base.forward_loss(lq, hq, ["denoise"] * 2)["pred"],
+                                  merged.forward_loss(lq, hq, ["denoise"] * 2)["pred"])
+    train(common + part_args + ["--out", str(tmp_path / "moved")])
+    with pytest.raises(SystemExit, match="--position-lr-scale 0"):
+        merge(["--base", base_dir, "--part", str(tmp_path / "moved" / "lm4lv"), "--out", str(tmp_path / "no")])

@@ -65,6 +65,14 @@ def load_autoregressive(checkpoint: str | None, threads: int, purpose: str):
     return model
 
 
+def save_next_to(model, checkpoint: str, out: str) -> None:
+    """Save `model` (loaded from `checkpoint`) to `out`, its vision module's relative path re-expressed from there."""
+    vision = model.heads.config.vision
+    if not os.path.isabs(vision) and os.path.exists(os.path.join(checkpoint, vision)):
+        vision = os.path.relpath(os.path.join(os.path.abspath(checkpoint), vision), os.path.abspath(out))
+    model.save_pretrained(out, vision_path=vision)
+
+
 def lr_at(step: int, args) -> float:
     """Linear warm-up, then cosine decay to `min_lr_ratio * lr`."""
     warmup = args.warmup if args.warmup is not None else max(1, args.steps // 20)

@@ -20,7 +20,7 @@ import torch
 
 from lm4lv_core.generate import Finished
 from train.data import RandomCrops
-from train.engine import load_autoregressive
+from train.engine import load_autoregressive, save_next_to
 from train.least_squares import ReadoutFit
 from train.train_lm4lv import make_pairs, parse_tasks
 
@@ -87,11 +87,7 @@ def main(argv=None):
     batches = fitting_batches(model, args, tasks)
     fits = [refit_readout(model, batches, args.inputs, args.ridge) for _ in range(args.rounds)]
     print("refit MSE per round: " + ", ".join(f"{f:.4f}" for f in fits))
-    config = model.heads.config
-    vision = config.vision
-    if not os.path.isabs(vision) and os.path.exists(os.path.join(args.checkpoint, vision)):
-        vision = os.path.relpath(os.path.join(os.path.abspath(args.checkpoint), vision), os.path.abspath(args.out))
-    model.save_pretrained(args.out, vision_path=vision)
+    save_next_to(model, args.checkpoint, args.out)
     record = os.path.join(args.checkpoint, "training.json")
     if os.path.isfile(record) and os.path.abspath(args.checkpoint) != os.path.abspath(args.out):
         shutil.copy(record, os.path.join(args.out, "training.json"))
