@@ -544,8 +544,9 @@ def test_merge_tasks_assembles_per_task_parts(data_dir, tmp_path, tiny_llm_dir, 
     base, part, merged = (LM4LV.from_pretrained(d, device="cpu", dtype=torch.float32)
                           for d in (base_dir, tmp_path / "part" / "lm4lv", tmp_path / "merged"))
     assert not torch.allclose(part.heads.whiten_basis, base.heads.whiten_basis)  # the rebase is exercised
-    assert json.loads((tmp_path / "merged" / "merge.json").read_text())["tasks"] == {
-        "denoise": str(tmp_path / "part" / "lm4lv")}
+    record = json.loads((tmp_path / "merged" / "merge.json").read_text())
+    assert record["tasks"] == {"denoise": str(tmp_path / "part" / "lm4lv")}
+    assert record["training"][str(tmp_path / "part" / "lm4lv")]["tasks"] == ["denoise"]  # the part's own record
     lq = torch.randn(2, base.num_visual_tokens, base.vision.dim, generator=torch.Generator().manual_seed(0))
     hq = torch.randn(2, base.num_visual_tokens, base.vision.dim, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
