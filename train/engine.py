@@ -73,6 +73,17 @@ def save_next_to(model, checkpoint: str, out: str) -> None:
     model.save_pretrained(out, vision_path=vision)
 
 
+def read_record(folder: str, names=("training.json",)) -> dict | None:
+    """The first of `names` (JSON records next to a checkpoint: `training.json` from `train.train_lm4lv`,
+    `merge.json` from `train.merge_tasks`) that exists in `folder`, parsed; None if none does."""
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            with open(path) as f:
+                return json.load(f)
+    return None
+
+
 def lr_at(step: int, args) -> float:
     """Linear warm-up, then cosine decay to `min_lr_ratio * lr`."""
     warmup = args.warmup if args.warmup is not None else max(1, args.steps // 20)

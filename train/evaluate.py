@@ -138,13 +138,9 @@ def training_record(checkpoint: str | None) -> dict | None:
     """The `training.json` that `train.train_lm4lv` writes next to a checkpoint, or else the `merge.json` that
     `train.merge_tasks` writes (its base, each task's part and the parts' training records), if any."""
     from lm4lv_core.checkpoint import DEFAULT_CHECKPOINT
+    from train.engine import read_record
 
-    for name in ("training.json", "merge.json"):
-        path = os.path.join(str(checkpoint or DEFAULT_CHECKPOINT), name)
-        if os.path.isfile(path):
-            with open(path) as f:
-                return json.load(f)
-    return None
+    return read_record(str(checkpoint or DEFAULT_CHECKPOINT), ("training.json", "merge.json"))
 
 
 def main(argv=None):

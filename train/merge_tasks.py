@@ -18,7 +18,7 @@ import os
 
 import torch
 
-from train.engine import load_autoregressive, save_next_to
+from train.engine import load_autoregressive, read_record, save_next_to
 
 SHARED_CONFIG = ("llm_fingerprint", "vision_fingerprint", "num_task_tokens", "standardize", "whitening",
                  "position_embeddings", "task_tokens_first", "lora_rank")
@@ -70,15 +70,6 @@ def merge(base, parts: dict[str, object]) -> dict[str, str]:
     return source
 
 
-def training_record(folder: str) -> dict | None:
-    """The part's `training.json` (written by `train.train_lm4lv`, kept by `train.refit_readout`), if any."""
-    path = os.path.join(folder, "training.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", required=True, help="the checkpoint the parts were trained from")
@@ -91,7 +82,7 @@ def main(argv=None):
     source = merge(base, parts)
     save_next_to(base, args.base, args.out)
     with open(os.path.join(args.out, "merge.json"), "w") as f:
-        json.dump({"base": args.base, "tasks": source, "training": {name: training_record(name) for name in parts}},
+        json.dump({"base": args.base, "tasks": source, "training": {name: read_record(name) for name in parts}},
                   f, indent=2)
     print(f"merged checkpoint in {args.out}: " + ", ".join(f"{t} from {n}" for t, n in source.items()))
 
