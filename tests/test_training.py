@@ -113,6 +113,30 @@ def test_curriculum_init_from_copies_adapters_and_shared_task_tokens(data_dir, t
     assert (tmp_path / "second" / "lm4lv" / "heads.safetensors").is_file()
 
 
+def test_init_task_from_starts_a_new_task_from_a_trained_one(tmp_path, tiny_llm_dir, tiny_vision_dir):
+    """--init-task-from: a task the checkpoint lacks starts from a copy of the named task's per-task adapters and
+    task tokens; a source task the checkpoint does not have is refused in one sentence."""
+    import torch
+
+    from lm4lv_core import LM4LV
+    from train.train_lm4lv import init_from_checkpoint
+
+    per_task = dict(llm=tiny_llm_dir, vision=tiny_vision_dir, device="cpu", task_readouts=True,
+                    task_input_adapters=True)
+    first = LM4LV.build(tasks=["denoise", "flip"], seed=1, **per_task)
+    first.save_pretrained(tmp_path / "first", vision_path=tiny_vision_dir)
+    second = LM4LV.build(tasks=["repeat"], seed=2, **per_task)
+    fresh = second.heads.state_dict()["adapter_in.repeat.weight"].clone()
+    copied = init_from_checkpoint(second, str(tmp_path / "first"), "denoise")
+    assert "task_tokens.repeat" in copied and "adapter_out.repeat.weight" in copied
+    theirs, ours = first.heads.state_dict(), second.heads.state_dict()
+    for group in ("adapter_in.{}.weight", "adapter_in.{}.bias", "adapter_out.{}.weight", "task_tokens.{}"):
+        torch.testing.assert_close(ours[group.format("repeat")], theirs[group.format("denoise")])
+    assert not torch.equal(ours["adapter_in.repeat.weight"], fresh)
+    with pytest.raises(SystemExit, match="has no such task"):
+        init_from_checkpoint(LM4LV.build(tasks=["repeat"], **per_task), str(tmp_path / "first"), "derain")
+
+
 def test_init_from_refuses_another_vision_module(data_dir, tmp_path, tiny_llm_dir, tiny_vision_dir):
     from lm4lv_core import LM4LV
     from lm4lv_core.vision import VisionModule

@@ -82,3 +82,29 @@ def test_preprocess_takes_pil_arrays_and_tensors_alike():
     assert torch.equal(vision.preprocess(floats), from_pil)
     bigger = torch.nn.functional.interpolate(floats, scale_factor=2, mode="nearest")
     assert vision.preprocess(bigger).shape == from_pil.shape  # other sizes are resized
+
+
+def test_evaluate_mae_token_noise_and_spectrum(tiny_vision_dir, tmp_path):
+    """train.evaluate_mae --token-noise: zero noise reproduces MAE-r, heavy noise changes it, the spectrum is a
+    descending share of the variance; the JSON holds it all; a malformed list is one sentence."""
+    import json
+
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from train.evaluate_mae import main
+
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    out = tmp_path / "mae.json"
+    main(["--vision", tiny_vision_dir, "--images", str(tmp_path), "--token-noise", "0,3", "--json", str(out)])
+    scores = json.loads(out.read_text())[tiny_vision_dir]
+    assert scores["token_noise_psnr"]["0.0"] == pytest.approx(scores["psnr"], abs=1e-6)
+    assert abs(scores["token_noise_psnr"]["3.0"] - scores["psnr"]) > 1e-3  # the noise reaches the decoder
+    counts = scores["directions_for_variance"]
+    assert 1 <= counts["0.9"] <= counts["0.99"] <= counts["0.999"]
+    assert all(0 <= v <= 1 for v in scores["eigenvalue_ratio"].values())
+    with pytest.raises(SystemExit, match="comma-separated numbers"):
+        main(["--vision", tiny_vision_dir, "--images", str(tmp_path), "--token-noise", "a,b"])

@@ -129,6 +129,10 @@ def parse_args(argv=None):
     p.add_argument("--init-from", default=None,
                    help="start from a trained LM4LV checkpoint (a curriculum, e.g. `--tasks repeat` first): its "
                         "adapters and the task tokens of the tasks both runs share; skips --ridge-init")
+    p.add_argument("--init-task-from", default=None, metavar="TASK",
+                   help="with --init-from: each task of this run that the checkpoint lacks starts from TASK's "
+                        "adapters and task tokens (a new task from a trained one, e.g. --tasks repeat "
+                        "--init-task-from denoise) instead of fresh ones")
     p.add_argument("--attention", choices=["auto", "eager", "sdpa"], default="auto",
                    help="the frozen LLM's attention kernel while training (auto: eager on the CPU, sdpa on GPUs)")
     p.add_argument("--export-to", default=None,
@@ -142,6 +146,8 @@ def parse_args(argv=None):
 
 def check_variant_options(args) -> None:
     """Refuse options the chosen variant would not use (one sentence), rather than ignoring them."""
+    if args.init_task_from and not args.init_from:
+        raise SystemExit("--init-task-from names a task of the --init-from checkpoint; give --init-from too.")
     if args.variant != "transformer" and (args.expert_width or args.expert_depth != 1):
         raise SystemExit(f"--expert-width and --expert-depth apply to the transformer variant, not {args.variant}.")
     if args.variant in AUTOREGRESSIVE_VARIANTS:
@@ -190,8 +196,9 @@ def ridge_init_readout(model, batches, ridge: float = 1e-2) -> float | None:
     return fit.fit(ridge)
 
 
-def init_from_checkpoint(model, folder: str) -> list[str]:
-    """Copy a trained checkpoint's adapters and shared task tokens into `model`; returns the names copied.
+def init_from_checkpoint(model, folder: str, source_task: str | None = None) -> list[str]:
+    """Copy a trained checkpoint's adapters and shared task tokens into `model`; returns the names copied. With
+    `source_task`, the model's tasks that the checkpoint lacks get copies of that task's adapters and tokens.
 
     Refuses a checkpoint trained on another vision module or LLM, or one with other adapter shapes."""
     from lm4lv_core.checkpoint import read_config, read_trained_weights
@@ -214,12 +221,31 @@ def init_from_checkpoint(model, folder: str) -> list[str]:
             raise SystemExit(f"--init-from {folder} was trained with another {what} than this run's.")
     own = model.trainable.state_dict()
     found = shared_adapters_per_task(read_trained_weights(folder), model.heads.config)
+    if source_task is not None:
+        if source_task not in config.tasks:
+            raise SystemExit(f"--init-task-from {source_task}: {folder} has no such task (it has "
+                             f"{', '.join(config.tasks)}).")
+        new = [task for task in model.heads.config.tasks if task not in config.tasks]
+        found = borrowed_task_weights(found, source_task, new)
     shared = {k: v for k, v in found.items() if k in own}
     wrong = [k for k, v in shared.items() if v.shape != own[k].shape]
     if wrong or not any(k.startswith("adapter_") for k in shared):
         raise SystemExit(f"--init-from {folder}: no adapters of matching shape ({wrong or 'none found'}).")
     model.trainable.load_state_dict(shared, strict=False)
     return sorted(shared)
+
+
+def borrowed_task_weights(weights: dict[str, torch.Tensor], source: str,
+                          tasks: list[str]) -> dict[str, torch.Tensor]:
+    """`weights` plus, for each of `tasks`, a copy of every per-task weight of `source` (`adapter_in.<source>.*`,
+    `adapter_out.<source>.*`, `task_tokens.<source>`) under that task's name."""
+    borrowed = dict(weights)
+    for key, value in weights.items():
+        group, _, rest = key.partition(".")
+        name, dot, leaf = rest.partition(".")
+        if name == source:
+            borrowed.update({f"{group}.{task}{dot}{leaf}": value.clone() for task in tasks})
+    return borrowed
 
 
 def shared_adapters_per_task(weights: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
@@ -253,6 +279,7 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
               "self_condition": args.self_condition if model.autoregressive else 0.0,
               "self_condition_inputs": args.self_condition_inputs,
               "ce_weight": args.ce_weight if model.autoregressive else 0.0, "init_from": args.init_from,
+              "init_task_from": args.init_task_from,
               "degradations": args.degradations,
               "standardize": args.standardize, "whiten": args.whiten,
               "position_embeddings": args.position_embeddings, "task_readouts": args.task_readouts,
@@ -290,7 +317,7 @@ def initialise(model, args, accelerator, crops, tasks: list[str]) -> None:
     if args.standardize:  # recomputed on resume too (deterministic): the statistics are not part of the run state
         model.heads.set_feature_statistics(torch.cat(statistics))
     if args.init_from and not resuming:
-        copied = init_from_checkpoint(model, args.init_from)
+        copied = init_from_checkpoint(model, args.init_from, args.init_task_from)
         accelerator.print(f"initialised from {args.init_from}: {', '.join(copied)}")
     elif args.ridge_init > 0 and not resuming and model.has_linear_readout:
         fit = ridge_init_readout(model, init_batches[:ridge_batches])
