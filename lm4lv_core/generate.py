@@ -119,7 +119,7 @@ def _step(model, rows: list[_Row], tasks: list[str], h: torch.Tensor, next_embed
     if visual_rows:  # all rows in visual mode at once: v = adapter_out(h), next input = adapter_in(v)
         v_all = model.llm_to_visual(h[visual_rows], [tasks[i] for i in visual_rows])  # (b, vision_dim)
         index = torch.tensor([len(rows[i].visual) for i in visual_rows], device=v_all.device)  # (b,) in the image
-        next_embeds[visual_rows] = model.visual_to_llm(v_all, index, [tasks[i] for i in visual_rows])
+        next_embeds[visual_rows] = model.visual_to_llm(v_all, index, [tasks[i] for i in visual_rows], answer=True)
     for i, r in enumerate(rows):
         if r.mode == "visual":
             yield from _add_visual(i, r, v_all[visual_rows.index(i)], count, seq)

@@ -53,6 +53,12 @@ class HeadsConfig:
     # in a causal LLM the LQ tokens can then be processed for the task before the answer copies them. A layout
     # choice, not a parameter; off by default.
     task_tokens_first: bool = False
+    # one position table per task for the answer's (HQ) tokens, the LQ image keeping the shared one (needs
+    # position_embeddings). The shared table gives answer token j the address of LQ token j: right for the restoration
+    # tasks, wrong for rotate and flip, whose token j comes from another LQ token. A per-task table, learned, lets a
+    # spatial task address its own source tokens. Weights under `answer_positions.<task>`, each starting as a copy
+    # of the shared table (`LM4LVHeads.split_answer_positions`); num_visual_tokens x llm_dim more per task.
+    task_answer_positions: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -80,6 +86,11 @@ class LM4LVHeads(nn.Module):
             if config.num_visual_tokens <= 0:
                 raise ValueError("position_embeddings needs HeadsConfig.num_visual_tokens")
             self.visual_positions = nn.Parameter(torch.zeros(config.num_visual_tokens, config.llm_dim))  # (N, llm_dim)
+        if config.task_answer_positions:
+            if not config.position_embeddings:
+                raise ValueError("task_answer_positions needs position_embeddings")
+            self.answer_positions = nn.ParameterDict(
+                {t: nn.Parameter(torch.zeros(config.num_visual_tokens, config.llm_dim)) for t in config.tasks})
 
     @torch.no_grad()
     def set_feature_statistics(self, tokens: torch.Tensor, eps: float = 1e-3) -> None:
@@ -125,12 +136,13 @@ class LM4LVHeads(nn.Module):
         self.whiten_inverse.copy_(inverse.float())
 
     def to_llm(self, tokens: torch.Tensor, index: torch.Tensor | None = None,
-               tasks: list[str] | None = None) -> torch.Tensor:
+               tasks: list[str] | None = None, answer: bool = False) -> torch.Tensor:
         """(B, ..., vision_dim) MAE features -> (B, ..., llm_dim) LLM input embeddings.
 
         index: each token's position in its image (LongTensor of shape tokens.shape[:-1], or broadcastable to it),
         used by the position embeddings; default: the tokens are whole images, (..., N, vision_dim).
-        tasks: the B rows' task names, needed with per-task input adapters."""
+        tasks: the B rows' task names, needed with per-task input adapters or answer positions.
+        answer: the tokens are the answer's (HQ) image, which may have a position table per task."""
         embeds = _rowwise(self.adapter_in, self.written(tokens), tasks)
         if not self.config.position_embeddings:
             return embeds
@@ -139,7 +151,30 @@ class LM4LVHeads(nn.Module):
                 raise ValueError(f"Give each token's index: {tuple(tokens.shape[:-1])} tokens are not whole images "
                                  f"of {self.config.num_visual_tokens}")
             index = torch.arange(tokens.shape[-2], device=tokens.device)
-        return embeds + self.visual_positions[index]
+        if not (answer and self.config.task_answer_positions):
+            return embeds + self.visual_positions[index]
+        if tasks is None or len(tasks) != tokens.shape[0]:
+            raise ValueError(f"Per-task answer positions need one task name per row: {tokens.shape[0]} rows, "
+                             f"{'no' if tasks is None else len(tasks)} names")
+        tables = torch.stack([self.answer_positions[t] for t in tasks])  # (B, N, llm_dim)
+        index = index.expand(tokens.shape[:-1])  # (B, ...)
+        rows = torch.arange(len(tasks), device=index.device).view(-1, *[1] * (index.dim() - 1)).expand_as(index)
+        return embeds + tables[rows, index]
+
+    def answer_table(self, task: str) -> torch.Tensor:
+        """(N, llm_dim) the position vectors `task`'s answer tokens get: its own table, or the shared one."""
+        return self.answer_positions[task] if self.config.task_answer_positions else self.visual_positions
+
+    @torch.no_grad()
+    def split_answer_positions(self) -> None:
+        """Give every task its own copy of the shared position table for its answer's tokens (the same functions;
+        from here on trained per task). Nothing changes if the tables are already per task."""
+        if not self.config.position_embeddings:
+            raise ValueError("Answer positions per task need a model with position embeddings")
+        if not self.config.task_answer_positions:
+            self.answer_positions = nn.ParameterDict(
+                {t: nn.Parameter(self.visual_positions.detach().clone()) for t in self.config.tasks})
+            self.config.task_answer_positions = True
 
     def input_adapters(self) -> list[nn.Linear]:
         """Every adapter_in layer: the shared one, or one per task."""

@@ -132,10 +132,11 @@ class LM4LV(Restorer, nn.Module):
         return self.llm.get_input_embeddings()(ids.to(self.device)).float()
 
     def visual_to_llm(self, tokens: torch.Tensor, index: torch.Tensor | None = None,
-                      tasks: list[str] | None = None) -> torch.Tensor:
+                      tasks: list[str] | None = None, answer: bool = False) -> torch.Tensor:
         """(B, ..., vision_dim) MAE features -> (B, ..., llm_dim) input embeddings; index: see `LM4LVHeads.to_llm`;
-        tasks: the rows' task names (needed by a model with an input adapter per task)."""
-        return self.heads.to_llm(tokens, index, tasks)
+        tasks: the rows' task names (needed by a model with an input adapter or answer positions per task); answer:
+        the tokens are the answer's (HQ) image."""
+        return self.heads.to_llm(tokens, index, tasks, answer)
 
     def llm_to_visual(self, hidden: torch.Tensor, tasks: list[str] | None = None) -> torch.Tensor:
         """(B, ..., llm_dim) final hidden states -> (B, ..., vision_dim) predicted MAE features; tasks: the rows' task
@@ -153,7 +154,7 @@ class LM4LV(Restorer, nn.Module):
         embeds = self.embed_tokens(layout.ids).unsqueeze(0).repeat(batch, 1, 1)  # (B, T, llm_dim)
         fills = {LQ: self.visual_to_llm(lq, tasks=tasks), TASK: self.heads.task_embeddings(tasks)}
         if hq is not None:
-            fills[HQ] = self.visual_to_llm(hq, tasks=tasks)
+            fills[HQ] = self.visual_to_llm(hq, tasks=tasks, answer=True)
         for kind in (LQ, TASK, HQ):
             slots = layout.positions(kind)
             if kind not in fills:
@@ -284,7 +285,8 @@ class LM4LV(Restorer, nn.Module):
               tasks=TASKS + SANITY_TASKS, num_task_tokens: int = 10, device=None, dtype=None, seed: int = 0,
               random_llm_seed: int | None = None, standardize: bool = False, whitening: float = 0.0,
               lora_rank: int = 0, lora_alpha: float | None = None, position_embeddings: bool = False,
-              task_readouts: bool = False, task_input_adapters: bool = False, task_tokens_first: bool = False):
+              task_readouts: bool = False, task_input_adapters: bool = False, task_tokens_first: bool = False,
+              task_answer_positions: bool = False):
         """A new, untrained LM4LV (for training): frozen LLM and vision module, freshly initialised heads.
 
         standardize: the adapters work on per-dimension standardised MAE features (set their statistics with
@@ -299,6 +301,7 @@ class LM4LV(Restorer, nn.Module):
         task_readouts: one adapter_out per task instead of one shared (see `HeadsConfig`).
         task_input_adapters: one adapter_in per task instead of one shared (see `HeadsConfig`).
         task_tokens_first: the task tokens before the LQ image instead of after it (see `HeadsConfig`).
+        task_answer_positions: a position table per task for the answer's tokens (see `HeadsConfig`).
         """
         device = torch.device(device) if device is not None else default_device()
         dtype = dtype or default_llm_dtype(device)
@@ -314,7 +317,7 @@ class LM4LV(Restorer, nn.Module):
                              num_visual_tokens=vision_module.num_tokens, standardize=standardize,
                              whitening=whitening, lora_rank=lora_rank, position_embeddings=position_embeddings,
                              task_readouts=task_readouts, task_input_adapters=task_input_adapters,
-                             task_tokens_first=task_tokens_first,
+                             task_tokens_first=task_tokens_first, task_answer_positions=task_answer_positions,
                              lora_alpha=float(lora_alpha or 2 * lora_rank) if lora_rank else 0.0)
         if lora_rank:
             config.extra = {"lora_seed": seed}

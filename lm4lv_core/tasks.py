@@ -64,6 +64,12 @@ class Task:
         """The clean image -> this task's target geometry (identity unless spatial)."""
         return image.transpose(self.transpose) if self.transpose is not None else image
 
+    def source_patches(self, grid: int) -> np.ndarray:
+        """(grid * grid,) for each patch of the target (raster order) the input patch it comes from, on a square grid
+        of patches (the identity unless spatial)."""
+        index = Image.fromarray(np.arange(grid * grid, dtype=np.int32).reshape(grid, grid), mode="I")
+        return np.asarray(self.transform(index)).reshape(-1).astype(np.int64)
+
     def box(self, box: Box, width: int, height: int) -> Box:
         """Where a box of a width x height image lands after `transform` (a tile's place in the output)."""
         if self.transpose is None:

@@ -415,6 +415,40 @@ def test_position_embeddings(tiny_llm_dir, tiny_vision_dir, tmp_path):
     assert "visual_positions" not in plain.heads.state_dict()
 
 
+def test_task_answer_positions(tiny_llm_dir, tiny_vision_dir, tmp_path):
+    """A position table per task for the answer: split from the shared table, nothing changes; then each row's
+    answer tokens get their task's table in teacher forcing and in generation alike, the LQ image the shared one;
+    saved and loaded with the weights."""
+    m = LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, device="cpu", dtype=torch.float32, seed=0,
+                    position_embeddings=True)
+    with torch.no_grad():
+        m.heads.visual_positions.normal_(0, 1.0, generator=torch.Generator().manual_seed(3))
+    lq, hq, tasks = _tokens(m), _tokens(m, seed=1), ["denoise", "flip"]
+    with torch.no_grad():
+        before = m.forward_loss(lq, hq, tasks)["pred"]
+        m.heads.split_answer_positions()
+        torch.testing.assert_close(m.forward_loss(lq, hq, tasks)["pred"], before)
+        m.heads.answer_positions["flip"].normal_(0, 1.0, generator=torch.Generator().manual_seed(4))
+        after = m.forward_loss(lq, hq, tasks)["pred"]
+    torch.testing.assert_close(after[0], before[0])  # denoise keeps the shared table
+    assert not torch.allclose(after[1], before[1])
+    torch.testing.assert_close(m.visual_to_llm(lq, tasks=tasks), m.visual_to_llm(lq, tasks=["denoise", "denoise"]))
+    answer = m.visual_to_llm(hq, tasks=tasks, answer=True)  # (2, N, llm_dim)
+    torch.testing.assert_close(answer[1] - m.visual_to_llm(hq, tasks=tasks)[1],
+                               m.heads.answer_positions["flip"] - m.heads.visual_positions)
+    finished = {e.row: e for e in m.events(lq, tasks, force_image_after=0) if isinstance(e, Finished)}
+    generated = torch.stack([finished[i].tokens for i in range(2)])  # (2, N, vision_dim)
+    with torch.no_grad():
+        teacher_forced = m.forward_loss(lq, hq, tasks, fed=generated)["pred"]
+    torch.testing.assert_close(teacher_forced, generated, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="task name per row"):
+        m.visual_to_llm(hq, answer=True)
+    m.save_pretrained(tmp_path / "answer", vision_path=tiny_vision_dir)
+    loaded = LM4LV.from_pretrained(tmp_path / "answer", dtype=torch.float32, device="cpu")
+    assert loaded.heads.config.task_answer_positions
+    torch.testing.assert_close(loaded.heads.answer_positions["flip"], m.heads.answer_positions["flip"])
+
+
 def test_task_readouts(tiny_llm_dir, tiny_vision_dir, tmp_path):
     """A readout per task: splitting a shared adapter_out changes nothing; then each row is read by its own task's
     readout in teacher forcing and in generation alike (free running = teacher forcing on the generated tokens, a

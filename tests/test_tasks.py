@@ -83,3 +83,14 @@ def test_a_toy_task_goes_through_degrade_restore_and_evaluate(toy_tasks, tiny_ll
     evaluate(["--images", str(folder), "--tasks", "turn,darken", "--json", str(out), "--checkpoint",
               str(tmp_path / "toy"), "--llm", tiny_llm_dir])
     assert json.loads(out.read_text())["tasks"]["darken"]["degraded"] == scores["darken"]["degraded"]
+
+
+@pytest.mark.parametrize("name", ["rotate", "flip", "denoise"])
+def test_source_patches_follow_the_target(name):
+    """Task.source_patches: patch j of the target is patch source[j] of the input, on an image whose 4 x 4 patches
+    each have their own colour."""
+    grid, size = 4, 8
+    colours = np.arange(grid * grid, dtype=np.uint8).reshape(grid, grid) * 15
+    image = np.repeat(np.repeat(colours, size, 0), size, 1)[..., None].repeat(3, -1)  # (32, 32, 3)
+    moved = np.asarray(target(Image.fromarray(image), name))[::size, ::size, 0].reshape(-1)
+    np.testing.assert_array_equal(moved, colours.reshape(-1)[get_task(name).source_patches(grid)])

@@ -582,3 +582,38 @@ def test_merge_tasks_assembles_per_task_parts(data_dir, tmp_path, tiny_llm_dir, 
     train(common + part_args + ["--out", str(tmp_path / "moved")])
     with pytest.raises(SystemExit, match="--position-lr-scale 0"):
         merge(["--base", base_dir, "--part", str(tmp_path / "moved" / "lm4lv"), "--out", str(tmp_path / "no")])
+
+
+def test_answer_positions_part_trains_and_merges(data_dir, tmp_path, tiny_llm_dir, tiny_vision_dir):
+    """--task-answer-positions: a part from a base without them starts each answer table as the shared one, learns
+    its task's table while the shared one stays frozen, and merge_tasks carries the table into the base; the other
+    tasks keep the shared table."""
+    import torch
+
+    from lm4lv_core import LM4LV
+    from train.merge_tasks import main as merge
+    from train.train_lm4lv import main as train
+
+    common = ["--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data_dir), "--batch-size", "2",
+              "--probe-every", "0", "--ridge-init", "0", "--position-embeddings", "--steps", "2"]
+    train(common + ["--out", str(tmp_path / "base"), "--tasks", "denoise,flip", "--position-lr-scale", "30"])
+    base_dir = str(tmp_path / "base" / "lm4lv")
+    train(common + ["--out", str(tmp_path / "part"), "--tasks", "flip", "--init-from", base_dir, "--seed", "5",
+                    "--position-lr-scale", "0", "--task-answer-positions", "--answer-position-lr-scale", "30"])
+    merge(["--base", base_dir, "--part", str(tmp_path / "part" / "lm4lv"), "--out", str(tmp_path / "merged")])
+    base, part, merged = (LM4LV.from_pretrained(d, device="cpu", dtype=torch.float32)
+                          for d in (base_dir, tmp_path / "part" / "lm4lv", tmp_path / "merged"))
+    torch.testing.assert_close(part.heads.visual_positions, base.heads.visual_positions)
+    assert not torch.allclose(part.heads.answer_positions["flip"], base.heads.visual_positions)
+    assert merged.heads.config.task_answer_positions
+    torch.testing.assert_close(merged.heads.answer_positions["flip"], part.heads.answer_positions["flip"])
+    torch.testing.assert_close(merged.heads.answer_positions["denoise"], base.heads.visual_positions)
+    lq = torch.randn(2, base.num_visual_tokens, base.vision.dim, generator=torch.Generator().manual_seed(0))
+    hq = torch.randn(2, base.num_visual_tokens, base.vision.dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for task, source in (("flip", part), ("denoise", base)):
+            want, got = (m.forward_loss(lq, hq, [task, task])["pred"] for m in (source, merged))
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
+    with pytest.raises(SystemExit, match="--task-answer-positions too"):
+        train(common + ["--out", str(tmp_path / "again"), "--tasks", "flip", "--init-from",
+                        str(tmp_path / "merged"), "--task-readouts", "--task-input-adapters"])

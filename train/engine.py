@@ -136,12 +136,13 @@ def will_resume(args) -> bool:
 
 
 def param_groups(model: nn.Module, lr_scales: dict[str, float] | None = None) -> list[dict]:
-    """The parameters of `model` that require grad, as optimiser groups: one per entry of `lr_scales` (parameter
-    name suffix -> multiplier of the scheduled learning rate) that matches any, then the rest at scale 1."""
+    """The parameters of `model` that require grad, as optimiser groups: one per entry of `lr_scales` (a parameter
+    name's dot-separated part, e.g. "visual_positions" -> multiplier of the scheduled learning rate) that matches
+    any, then the rest at scale 1."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = []
-    for suffix, scale in (lr_scales or {}).items():
-        matched = [p for n, p in named if n.endswith(suffix)]
+    for part, scale in (lr_scales or {}).items():
+        matched = [p for n, p in named if part in n.split(".")]
         if matched:
             groups.append({"params": matched, "lr_scale": scale})
     taken = {id(p) for g in groups for p in g["params"]}

@@ -5,7 +5,8 @@ adapter pair per task (`--task-input-adapters --task-readouts`). Its tasks' adap
 base's; everything the tasks share must be the base's own: the frozen LLM and vision module, the feature statistics
 and the position embeddings (train a part with `--position-lr-scale 0`). A part's whitening basis may differ (each
 run re-derives it): its adapters are re-expressed in the base's, the same functions. The result has an adapter_in
-and an adapter_out per task; its other tasks keep the base's weights.
+and an adapter_out per task (and, when a part has them, an answer position table per task); its other tasks keep
+the base's weights.
 
     python -m train.merge_tasks --base checkpoints/lm4lv-smollm2 --part runs/denoise/lm4lv --part runs/deblur/lm4lv \
         --out runs/merged
@@ -48,11 +49,13 @@ def check_shared(base, part, name: str) -> None:
 
 @torch.no_grad()
 def merge(base, parts: dict[str, object]) -> dict[str, str]:
-    """Copy each part's tasks' adapters and task tokens into `base` (split into per-task adapters first); returns
-    task -> part name."""
+    """Copy each part's tasks' adapters, task tokens and answer positions into `base` (split into per-task adapters
+    first); returns task -> part name."""
     heads = base.heads
     heads.split_input_adapter()
     heads.split_readout()
+    if any(part.heads.config.task_answer_positions for part in parts.values()):
+        heads.split_answer_positions()
     source = {}
     for name, part in parts.items():
         check_shared(base, part, name)
@@ -66,6 +69,8 @@ def merge(base, parts: dict[str, object]) -> dict[str, str]:
             heads.input_adapter(task).load_state_dict(part.heads.input_adapter(task).state_dict())
             heads.readout(task).load_state_dict(part.heads.readout(task).state_dict())
             heads.task_tokens[task].copy_(part.heads.task_tokens[task])
+            if heads.config.task_answer_positions:
+                heads.answer_positions[task].copy_(part.heads.answer_table(task))
             source[task] = name
     return source
 

@@ -13,7 +13,8 @@ image the readouts' patches assemble):
 - `lq_stream[l]`: from the hidden state after layer l at each LQ position, to that LQ token's own pixels (how much of
   the token its own position still holds where a copying layer reads it);
 - `attention` (evaluation photos, eager attention): the heads that copy (mass from each writing position on the LQ
-  token it restores, and how often that token is the head's top LQ choice), and per layer the mass that LQ positions
+  token it restores, for rotate and flip the one it comes from, and how often that token is the head's top LQ
+  choice), and per layer the mass that LQ positions
   put on the other LQ tokens (how much of other tokens' content attention brings to a token's position);
 - `copy` (the degraded input) and `mae_r` against the reference, as in Table 2.
 """
@@ -30,6 +31,7 @@ from lm4lv_core.degrade import degrade, target
 from lm4lv_core.images import fit_square
 from lm4lv_core.metrics import psnr
 from lm4lv_core.sequence import LQ
+from lm4lv_core.tasks import get_task
 from train.data import RandomCrops
 from train.engine import load_autoregressive
 from train.evaluate import degradation_seed, load_eval_images
@@ -103,7 +105,6 @@ def traces(model, embeds: torch.Tensor, tasks: list[str], value_layers: list[int
 
 
 @torch.no_grad()
-@torch.no_grad()
 def set_traces(model, lq01: torch.Tensor, hq01: torch.Tensor, task: str, value_layers: list[int],
                batch_size: int = 16) -> dict:
     """`traces` of a whole teacher-forced set (B, 3, S, S) degraded and reference images, computed in batches."""
@@ -115,10 +116,10 @@ def set_traces(model, lq01: torch.Tensor, hq01: torch.Tensor, task: str, value_l
     return concat(parts)
 
 
-def attention_statistics(model, embeds: torch.Tensor, top: int = 5) -> dict:
-    """Attention weights (eager attention) on a training-layout sequence (B, T, llm_dim) summarised: the `top` heads by
-    mass from the writing positions on the matching LQ token, and per layer the mass LQ positions put on the other LQ
-    tokens."""
+def attention_statistics(model, embeds: torch.Tensor, top: int = 5, task: str = "denoise") -> dict:
+    """Attention weights (eager attention) on a training-layout sequence (B, T, llm_dim) of `task` summarised: the
+    `top` heads by mass from the writing positions on the LQ token that the restored token comes from (for rotate
+    and flip another index than its own), and per layer the mass LQ positions put on the other LQ tokens."""
     layout, llm = model.training_layout, model.llm
     kernel = llm.config._attn_implementation
     llm.set_attn_implementation("eager")
@@ -126,17 +127,26 @@ def attention_statistics(model, embeds: torch.Tensor, top: int = 5) -> dict:
         attentions = llm.base_model(inputs_embeds=embeds.to(model.llm_dtype), output_attentions=True).attentions
     finally:
         llm.set_attn_implementation(kernel)
-    writers, readers = layout.regression_sources(), layout.positions(LQ)  # (N,), (N,): writer i restores LQ token i
+    writers, readers = layout.regression_sources(), layout.positions(LQ)  # (N,), (N,): the CLS token, the patches
+    source = token_sources(task, len(readers))  # (N,): writer i restores LQ token source[i]
     count, heads, mixing = len(readers), [], []
     for index, weights in enumerate(attentions):  # (B, H, T, T)
         to_lq = weights.float()[:, :, writers][..., readers]  # (B, H, N, N)
-        matching = to_lq.diagonal(dim1=-2, dim2=-1).mean((0, 2))  # (H,)
-        chosen = (to_lq.argmax(-1) == torch.arange(count)).float().mean((0, 2))  # (H,)
+        matching = to_lq[:, :, torch.arange(count), source].mean((0, 2))  # (H,)
+        chosen = (to_lq.argmax(-1) == source).float().mean((0, 2))  # (H,)
         heads += [{"layer": index, "head": h, "mass": float(matching[h]), "top_choice": float(chosen[h])}
                   for h in range(weights.shape[1])]
         among = weights.float()[:, :, readers][..., readers]  # (B, H, N, N): LQ positions on LQ tokens
         mixing.append(float((among.sum(-1) - among.diagonal(dim1=-2, dim2=-1)).mean()))
     return {"copy_heads": sorted(heads, key=lambda h: -h["mass"])[:top], "lq_mixing": mixing}
+
+
+def token_sources(task: str, count: int) -> torch.Tensor:
+    """(count,) for each visual token of `task`'s answer (the CLS token, then the patches in raster order) the LQ
+    token it comes from."""
+    grid = int(round((count - 1) ** 0.5))
+    patches = torch.from_numpy(get_task(task).source_patches(grid))  # (grid * grid,)
+    return torch.cat([torch.zeros(1, dtype=torch.long), 1 + patches])
 
 
 RIDGES = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
@@ -222,7 +232,7 @@ def routing_table(model, task: str, fit_clean: list, eval_clean: list, value_lay
         "writing": [scored(f, e, y_hq, ev_hq) for f, e in zip(fit["writing"], ev["writing"])],
         "lq_stream": [scored(f, e, y_lq, ev_lq) for f, e in zip(fit["lq_stream"], ev["lq_stream"])],
         "inputs": inputs,
-        "attention": attention_statistics(model, ev_embeds),
+        "attention": attention_statistics(model, ev_embeds, task=task),
         "adapter_out": decoded_psnr(vision, ev["adapter_out"], ev_hq),
         "value": {str(k): scored(fit["value"][k], ev["value"][k], y_lq, ev_lq) for k in value_layers},
         "lq_embedding": scored(fit["lq_embedding"], ev["lq_embedding"], y_lq, ev_lq),

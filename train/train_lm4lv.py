@@ -107,6 +107,12 @@ def parse_args(argv=None):
     p.add_argument("--position-lr-scale", type=float, default=1.0, metavar="SCALE",
                    help="the position embeddings learn at SCALE x the learning rate: zero-initialised, at the common "
                         "rate they stay about 1%% of an image token's size for hundreds of steps")
+    p.add_argument("--task-answer-positions", action="store_true",
+                   help="a position table per task for the answer's (HQ) tokens, the LQ image keeping the shared one "
+                        "(needs --position-embeddings): the shared table addresses answer token j to LQ token j, which "
+                        "rotate and flip must not copy; each table starts as a copy of the shared one")
+    p.add_argument("--answer-position-lr-scale", type=float, default=1.0, metavar="SCALE",
+                   help="the answer position tables (--task-answer-positions) learn at SCALE x the learning rate")
     p.add_argument("--pixel-loss", type=float, default=0.0, metavar="WEIGHT",
                    help="add WEIGHT x the MSE between the decoded predicted and decoded target tokens (normalised "
                         "pixels, the frozen MAE decoder): weighs feature directions by what they change in the image")
@@ -156,7 +162,8 @@ def check_variant_options(args) -> None:
                            ("--ce-weight", args.ce_weight, 1.0), ("--init-from", args.init_from, None),
                            ("--carry-loss", args.carry_loss, 0.0), ("--task-readouts", args.task_readouts, False),
                            ("--task-input-adapters", args.task_input_adapters, False),
-                           ("--task-tokens-first", args.task_tokens_first, False))
+                           ("--task-tokens-first", args.task_tokens_first, False),
+                           ("--task-answer-positions", args.task_answer_positions, False))
     used = [flag for flag, value, default in autoregressive_only if value != default]
     if used:
         raise SystemExit(f"{', '.join(used)} apply to the autoregressive variants "
@@ -219,6 +226,9 @@ def init_from_checkpoint(model, folder: str, source_task: str | None = None) -> 
     for key, what in (("vision_fingerprint", "vision module"), ("llm_fingerprint", "LLM")):
         if getattr(config, key) != getattr(model.heads.config, key):
             raise SystemExit(f"--init-from {folder} was trained with another {what} than this run's.")
+    if config.task_answer_positions and not model.heads.config.task_answer_positions:
+        raise SystemExit(f"--init-from {folder} has answer positions per task; run this one with "
+                         f"--task-answer-positions too.")
     own = model.trainable.state_dict()
     found = shared_adapters_per_task(read_trained_weights(folder), model.heads.config)
     if source_task is not None:
@@ -250,7 +260,8 @@ def borrowed_task_weights(weights: dict[str, torch.Tensor], source: str,
 
 def shared_adapters_per_task(weights: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
     """A checkpoint's weights with a shared adapter_out (adapter_in) copied to every task's, for a model with
-    per-task readouts (input adapters); other weights, and adapters the model shares too, unchanged."""
+    per-task readouts (input adapters), and its shared position table to every answer table the checkpoint lacks,
+    for a model with answer positions per task; other weights, and what the model shares too, unchanged."""
     weights = dict(weights)
     for adapter, per_task in (("adapter_out", config.task_readouts), ("adapter_in", config.task_input_adapters)):
         if not per_task or f"{adapter}.weight" not in weights:
@@ -258,6 +269,9 @@ def shared_adapters_per_task(weights: dict[str, torch.Tensor], config) -> dict[s
         shared = {name: weights.pop(f"{adapter}.{name}") for name in ("weight", "bias")}
         weights.update({f"{adapter}.{task}.{name}": value.clone() for task in config.tasks
                         for name, value in shared.items()})
+    if config.task_answer_positions and "visual_positions" in weights:  # tables the checkpoint lacks: the shared one
+        weights.update({f"answer_positions.{task}": weights["visual_positions"].clone() for task in config.tasks
+                        if f"answer_positions.{task}" not in weights})
     return weights
 
 
@@ -284,7 +298,8 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
               "standardize": args.standardize, "whiten": args.whiten,
               "position_embeddings": args.position_embeddings, "task_readouts": args.task_readouts,
               "task_input_adapters": args.task_input_adapters,
-              "task_tokens_first": args.task_tokens_first,
+              "task_tokens_first": args.task_tokens_first, "task_answer_positions": args.task_answer_positions,
+              "answer_position_lr_scale": args.answer_position_lr_scale if args.task_answer_positions else None,
               "position_lr_scale": args.position_lr_scale if args.position_embeddings else None,
               "pixel_loss": args.pixel_loss, "carry_loss": args.carry_loss,
               "carry_layer": args.carry_layer if args.carry_loss > 0 else None,  # lists: one entry per site
@@ -394,6 +409,10 @@ def main(argv=None):
     check_variant_options(args)
     if args.position_lr_scale != 1.0 and not args.position_embeddings:
         raise SystemExit("--position-lr-scale applies with --position-embeddings.")
+    if args.task_answer_positions and not args.position_embeddings:
+        raise SystemExit("--task-answer-positions needs --position-embeddings (the shared table they start from).")
+    if args.answer_position_lr_scale != 1.0 and not args.task_answer_positions:
+        raise SystemExit("--answer-position-lr-scale applies with --task-answer-positions.")
     if args.carry_kv_head is not None and args.carry_loss <= 0:
         raise SystemExit("--carry-kv-head applies with --carry-loss.")
     if args.carry_target != "input" and args.carry_loss <= 0:
@@ -406,6 +425,7 @@ def main(argv=None):
                         position_embeddings=args.position_embeddings, task_readouts=args.task_readouts,
                         task_input_adapters=args.task_input_adapters,
                         task_tokens_first=args.task_tokens_first,
+                        task_answer_positions=args.task_answer_positions,
                         expert_width=args.expert_width,
                         expert_depth=args.expert_depth)
     if model.llm is not None:  # every variant but the experts runs the LLM
@@ -426,7 +446,8 @@ def main(argv=None):
     loss_fn = make_loss_fn(model, args, accelerator, crops, tasks)
     trained = with_carry_objective(model, args, accelerator, crops, tasks)
     last = train_loop(args, accelerator, trained, loss_fn, export, desc=f"{args.variant} {','.join(tasks)}",
-                      lr_scales={"visual_positions": args.position_lr_scale})
+                      lr_scales={"visual_positions": args.position_lr_scale,
+                                 "answer_positions": args.answer_position_lr_scale})
     accelerator.print(f"done: {last}; checkpoint in {export_dir}")
 
 
