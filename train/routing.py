@@ -120,13 +120,7 @@ def attention_statistics(model, embeds: torch.Tensor, top: int = 5, task: str = 
     """Attention weights (eager attention) on a training-layout sequence (B, T, llm_dim) of `task` summarised: the
     `top` heads by mass from the writing positions on the LQ token that the restored token comes from (for rotate
     and flip another index than its own), and per layer the mass LQ positions put on the other LQ tokens."""
-    layout, llm = model.training_layout, model.llm
-    kernel = llm.config._attn_implementation
-    llm.set_attn_implementation("eager")
-    try:
-        attentions = llm.base_model(inputs_embeds=embeds.to(model.llm_dtype), output_attentions=True).attentions
-    finally:
-        llm.set_attn_implementation(kernel)
+    layout, attentions = model.training_layout, eager_attentions(model, embeds)
     writers, readers = layout.regression_sources(), layout.positions(LQ)  # (N,), (N,): the CLS token, the patches
     source = token_sources(task, len(readers))  # (N,): writer i restores LQ token source[i]
     count, heads, mixing = len(readers), [], []
@@ -139,6 +133,19 @@ def attention_statistics(model, embeds: torch.Tensor, top: int = 5, task: str = 
         among = weights.float()[:, :, readers][..., readers]  # (B, H, N, N): LQ positions on LQ tokens
         mixing.append(float((among.sum(-1) - among.diagonal(dim1=-2, dim2=-1)).mean()))
     return {"copy_heads": sorted(heads, key=lambda h: -h["mass"])[:top], "lq_mixing": mixing}
+
+
+@torch.no_grad()
+def eager_attentions(model, embeds: torch.Tensor) -> tuple:
+    """The frozen LLM's attention weights on (B, T, llm_dim) embeddings, one (B, H, T, T) per layer (eager
+    attention for the call, the model's kernel restored after)."""
+    llm = model.llm
+    kernel = llm.config._attn_implementation
+    llm.set_attn_implementation("eager")
+    try:
+        return llm.base_model(inputs_embeds=embeds.to(model.llm_dtype), output_attentions=True).attentions
+    finally:
+        llm.set_attn_implementation(kernel)
 
 
 def token_sources(task: str, count: int) -> torch.Tensor:
