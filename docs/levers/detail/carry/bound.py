@@ -32,12 +32,14 @@ p.add_argument("--steps", type=int, default=400)
 p.add_argument("--batch-size", type=int, default=16)
 p.add_argument("--lr", type=float, default=1e-3)
 p.add_argument("--threads", type=int, default=1)
+p.add_argument("--task", default=None, help="the task whose adapter_in is trained (a checkpoint with one per task)")
 p.add_argument("--json", default=None)
 p.add_argument("--save", default=None, help="write the checkpoint with the trained adapter_in here")
 args = p.parse_args()
 torch.set_num_threads(args.threads)
 torch.manual_seed(0)
 model = load_model(args.checkpoint)
+embed = lambda tokens: model.visual_to_llm(tokens, tasks=[args.task] * len(tokens) if args.task else None)
 vision, base, layer = model.vision, model.llm.base_model, args.layer
 prefix = model.constant_prefix()[:layer]  # keys and values of the constant text before the LQ image
 norm = base.layers[layer].input_layernorm  # what the copying layer reads through
@@ -49,7 +51,7 @@ base.layers[-1].register_forward_hook(lambda m, i, o: captured.__setitem__("x", 
 def stream(tokens):
     """(B, N, vision_dim) tokens as the LQ image -> (B, N, llm_dim) residual stream entering `layer`."""
     cache = model._cache([(k.expand(len(tokens), -1, -1, -1), v.expand(len(tokens), -1, -1, -1)) for k, v in prefix])
-    base(inputs_embeds=model.visual_to_llm(tokens).to(model.llm_dtype), use_cache=True, **{model._cache_kwarg: cache})
+    base(inputs_embeds=embed(tokens).to(model.llm_dtype), use_cache=True, **{model._cache_kwarg: cache})
     return captured["x"].float()
 
 
@@ -65,10 +67,10 @@ def readability() -> dict:
     """lq_stream at `layer` and at the input embedding (ridge readouts, as train.routing), and the embedding rms."""
     f, e = vision.encode(vision.normalize(fit01)), vision.encode(vision.normalize(eval01))
     out = {}
-    for name, fn in (("embedding", model.visual_to_llm), ("stream", stream)):
+    for name, fn in (("embedding", embed), ("stream", stream)):
         xf, xe = fn(f)[:, 1:].float(), fn(e)[:, 1:].float()
         out[name] = image_psnr(vision, ridge_readout(xf, patches(vision, fit01))(xe), eval01)
-    out["embedding_rms"] = float(model.visual_to_llm(e)[:, 1:].pow(2).mean().sqrt())
+    out["embedding_rms"] = float(embed(e)[:, 1:].pow(2).mean().sqrt())
     out["text_embedding_rms"] = float(model.llm.get_input_embeddings().weight.float().pow(2).mean().sqrt())
     return out
 
@@ -92,7 +94,8 @@ with torch.no_grad():  # ridge start of the probe
     batches = [vision.encode(vision.normalize(crops.batch(10**9 + i, args.batch_size))) for i in range(4)]
     fit_linear(probe, torch.cat([norm(stream(t)[:, 1:].to(model.llm_dtype)).float().flatten(0, 1) for t in batches]),
                torch.cat([targets(t).flatten(0, 1) for t in batches]), 1e-2)
-params = list(model.heads.adapter_in.parameters()) + list(probe.parameters())
+adapter = model.heads.input_adapter(args.task) if args.task else model.heads.adapter_in
+params = list(adapter.parameters()) + list(probe.parameters())
 for p_ in model.heads.parameters():
     p_.requires_grad_(False)
 for p_ in params:
@@ -117,7 +120,7 @@ if args.save:
     model.save_pretrained(args.save, vision_path=os.path.relpath(os.path.abspath("checkpoints/mae-tiny"), args.save))
 if args.json:
     with open(args.json, "w") as f:
-        json.dump({"checkpoint": args.checkpoint, "layer": layer, "steps": args.steps, "batch_size": args.batch_size,
+        json.dump({"checkpoint": args.checkpoint, "task": args.task, "layer": layer, "steps": args.steps, "batch_size": args.batch_size,
                    "lr": args.lr, "before": before, "after": after, "seconds": time.time() - began,
                    "carry_first_50": sum(curve[:50]) / len(curve[:50]),
                    "carry_last_50": sum(curve[-50:]) / len(curve[-50:])}, f, indent=2)
