@@ -119,6 +119,17 @@ def _run(model, lq, tasks, **kw):
     return events, done
 
 
+def _free_running_is_teacher_forced(m, lq, hq, tasks):
+    """Generate the rows (image forced at once) and check that teacher forcing on the generated tokens predicts them
+    (free running = teacher forcing on its own tokens); returns them, (B, N, vision_dim)."""
+    finished = {e.row: e for e in m.events(lq, tasks, force_image_after=0) if isinstance(e, Finished)}
+    generated = torch.stack([finished[i].tokens for i in range(len(tasks))])
+    with torch.no_grad():
+        teacher_forced = m.forward_loss(lq, hq, tasks, fed=generated)["pred"]
+    torch.testing.assert_close(teacher_forced, generated, atol=1e-4, rtol=1e-4)
+    return generated
+
+
 def test_kv_cache_equals_full_reforward(tiny_model):
     lq = _tokens(tiny_model)
     _, cached = _run(tiny_model, lq, ["denoise", "derain"], force_image_after=3, use_cache=True)
@@ -402,11 +413,7 @@ def test_position_embeddings(tiny_llm_dir, tiny_vision_dir, tmp_path):
     with torch.no_grad():
         m.heads.visual_positions.normal_(0, 1.0, generator=torch.Generator().manual_seed(3))
     assert not torch.allclose(m.visual_to_llm(hq), plain.visual_to_llm(hq))
-    finished = {e.row: e for e in m.events(lq, tasks, force_image_after=0) if isinstance(e, Finished)}
-    generated = torch.stack([finished[i].tokens for i in range(2)])  # (2, N, vision_dim)
-    with torch.no_grad():
-        teacher_forced = m.forward_loss(lq, hq, tasks, fed=generated)["pred"]
-    torch.testing.assert_close(teacher_forced, generated, atol=1e-4, rtol=1e-4)
+    _free_running_is_teacher_forced(m, lq, hq, tasks)
     with pytest.raises(ValueError, match="index"):
         m.visual_to_llm(hq[:, 0])
     m.save_pretrained(tmp_path / "pos", vision_path=tiny_vision_dir)
@@ -436,11 +443,7 @@ def test_task_answer_positions(tiny_llm_dir, tiny_vision_dir, tmp_path):
     answer = m.visual_to_llm(hq, tasks=tasks, answer=True)  # (2, N, llm_dim)
     torch.testing.assert_close(answer[1] - m.visual_to_llm(hq, tasks=tasks)[1],
                                m.heads.answer_positions["flip"] - m.heads.visual_positions)
-    finished = {e.row: e for e in m.events(lq, tasks, force_image_after=0) if isinstance(e, Finished)}
-    generated = torch.stack([finished[i].tokens for i in range(2)])  # (2, N, vision_dim)
-    with torch.no_grad():
-        teacher_forced = m.forward_loss(lq, hq, tasks, fed=generated)["pred"]
-    torch.testing.assert_close(teacher_forced, generated, atol=1e-4, rtol=1e-4)
+    _free_running_is_teacher_forced(m, lq, hq, tasks)
     with pytest.raises(ValueError, match="task name per row"):
         m.visual_to_llm(hq, answer=True)
     m.save_pretrained(tmp_path / "answer", vision_path=tiny_vision_dir)
@@ -464,13 +467,9 @@ def test_task_readouts(tiny_llm_dir, tiny_vision_dir, tmp_path):
     assert not torch.allclose(split[0], shared[0]) and torch.allclose(split[1], shared[1])
     with pytest.raises(ValueError, match="one task name per row"):
         m.llm_to_visual(torch.zeros(2, m.llm.config.hidden_size))
-    finished = {e.row: e for e in m.events(lq, tasks, force_image_after=0) if isinstance(e, Finished)}
-    generated = torch.stack([finished[i].tokens for i in range(2)])  # (2, N, vision_dim)
+    generated = _free_running_is_teacher_forced(m, lq, hq, tasks)  # (2, N, vision_dim)
     alone = [e for e in m.events(lq[:1], tasks[:1], force_image_after=0) if isinstance(e, Finished)][0]
     torch.testing.assert_close(alone.tokens, generated[0], atol=1e-4, rtol=1e-4)
-    with torch.no_grad():
-        teacher_forced = m.forward_loss(lq, hq, tasks, fed=generated)["pred"]
-    torch.testing.assert_close(teacher_forced, generated, atol=1e-4, rtol=1e-4)
     groups = m.readout(lq, hq, tasks)
     assert [layer for layer, _, _ in groups] == [m.heads.readout("denoise"), m.heads.readout("flip")]
     assert all(x.shape[0] == m.num_visual_tokens for _, x, _ in groups)  # each task's own rows
@@ -502,13 +501,9 @@ def test_task_input_adapters(tiny_llm_dir, tiny_vision_dir, tmp_path):
     assert not torch.allclose(split[0], shared[0]) and torch.allclose(split[1], shared[1])
     with pytest.raises(ValueError, match="one task name per row"):
         m.visual_to_llm(lq)
-    finished = {e.row: e for e in m.events(lq, tasks, force_image_after=0) if isinstance(e, Finished)}
-    generated = torch.stack([finished[i].tokens for i in range(2)])  # (2, N, vision_dim)
+    generated = _free_running_is_teacher_forced(m, lq, hq, tasks)  # (2, N, vision_dim)
     alone = [e for e in m.events(lq[:1], tasks[:1], force_image_after=0) if isinstance(e, Finished)][0]
     torch.testing.assert_close(alone.tokens, generated[0], atol=1e-4, rtol=1e-4)
-    with torch.no_grad():
-        teacher_forced = m.forward_loss(lq, hq, tasks, fed=generated)["pred"]
-    torch.testing.assert_close(teacher_forced, generated, atol=1e-4, rtol=1e-4)
     m.save_pretrained(tmp_path / "split", vision_path=tiny_vision_dir)
     loaded = LM4LV.from_pretrained(tmp_path / "split", dtype=torch.float32, device="cpu")
     assert loaded.heads.config.task_input_adapters and not loaded.heads.config.task_readouts

@@ -1,6 +1,7 @@
 """Training entry points: a run killed and resumed ends exactly where an uninterrupted run ends."""
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from safetensors.numpy import load_file
 
@@ -18,6 +19,21 @@ def data_dir(tmp_path_factory):
 
 def _weights(run):
     return load_file(str(run / "state" / "state.safetensors"))
+
+
+def _random_pair(model):
+    """Random (2, N, vision_dim) LQ and HQ tokens for `model`, the same every call."""
+    shape = (2, model.num_visual_tokens, model.vision.dim)
+    return tuple(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) for seed in (0, 1))
+
+
+def _assert_merged_predicts_as(merged, sources: dict) -> None:
+    """The merged checkpoint predicts, for each task, what its source checkpoint (task -> model) predicts."""
+    lq, hq = _random_pair(merged)
+    with torch.no_grad():
+        for task, source in sources.items():
+            want, got = (m.forward_loss(lq, hq, [task, task])["pred"] for m in (source, merged))
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
 
 
 def _straight_and_resumed(main, common, tmp_path):
@@ -571,12 +587,9 @@ def test_merge_tasks_assembles_per_task_parts(data_dir, tmp_path, tiny_llm_dir, 
     record = json.loads((tmp_path / "merged" / "merge.json").read_text())
     assert record["tasks"] == {"denoise": str(tmp_path / "part" / "lm4lv")}
     assert record["training"][str(tmp_path / "part" / "lm4lv")]["tasks"] == ["denoise"]  # the part's own record
-    lq = torch.randn(2, base.num_visual_tokens, base.vision.dim, generator=torch.Generator().manual_seed(0))
-    hq = torch.randn(2, base.num_visual_tokens, base.vision.dim, generator=torch.Generator().manual_seed(1))
+    _assert_merged_predicts_as(merged, {"denoise": part, "flip": base})
+    lq, hq = _random_pair(base)
     with torch.no_grad():
-        for task, source in (("denoise", part), ("flip", base)):
-            want, got = (m.forward_loss(lq, hq, [task, task])["pred"] for m in (source, merged))
-            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
         assert not torch.allclose(base.forward_loss(lq, hq, ["denoise"] * 2)["pred"],
                                   merged.forward_loss(lq, hq, ["denoise"] * 2)["pred"])
     train(common + part_args + ["--out", str(tmp_path / "moved")])
@@ -608,12 +621,7 @@ def test_answer_positions_part_trains_and_merges(data_dir, tmp_path, tiny_llm_di
     assert merged.heads.config.task_answer_positions
     torch.testing.assert_close(merged.heads.answer_positions["flip"], part.heads.answer_positions["flip"])
     torch.testing.assert_close(merged.heads.answer_positions["denoise"], base.heads.visual_positions)
-    lq = torch.randn(2, base.num_visual_tokens, base.vision.dim, generator=torch.Generator().manual_seed(0))
-    hq = torch.randn(2, base.num_visual_tokens, base.vision.dim, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        for task, source in (("flip", part), ("denoise", base)):
-            want, got = (m.forward_loss(lq, hq, [task, task])["pred"] for m in (source, merged))
-            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
+    _assert_merged_predicts_as(merged, {"flip": part, "denoise": base})
     with pytest.raises(SystemExit, match="--task-answer-positions too"):
         train(common + ["--out", str(tmp_path / "again"), "--tasks", "flip", "--init-from",
                         str(tmp_path / "merged"), "--task-readouts", "--task-input-adapters"])

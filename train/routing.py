@@ -14,8 +14,7 @@ image the readouts' patches assemble):
   the token its own position still holds where a copying layer reads it);
 - `attention` (evaluation photos, eager attention): the heads that copy (mass from each writing position on the LQ
   token it restores, for rotate and flip the one it comes from, and how often that token is the head's top LQ
-  choice), and per layer the mass that LQ positions
-  put on the other LQ tokens (how much of other tokens' content attention brings to a token's position);
+  choice), and per layer the mass that LQ positions put on the other LQ tokens (how much of other tokens' content attention brings to a token's position);
 - `copy` (the degraded input) and `mae_r` against the reference, as in Table 2.
 """
 from __future__ import annotations

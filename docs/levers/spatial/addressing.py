@@ -2,10 +2,11 @@
 
 For each spatial geometry (rotate, flip), the answer tokens of a checkpoint's task get a position table designed to
 point at each token's source (`--task-answer-positions`' tables, set by hand): "shared" (the shared table: answer
-token j gets LQ token j's address), "own" (answer token j gets its source's address) or "prev" (the slot that
+token j gets LQ token j's address), "own" (answer token j gets its source's address), "prev" (the slot that
 predicts token j + 1 gets the address of the LQ token before that token's source: what an induction head, which
-attends to the token after the one it matches, would need), or "zero" (no answer positions). Teacher forced on the clean skimage photos (LQ: the
-photo, HQ: its rotated / flipped copy); prints the three heads with the most attention mass on the right source.
+attends to the token after the one it matches, would need) or "zero" (no answer positions). Teacher forced on the
+clean skimage photos (LQ: the photo, HQ: its rotated / flipped copy); prints the three heads with the most attention
+mass on the right source (`train.routing.attention_statistics` scored on the geometry's sources).
 `--scales` multiplies the designed tables (how loud the address must be); `--blank-content` gives every answer token
 the mean answer content (the address is then its position alone).
 
@@ -17,9 +18,9 @@ import json
 import torch
 
 from lm4lv_core.degrade import target
-from lm4lv_core.sequence import HQ, LQ
+from lm4lv_core.sequence import HQ
 from train.engine import load_autoregressive
-from train.routing import eager_attentions, probe_images, sequence_embeds, to_tensor, token_sources
+from train.routing import attention_statistics, probe_images, sequence_embeds, to_tensor, token_sources
 
 
 def designed_table(shared: torch.Tensor, sources: torch.Tensor, mode: str) -> torch.Tensor:
@@ -38,19 +39,13 @@ def designed_table(shared: torch.Tensor, sources: torch.Tensor, mode: str) -> to
 def source_mass(model, task: str, geometry: str, clean: list, top: int = 3, blank: bool = False) -> list:
     """The `top` heads by attention mass from the writing positions on each answer token's source (`blank`: the
     answer tokens' content replaced by its mean, their positions kept)."""
-    sources = token_sources(geometry, model.num_visual_tokens)
     lq01, hq01 = to_tensor(clean), to_tensor([target(c, geometry) for c in clean])
     embeds = sequence_embeds(model, lq01, hq01, [task] * len(clean))  # (B, T, llm_dim)
     if blank:
         slots, table = model.training_layout.positions(HQ), model.heads.answer_table(task)  # (N,), (N, llm_dim)
         content = embeds[:, slots] - table  # (B, N, llm_dim)
         embeds[:, slots] = content.mean((0, 1), keepdim=True) + table
-    layout, attentions = model.training_layout, eager_attentions(model, embeds)
-    writers, readers, heads = layout.regression_sources(), layout.positions(LQ), []
-    for layer, weights in enumerate(attentions):  # (B, H, T, T)
-        mass = weights.float()[:, :, writers][..., readers][:, :, torch.arange(len(sources)), sources].mean((0, 2))
-        heads += [(float(m), f"{layer}.{h}") for h, m in enumerate(mass)]
-    return [{"head": name, "mass": round(m, 3)} for m, name in sorted(heads, reverse=True)[:top]]
+    return attention_statistics(model, embeds, top, task=geometry)["copy_heads"]
 
 
 def main():

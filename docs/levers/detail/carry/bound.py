@@ -120,7 +120,7 @@ if args.save:
     model.save_pretrained(args.save, vision_path=os.path.relpath(os.path.abspath("checkpoints/mae-tiny"), args.save))
 if args.json:
     with open(args.json, "w") as f:
-        json.dump({"checkpoint": args.checkpoint, "task": args.task, "layer": layer, "steps": args.steps, "batch_size": args.batch_size,
-                   "lr": args.lr, "before": before, "after": after, "seconds": time.time() - began,
+        json.dump({"checkpoint": args.checkpoint, "task": args.task, "layer": layer, "steps": args.steps,
+                   "batch_size": args.batch_size, "lr": args.lr, "before": before, "after": after, "seconds": time.time() - began,
                    "carry_first_50": sum(curve[:50]) / len(curve[:50]),
                    "carry_last_50": sum(curve[-50:]) / len(curve[-50:])}, f, indent=2)
