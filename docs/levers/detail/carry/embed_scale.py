@@ -1,7 +1,7 @@
 """Does a louder image token survive layers 0-17? Every visual embedding (what adapter_in writes, position vector
-included, LQ and HQ alike) multiplied by s, nothing retrained; ridge readouts of the clean target's pixels (denoise,
-teacher forced, train.routing's fit / evaluation sets) from layer 18's KV head 2 values and residual stream at the LQ
-tokens, and from the final hidden state at the writing positions.
+included, LQ and HQ alike) multiplied by s, nothing retrained; ridge readouts of the clean target's pixels (`--task`,
+denoise by default; teacher forced, train.routing's fit / evaluation sets) from layer 18's KV head 2 values and
+residual stream at the LQ tokens, and from the final hidden state at the writing positions.
 
     PYTHONPATH=. python docs/levers/detail/carry/embed_scale.py --checkpoint checkpoints/lm4lv-smollm2 --scales 0.5,1,2,4,8
 
