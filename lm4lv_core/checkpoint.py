@@ -52,14 +52,41 @@ def load_trained_weights(trained: nn.Module, folder: str) -> None:
                               f"{str(exc).splitlines()[0]}") from exc
 
 
+VISION_SUBFOLDER = "vision"  # a checkpoint that carries its vision module (one pushed to the Hub) keeps it here
+
+
+def vision_candidates(recorded: str, folder: str) -> list[str]:
+    """Where a checkpoint's vision module may be, in order: the recorded location (a relative path is read from the
+    checkpoint folder), the checkpoint's own `vision/` subfolder, the shipped vision module (a checkpoint copied
+    away from the repository), and the recorded name as a hub id."""
+    candidates = [os.path.normpath(os.path.join(folder, recorded)) if recorded and not os.path.isabs(recorded)
+                  else recorded, os.path.join(folder, VISION_SUBFOLDER), default_vision()]
+    if recorded and not recorded.startswith((".", "/", "~")) and recorded.count("/") == 1:
+        candidates.append(recorded)
+    return [c for c in candidates if c and (os.path.isfile(os.path.join(c, "config.json")) or c == recorded)]
+
+
 def load_checked_vision(override, recorded: str, fingerprint: str, folder: str) -> VisionModule:
-    """The vision module a checkpoint names (or `override`), refused unless its encoder is the one trained with."""
-    source = override or resolve_relative(recorded, folder)
-    vision_module = load_vision(source)
-    if vision_module.fingerprint() != fingerprint:
-        raise CheckpointError(f"The checkpoint {folder} was trained with another vision module "
-                              f"({recorded}), not with {source}.")
-    return vision_module
+    """The vision module a checkpoint names (or `override`), refused unless its encoder is the one trained with.
+    Without an override the first of `vision_candidates` whose encoder is that one is taken."""
+    if override:
+        vision_module = load_vision(override)
+        if vision_module.fingerprint() != fingerprint:
+            raise CheckpointError(f"The checkpoint {folder} was trained with another vision module "
+                                  f"({recorded}), not with {override}.")
+        return vision_module
+    tried = []
+    for source in vision_candidates(recorded, folder):
+        try:
+            vision_module = load_vision(source)
+        except Exception:  # noqa: BLE001 (a candidate that does not load is simply not the one)
+            tried.append(source)
+            continue
+        if vision_module.fingerprint() == fingerprint:
+            return vision_module
+        tried.append(source)
+    raise CheckpointError(f"The vision module of checkpoint {folder} ({recorded}, fingerprint {fingerprint}) was "
+                          f"not found (tried {', '.join(tried) or 'nothing'}); name it with --vision.")
 
 
 def check_llm(model, fingerprint: str, folder: str, recorded: str, override: str | None) -> None:
@@ -107,7 +134,9 @@ def checkpoint_folder(path) -> str | None:
     try:  # a hub id
         from huggingface_hub import snapshot_download
 
-        return snapshot_download(path, allow_patterns=[HEADS_FILE, CONFIG_FILE])
+        return snapshot_download(path, allow_patterns=[HEADS_FILE, CONFIG_FILE, "README.md", "adapter_*",
+                                                       f"{VISION_SUBFOLDER}/*"],
+                                 endpoint=os.environ.get("HF_ENDPOINT") or None)
     except Exception as exc:
         raise CheckpointError(f"Could not fetch the checkpoint {path!r} from the hub: {exc}") from exc
 
@@ -137,3 +166,23 @@ def read_config(folder: str) -> HeadsConfig:
         return HeadsConfig(**raw)
     except (TypeError, KeyError) as exc:
         raise CheckpointError(f"The config of checkpoint {folder} is unreadable: {exc}") from exc
+
+
+def push_to_hub(restorer, repo_id: str, *, private: bool = False, token: str | None = None,
+                model_card: str | os.PathLike | None = None, commit_message: str = "Upload LM4LV checkpoint") -> str:
+    """Upload a trained model as a self-contained Hub model repository: its checkpoint files, its vision module in
+    `vision/` (so `from_pretrained(repo_id)` needs nothing else), the PEFT files of a LoRA control, and `model_card`
+    (a README.md with the Hub's YAML) if given. `$HF_ENDPOINT` is honoured. Returns the commit URL."""
+    import shutil
+    import tempfile
+
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
+    with tempfile.TemporaryDirectory(prefix="lm4lv-push-") as staging:
+        restorer.save_pretrained(staging, vision_path=VISION_SUBFOLDER)
+        restorer.vision.save_pretrained(os.path.join(staging, VISION_SUBFOLDER))
+        if model_card is not None:
+            shutil.copyfile(model_card, os.path.join(staging, "README.md"))
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        return str(api.upload_folder(repo_id=repo_id, folder_path=staging, commit_message=commit_message))

@@ -59,6 +59,13 @@ class HeadsConfig:
     # spatial task address its own source tokens. Weights under `answer_positions.<task>`, each starting as a copy
     # of the shared table (`LM4LVHeads.split_answer_positions`); num_visual_tokens x llm_dim more per task.
     task_answer_positions: bool = False
+    # a learned gain for the LQ image's embeddings (adapter_in's output and its position vectors), apart from the
+    # answer's tokens: exp(lq_log_gain), starting at lq_gain_init (1: off). A scale per role composed with a linear
+    # adapter is still a linear adapter per role. A loud LQ token survives the LLM's first layers better (its
+    # sublayers' outputs are normalised before they join the residual stream); whether the copy still finds it is
+    # what training decides. Stored with the weights as `lq_log_gain`.
+    lq_gain: bool = False
+    lq_gain_init: float = 1.0
     extra: dict = field(default_factory=dict)
 
 
@@ -86,6 +93,10 @@ class LM4LVHeads(nn.Module):
             if config.num_visual_tokens <= 0:
                 raise ValueError("position_embeddings needs HeadsConfig.num_visual_tokens")
             self.visual_positions = nn.Parameter(torch.zeros(config.num_visual_tokens, config.llm_dim))  # (N, llm_dim)
+        if config.lq_gain:
+            if config.lq_gain_init <= 0:
+                raise ValueError(f"lq_gain_init must be positive, not {config.lq_gain_init}")
+            self.lq_log_gain = nn.Parameter(torch.tensor(float(config.lq_gain_init)).log())  # () scalar
         if config.task_answer_positions:
             if not config.position_embeddings:
                 raise ValueError("task_answer_positions needs position_embeddings")
@@ -143,6 +154,11 @@ class LM4LVHeads(nn.Module):
         used by the position embeddings; default: the tokens are whole images, (..., N, vision_dim).
         tasks: the B rows' task names, needed with per-task input adapters or answer positions.
         answer: the tokens are the answer's (HQ) image, which may have a position table per task."""
+        embeds = self._to_llm(tokens, index, tasks, answer)  # (B, ..., llm_dim)
+        return embeds if answer or not self.config.lq_gain else embeds * self.lq_log_gain.exp()
+
+    def _to_llm(self, tokens: torch.Tensor, index: torch.Tensor | None, tasks: list[str] | None,
+                answer: bool) -> torch.Tensor:
         embeds = _rowwise(self.adapter_in, self.written(tokens), tasks)
         if not self.config.position_embeddings:
             return embeds

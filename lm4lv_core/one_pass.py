@@ -28,7 +28,7 @@ from .device import default_device, default_llm_dtype
 from .errors import CheckpointError, InputError
 from .generate import Finished, ImageDone, VisualToken
 from .heads import HeadsConfig, LM4LVHeads
-from .llm import head_dim, load_llm, requested_llm
+from .llm import head_dim, load_llm, requested_llm, seen_embeddings
 from .checkpoint import check_llm, load_checked_vision, load_trained_weights, write_checkpoint
 from .restore import Restorer
 from .vision import VisionModule, weights_fingerprint
@@ -317,8 +317,7 @@ class OnePassModel(Restorer, nn.Module):
         torch.manual_seed(seed)
         model = cls(config, vision, llm if variant in LLM_VARIANTS else None, trained=False)
         if variant in LLM_VARIANTS:
-            model.heads.initialize(llm.get_input_embeddings().weight.detach().cpu(),
-                                   torch.Generator().manual_seed(seed))
+            model.heads.initialize(seen_embeddings(llm), torch.Generator().manual_seed(seed))
         device = llm.device if llm is not None else vision.mean.device
         return model.to(device)
 

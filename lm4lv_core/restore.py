@@ -103,6 +103,13 @@ class Restorer(ABC):
         """[(readout nn.Linear, features (M, width), targets (M, vision_dim))], one entry per readout layer the batch
         uses, for a least-squares fit; only where `has_linear_readout`."""
 
+    def push_to_hub(self, repo_id: str, **options) -> str:
+        """Upload this model to the Hub, its vision module inside (see `checkpoint.push_to_hub` for `options`);
+        `from_pretrained(repo_id)` / `load_model(repo_id)` load it back."""
+        from .checkpoint import push_to_hub
+
+        return push_to_hub(self, repo_id, **options)
+
     @abstractmethod
     def save_pretrained(self, path, vision_path: str | None = None) -> None:
         """Write the checkpoint (`lm4lv_core.checkpoint`); the model's own config is left unchanged."""

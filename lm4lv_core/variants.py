@@ -27,8 +27,9 @@ def build_model(variant: str = "lm4lv", *, llm: str | None = None, vision=None, 
                 standardize: bool = False, whitening: float = 0.0, lora_rank: int | None = None,
                 lora_alpha: float | None = None, expert_width: int | None = None, expert_depth: int = 1,
                 position_embeddings: bool = False, task_readouts: bool = False, task_input_adapters: bool = False,
-                task_tokens_first: bool = False, task_answer_positions: bool = False):
-    """A new, untrained model of a variant (for training). `layer`: the LLM layer of `single-layer`;
+                task_tokens_first: bool = False, task_answer_positions: bool = False, lq_gain: float | None = None):
+    """A new, untrained model of a variant (for training). `lq_gain`: a learned gain of the LQ image starting there
+    (autoregressive variants; see `HeadsConfig.lq_gain`). `layer`: the LLM layer of `single-layer`;
     `standardize`, `whitening`, `position_embeddings`: how the adapters see MAE features, `task_readouts`: one
     adapter_out per task, `task_input_adapters`: one adapter_in per task, `task_tokens_first`: the task tokens before
     the image, `task_answer_positions`: a position table per task for the answer (autoregressive variants; see
@@ -49,8 +50,8 @@ def build_model(variant: str = "lm4lv", *, llm: str | None = None, vision=None, 
                            lora_rank=(lora_rank or 8) if variant == "lm4lv-lora" else 0, lora_alpha=lora_alpha,
                            position_embeddings=position_embeddings, task_readouts=task_readouts,
                            task_input_adapters=task_input_adapters, task_tokens_first=task_tokens_first,
-                           task_answer_positions=task_answer_positions)
-    if (standardize or whitening or position_embeddings or task_readouts or task_input_adapters or task_tokens_first
+                           task_answer_positions=task_answer_positions, lq_gain=lq_gain)
+    if (lq_gain is not None or standardize or whitening or position_embeddings or task_readouts or task_input_adapters or task_tokens_first
             or task_answer_positions):
         raise InputError(f"Standardised or whitened features, position embeddings, per-task adapters and the task "
                          f"tokens' place apply to the autoregressive variants, not {variant!r}.")

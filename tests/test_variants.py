@@ -149,7 +149,7 @@ def test_ablation_runner_and_report(tiny_llm_dir, tiny_vision_dir, tmp_path):
     assert (results / "lm4lv.adapters.json").is_file() and (results / "lm4lv.probe.csv").is_file()
 
 
-def test_lora_control_starts_as_lm4lv_trains_the_llm_and_roundtrips(models, tiny_vision_dir, tmp_path):
+def test_lora_control_starts_as_lm4lv_trains_the_llm_and_roundtrips(models, tiny_llm_dir, tiny_vision_dir, tmp_path):
     plain, lora = models["lm4lv"], models["lm4lv-lora"]
     assert lora.variant == "lm4lv-lora" and not lora.llm_frozen and plain.llm_frozen
     pairs = sum(p.numel() for p in lora.heads.lora.parameters())
@@ -167,6 +167,17 @@ def test_lora_control_starts_as_lm4lv_trains_the_llm_and_roundtrips(models, tiny
     loaded = load_model(tmp_path / "lora", device="cpu", dtype=torch.float32)
     assert loaded.variant == "lm4lv-lora" and not loaded.llm_frozen
     torch.testing.assert_close(loaded.forward_loss(lq, hq, ["denoise", "rotate"])["pred"], changed)
+    # the same pairs in PEFT's own format: peft puts them on a fresh copy of the LLM, which then computes what ours does
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoModelForCausalLM
+
+    assert PeftConfig.from_pretrained(str(tmp_path / "lora")).r == lora.heads.config.lora_rank
+    fresh = AutoModelForCausalLM.from_pretrained(tiny_llm_dir, dtype=torch.float32).eval()
+    peft_llm = PeftModel.from_pretrained(fresh, str(tmp_path / "lora")).eval()
+    ids = torch.tensor([[1, 5, 9, 3, 7]])
+    with torch.no_grad():
+        torch.testing.assert_close(peft_llm(input_ids=ids).logits, lora.llm(input_ids=ids).logits)
+        assert not torch.allclose(peft_llm(input_ids=ids).logits, plain.llm(input_ids=ids).logits)
     with pytest.raises(InputError, match="lm4lv-lora"):
         build_model("lm4lv", lora_rank=4)
 

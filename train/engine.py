@@ -41,14 +41,21 @@ def add_common_args(parser: argparse.ArgumentParser, *, lr: float, batch_size: i
 
 
 def make_accelerator(args):
+    """One Accelerator for every launcher: a plain `python -m`, `torchrun --nproc_per_node N` or `accelerate launch`
+    (CPU processes talk over gloo, GPUs over nccl). Without an accelerator device accelerate is told so (`cpu=True`):
+    otherwise it treats a torchrun job on CPUs as N separate single-process runs. Parameters a step does not use (the
+    adapters of tasks absent from its batch) are allowed: DDP is told to look for them."""
     from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
 
     if args.threads:
         torch.set_num_threads(args.threads)
     precision = args.mixed_precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() or cpu_has_fast_bf16() else "no"
-    return Accelerator(mixed_precision=precision)
+    accelerator_device = hasattr(torch, "accelerator") and torch.accelerator.is_available()
+    return Accelerator(mixed_precision=precision, cpu=not accelerator_device,
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
 
 def load_autoregressive(checkpoint: str | None, threads: int, purpose: str):
@@ -187,7 +194,7 @@ def train_loop(args, accelerator, model: nn.Module, loss_fn: Callable[[nn.Module
             grad_norm = accelerator.clip_grad_norm_(params, args.clip) if args.clip > 0 else torch.tensor(0.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            last = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
+            last = reduced_terms(accelerator, terms)
             last.update(lr=lr, grad_norm=float(grad_norm), seconds=time.time() - began)
             if accelerator.is_main_process:
                 append_row(log_path, {"step": step, **last})
@@ -208,6 +215,15 @@ def train_loop(args, accelerator, model: nn.Module, loss_fn: Callable[[nn.Module
     if start >= args.steps:  # nothing to train (e.g. --steps 0 after an initialisation): export what there is
         _save(accelerator, model, optimizer, state_dir, start, export, args.out)
     return last
+
+
+def reduced_terms(accelerator, terms: dict) -> dict[str, float]:
+    """The step's logged values, each averaged over the processes (every rank's batch is a shard of the step's)."""
+    values = torch.tensor([float(v.detach()) if torch.is_tensor(v) else float(v) for v in terms.values()],
+                          device=accelerator.device)  # (K,)
+    if accelerator.num_processes > 1:
+        values = accelerator.reduce(values, reduction="mean")
+    return dict(zip(terms, values.tolist()))
 
 
 def resume_from(args, accelerator, model: nn.Module, optimizer, state_dir: str) -> int:
@@ -231,8 +247,25 @@ def append_row(path: str, row: dict) -> None:
         writer.writerow(row)
 
 
+def check_ranks_agree(accelerator, model: nn.Module) -> float:
+    """The trainable weights' fingerprint (a fixed random projection of them), checked equal on every process:
+    DDP keeps the ranks' copies identical, and a run whose ranks drifted apart must not be saved as one model."""
+    state = trainable_state(accelerator.unwrap_model(model))
+    generator = torch.Generator().manual_seed(0)
+    value = sum(float((v.double().flatten() * torch.randn(v.numel(), generator=generator, dtype=torch.float64)).sum())
+                for _, v in sorted(state.items()))
+    if accelerator.num_processes > 1:
+        values = accelerator.gather(torch.tensor([value], dtype=torch.float64, device=accelerator.device)).tolist()
+        if max(values) - min(values) > 1e-6 * max(1.0, abs(value)):
+            raise RuntimeError(f"The {accelerator.num_processes} processes hold different weights ({values}).")
+    return value
+
+
 def _save(accelerator, model, optimizer, state_dir, step, export, out):
     accelerator.wait_for_everyone()
+    fingerprint = check_ranks_agree(accelerator, model)
+    if accelerator.num_processes > 1:
+        accelerator.print(f"step {step}: the {accelerator.num_processes} processes agree (weights {fingerprint:.9g})")
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         save_state(state_dir, unwrapped, optimizer, step)

@@ -113,6 +113,12 @@ def parse_args(argv=None):
                         "rotate and flip must not copy; each table starts as a copy of the shared one")
     p.add_argument("--answer-position-lr-scale", type=float, default=1.0, metavar="SCALE",
                    help="the answer position tables (--task-answer-positions) learn at SCALE x the learning rate")
+    p.add_argument("--lq-gain", type=float, default=None, metavar="START",
+                   help="a learned gain of the LQ image's embeddings (not the answer's), starting at START (1: from "
+                        "the adapters as they are): a louder LQ token survives the LLM's first layers better; with "
+                        "--init-from a checkpoint without one it starts at START")
+    p.add_argument("--lq-gain-lr-scale", type=float, default=1.0, metavar="SCALE",
+                   help="the LQ log-gain (--lq-gain) learns at SCALE x the learning rate")
     p.add_argument("--pixel-loss", type=float, default=0.0, metavar="WEIGHT",
                    help="add WEIGHT x the MSE between the decoded predicted and decoded target tokens (normalised "
                         "pixels, the frozen MAE decoder): weighs feature directions by what they change in the image")
@@ -163,7 +169,8 @@ def check_variant_options(args) -> None:
                            ("--carry-loss", args.carry_loss, 0.0), ("--task-readouts", args.task_readouts, False),
                            ("--task-input-adapters", args.task_input_adapters, False),
                            ("--task-tokens-first", args.task_tokens_first, False),
-                           ("--task-answer-positions", args.task_answer_positions, False))
+                           ("--task-answer-positions", args.task_answer_positions, False),
+                           ("--lq-gain", args.lq_gain, None))
     used = [flag for flag, value, default in autoregressive_only if value != default]
     if used:
         raise SystemExit(f"{', '.join(used)} apply to the autoregressive variants "
@@ -218,6 +225,8 @@ def init_from_checkpoint(model, folder: str, source_task: str | None = None) -> 
         raise SystemExit(f"--init-from {folder} was trained with --whiten; run this one with --whiten too.")
     if config.position_embeddings and not model.heads.config.position_embeddings:
         raise SystemExit(f"--init-from {folder} was trained with --position-embeddings; run this one with them too.")
+    if config.lq_gain and not model.heads.config.lq_gain:
+        raise SystemExit(f"--init-from {folder} has a learned LQ gain; run this one with --lq-gain too.")
     if config.task_readouts and not model.heads.config.task_readouts:
         raise SystemExit(f"--init-from {folder} has a readout per task; run this one with --task-readouts too.")
     if config.task_input_adapters and not model.heads.config.task_input_adapters:
@@ -287,7 +296,8 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
     record = {"variant": args.variant, "data": args.data, "vision": args.vision, "llm": args.llm or "smollm2",
               "layer": getattr(model.config, "layer", None) if not model.autoregressive
               else None, "tasks": tasks, "steps": steps,
-              "batch_size": args.batch_size, "samples": steps * args.batch_size,
+              "batch_size": args.batch_size, "world_size": getattr(args, "world_size", 1),
+              "samples": steps * args.batch_size * getattr(args, "world_size", 1),
               "seconds": round(sum(float(r["seconds"]) for r in _run_ends(rows)), 1),
               "trainable_params": model.trainable_parameters(), "lr": args.lr, "seed": args.seed,
               "self_condition": args.self_condition if model.autoregressive else 0.0,
@@ -301,6 +311,7 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
               "task_tokens_first": args.task_tokens_first, "task_answer_positions": args.task_answer_positions,
               "answer_position_lr_scale": args.answer_position_lr_scale if args.task_answer_positions else None,
               "position_lr_scale": args.position_lr_scale if args.position_embeddings else None,
+              "lq_gain": args.lq_gain, "lq_gain_lr_scale": args.lq_gain_lr_scale if args.lq_gain else None,
               "pixel_loss": args.pixel_loss, "carry_loss": args.carry_loss,
               "carry_layer": args.carry_layer if args.carry_loss > 0 else None,  # lists: one entry per site
               "carry_kv_head": args.carry_kv_head if args.carry_loss > 0 else None,
@@ -413,11 +424,14 @@ def main(argv=None):
         raise SystemExit("--task-answer-positions needs --position-embeddings (the shared table they start from).")
     if args.answer_position_lr_scale != 1.0 and not args.task_answer_positions:
         raise SystemExit("--answer-position-lr-scale applies with --task-answer-positions.")
+    if args.lq_gain_lr_scale != 1.0 and args.lq_gain is None:
+        raise SystemExit("--lq-gain-lr-scale applies with --lq-gain.")
     if args.carry_kv_head is not None and args.carry_loss <= 0:
         raise SystemExit("--carry-kv-head applies with --carry-loss.")
     if args.carry_target != "input" and args.carry_loss <= 0:
         raise SystemExit("--carry-target applies with --carry-loss.")
     accelerator = make_accelerator(args)
+    args.world_size = accelerator.num_processes  # recorded in training.json; each rank draws its shard of a step
     model = build_model(args.variant, llm=args.llm, vision=args.vision, tasks=tasks,
                         num_task_tokens=args.num_task_tokens, layer=args.layer, device=accelerator.device,
                         seed=args.seed, standardize=args.standardize, whitening=args.whiten,
@@ -425,7 +439,7 @@ def main(argv=None):
                         position_embeddings=args.position_embeddings, task_readouts=args.task_readouts,
                         task_input_adapters=args.task_input_adapters,
                         task_tokens_first=args.task_tokens_first,
-                        task_answer_positions=args.task_answer_positions,
+                        task_answer_positions=args.task_answer_positions, lq_gain=args.lq_gain,
                         expert_width=args.expert_width,
                         expert_depth=args.expert_depth)
     if model.llm is not None:  # every variant but the experts runs the LLM
@@ -447,7 +461,8 @@ def main(argv=None):
     trained = with_carry_objective(model, args, accelerator, crops, tasks)
     last = train_loop(args, accelerator, trained, loss_fn, export, desc=f"{args.variant} {','.join(tasks)}",
                       lr_scales={"visual_positions": args.position_lr_scale,
-                                 "answer_positions": args.answer_position_lr_scale})
+                                 "answer_positions": args.answer_position_lr_scale,
+                                 "lq_log_gain": args.lq_gain_lr_scale})
     accelerator.print(f"done: {last}; checkpoint in {export_dir}")
 
 

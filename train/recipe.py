@@ -1,0 +1,125 @@
+"""Named training recipes: one file per shipped checkpoint in `train/recipes/`, each the whole chain that makes it
+(stages, per-task parts, refits, merge, Table 2) as a list of steps over the entry points of `train/`.
+
+    python -m train.recipe --list
+    python -m train.recipe lm4lv-gemma3 --dry-run      # the commands, and which are done
+    python -m train.recipe lm4lv-gemma3                # runs what is not done; rerun to resume where it stopped
+
+A step is done when its `done` file exists (the entry points write their outputs atomically at the end); a training
+step that stopped part way (`--max-minutes`, SIGTERM, a crash) is rerun with `--resume` and continues exactly.
+Outputs go under `--runs` (default `runs/recipes/NAME`); `{runs}` in a step's arguments stands for that folder.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pkgutil
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+RECIPES_PACKAGE = "train.recipes"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command of a recipe: `python -m module *args`, done once `done` exists."""
+
+    name: str
+    module: str
+    args: tuple[str, ...]
+    done: str  # a path (with {runs}) that exists once the step has finished
+    resumable: bool = False  # a training run: rerun with --resume when its state folder exists
+
+    def command(self, runs: str, resume: bool = False) -> list[str]:
+        args = [a.format(runs=runs) for a in self.args]
+        return [sys.executable, "-m", self.module, *args, *(["--resume"] if resume else [])]
+
+    def is_done(self, runs: str) -> bool:
+        return os.path.exists(self.done.format(runs=runs))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named chain of steps and the checkpoint folder its last step writes."""
+
+    name: str
+    description: str
+    checkpoint: str
+    steps: tuple[Step, ...] = field(default_factory=tuple)
+
+    def __post_init__(self):
+        names = [s.name for s in self.steps]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Recipe {self.name}: step names repeat ({names})")
+
+
+def available() -> dict[str, Recipe]:
+    """Every recipe in train/recipes/, by name (each module defines RECIPE)."""
+    package = importlib.import_module(RECIPES_PACKAGE)
+    recipes = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        recipe = importlib.import_module(f"{RECIPES_PACKAGE}.{info.name}").RECIPE
+        recipes[recipe.name] = recipe
+    return recipes
+
+
+def plan(recipe: Recipe, runs: str) -> list[tuple[Step, str]]:
+    """Each step with its state: "done", "resume" (a training run stopped part way) or "todo"."""
+    states = []
+    for step in recipe.steps:
+        if step.is_done(runs):
+            states.append((step, "done"))
+        elif step.resumable and os.path.isdir(os.path.join(_out_of(step, runs), "state")):
+            states.append((step, "resume"))
+        else:
+            states.append((step, "todo"))
+    return states
+
+
+def _out_of(step: Step, runs: str) -> str:
+    args = [a.format(runs=runs) for a in step.args]
+    return args[args.index("--out") + 1] if "--out" in args else ""
+
+
+def run(recipe: Recipe, runs: str, dry_run: bool = False, log=print) -> int:
+    """Run the steps not done, in order; returns the exit code of the first that fails (0 if none)."""
+    for step, state in plan(recipe, runs):
+        command = step.command(runs, resume=state == "resume")
+        log(f"[{state:>6}] {step.name}: {shlex.join(command[1:])}")
+        if dry_run or state == "done":
+            continue
+        began = time.time()
+        code = subprocess.call(command)
+        if code != 0:
+            log(f"step {step.name} failed (exit {code}); rerun the recipe to continue from it")
+            return code
+        if not step.is_done(runs):
+            log(f"step {step.name} stopped before its end ({step.done.format(runs=runs)} missing); rerun to resume")
+            return 1
+        log(f"step {step.name} done in {time.time() - began:.0f} s")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", nargs="?", help="the recipe (see --list)")
+    p.add_argument("--list", action="store_true", help="list the recipes")
+    p.add_argument("--dry-run", action="store_true", help="print the commands and their state, run nothing")
+    p.add_argument("--runs", default=None, help="output folder (default runs/recipes/NAME)")
+    args = p.parse_args(argv)
+    recipes = available()
+    if args.list or not args.name:
+        for recipe in recipes.values():
+            print(f"{recipe.name:<22} {len(recipe.steps):>3} steps -> {recipe.checkpoint}: {recipe.description}")
+        return 0
+    if args.name not in recipes:
+        raise SystemExit(f"No recipe {args.name!r}; choose from {', '.join(recipes)}.")
+    return run(recipes[args.name], args.runs or os.path.join("runs", "recipes", args.name), args.dry_run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One recipe per shipped checkpoint (see train/recipe.py): each module defines RECIPE."""
