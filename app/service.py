@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -124,6 +125,7 @@ class DemoService:
         self.output_dir = output_dir or tempfile.mkdtemp(prefix="lm4lv-demo-")
         self.alternatives = dict(alternatives or {})
         self._loaded: dict[str, DemoService] = {}
+        self._loading = threading.Lock()  # a model selected by several users at once is loaded once
 
     @property
     def label(self) -> str:
@@ -140,9 +142,10 @@ class DemoService:
             return self
         if label not in self.alternatives:
             raise InputError(f"Unknown model {label!r}; choose one of: {', '.join(self.labels)}.")
-        if label not in self._loaded:
-            self._loaded[label] = DemoService(self.alternatives[label](), self.preview_every, self.output_dir,
-                                              self.max_side, self.tile_batch)
+        with self._loading:
+            if label not in self._loaded:
+                self._loaded[label] = DemoService(self.alternatives[label](), self.preview_every,
+                                                  self.output_dir, self.max_side, self.tile_batch)
         return self._loaded[label]
 
     @property

@@ -12,6 +12,7 @@ from .gpu import gpu
 from .service import (DemoService, friendly_error, metrics_markdown, side_by_side, task_from_text, upscale,
                       wants_degradation)
 
+MODEL_QUEUE = "model"  # every event that runs the model shares one queue (its limit: --concurrency)
 EXAMPLES_DIR = os.path.join(os.path.dirname(__file__), "examples")
 EXAMPLE_PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "motorcycle_left"]
 
@@ -69,12 +70,12 @@ def chat_tab(service: DemoService) -> None:
             level = gr.Slider(0, 1, value=0.5, step=0.05, label="Degradation strength (1 = the paper's maximum)")
             seed = gr.Number(value=0, precision=0, label="Seed")
     with gr.Row(elem_id="results"):
-        degraded_img = gr.Image(label="degraded input", type="pil", interactive=False, elem_id="degraded")
-        mae_r_img = gr.Image(label="MAE-r (baseline)", type="pil", interactive=False, elem_id="mae_r")
-        restored_img = gr.Image(label="LM4LV", type="pil", interactive=False, elem_id="lm4lv")
-        reference_img = gr.Image(label="clean reference", type="pil", interactive=False, elem_id="reference")
+        degraded_img = gr.Image(label="degraded input", type="pil", format="png", interactive=False, elem_id="degraded")
+        mae_r_img = gr.Image(label="MAE-r (baseline)", type="pil", format="png", interactive=False, elem_id="mae_r")
+        restored_img = gr.Image(label="LM4LV", type="pil", format="png", interactive=False, elem_id="lm4lv")
+        reference_img = gr.Image(label="clean reference", type="pil", format="png", interactive=False, elem_id="reference")
     with gr.Row():
-        slider = gr.ImageSlider(label="before / after (drag)", type="pil", elem_id="slider")
+        slider = gr.ImageSlider(label="before / after (drag)", type="pil", format="png", elem_id="slider")
         with gr.Column():
             metrics = gr.Markdown(elem_id="metrics")
             files = gr.File(label="Download (PNG)", file_count="multiple", elem_id="files")
@@ -88,7 +89,8 @@ def chat_tab(service: DemoService) -> None:
         yield from chat_turn(service, len(outputs) - 2, message, history, task_name, synthesize, full_size, strength,
                              seed_value, model_name)
 
-    box.submit(respond, [box, chat, task, synth, full, level, seed, model], outputs, api_visibility="private")
+    box.submit(respond, [box, chat, task, synth, full, level, seed, model], outputs, api_visibility="private",
+               concurrency_id=MODEL_QUEUE)
 
 
 def chat_turn(service: DemoService, kept: int, message, history, task_name, synthesize, full_size, strength,
@@ -116,7 +118,7 @@ def chat_turn(service: DemoService, kept: int, message, history, task_name, synt
                                   seed=int(seed_value or 0), full_size=bool(full_size)):
             content = [update.message]
             if update.preview is not None:
-                content.append(gr.Image(value=_display(update.preview), show_label=False))
+                content.append(gr.Image(value=_display(update.preview), show_label=False, format="png"))
             history[-1] = {"role": "assistant", "content": content}
             if update.outcome is None:
                 yield [history, None, *keep]
@@ -133,7 +135,7 @@ def finished_turn(history: list, update) -> list:
     images = [o.degraded, o.mae_r, o.restored] + ([o.reference] if o.reference is not None else [])
     labels = ["degraded", "MAE-r", "LM4LV"] + (["clean"] if o.reference is not None else [])
     history[-1] = {"role": "assistant", "content": [
-        update.message, gr.Image(value=side_by_side(images, labels), show_label=False), metrics_markdown(o)]}
+        update.message, gr.Image(value=side_by_side(images, labels), show_label=False, format="png"), metrics_markdown(o)]}
     return [history, None, _display(o.degraded), _display(o.mae_r), _display(o.restored),
             _display(o.reference) if o.reference is not None else None,
             (_display(o.degraded), _display(o.restored)), metrics_markdown(o), o.files]
@@ -151,7 +153,7 @@ def batch_tab(service: DemoService) -> None:
             run = gr.Button("Restore all", variant="primary")
         with gr.Column():
             archive = gr.File(label="Download all (zip)", elem_id="batch_zip")
-            gallery = gr.Gallery(label="Restored", columns=4, elem_id="batch_gallery")
+            gallery = gr.Gallery(label="Restored", columns=4, format="png", elem_id="batch_gallery")
             report = gr.Markdown()
 
     @gpu
@@ -168,7 +170,8 @@ def batch_tab(service: DemoService) -> None:
         lines += [f"- skipped {name}: {error}" for name, error in errors]
         return zip_path, images, "\n".join(lines)
 
-    run.click(restore_all, [uploads, task, full], [archive, gallery, report], api_visibility="private")
+    run.click(restore_all, [uploads, task, full], [archive, gallery, report], api_visibility="private",
+              concurrency_id=MODEL_QUEUE)
 
 
 def api_endpoint(service: DemoService) -> None:
@@ -199,7 +202,7 @@ def api_endpoint(service: DemoService) -> None:
         api_info = gr.JSON(label="info")
         api_button = gr.Button("restore")
     api_button.click(restore_api, [api_image, api_task, api_reference, api_full], [api_restored, api_mae_r, api_info],
-                     api_name="restore")
+                     api_name="restore", concurrency_id=MODEL_QUEUE)
 
 
 def _sha256(path: str) -> str:

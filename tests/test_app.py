@@ -97,6 +97,43 @@ def test_restore_api_through_gradio_client(server, tmp_path):
     assert info["metrics"] == {} and os.path.isfile(restored)
 
 
+def test_served_config_has_lossless_images_and_one_model_queue(server, service):
+    """Every image the demo shows is PNG (Gradio's default is lossy WebP, read from the served /config), and every
+    event that runs the model shares one queue (server-side: not in /config), so --concurrency bounds them together."""
+    import urllib.request
+
+    from app.ui import MODEL_QUEUE, build_demo
+
+    config = json.load(urllib.request.urlopen(server + "config"))
+    images = [c for c in config["components"] if c.get("type") in ("image", "imageslider", "gallery")]
+    assert len(images) >= 7
+    assert all(c["props"].get("format") == "png" for c in images), [(c["type"], c["props"].get("format"))
+                                                                     for c in images]
+    functions = list(build_demo(service).fns.values())
+    queued = {f.name for f in functions if f.concurrency_id == MODEL_QUEUE}
+    assert queued == {"respond", "restore_all", "restore_api"}, [(f.name, f.concurrency_id) for f in functions]
+
+
+def test_a_model_selected_by_many_at_once_is_loaded_once(tiny_model):
+    import threading
+
+    calls = []
+
+    def slow_loader():
+        calls.append(1)
+        time.sleep(0.3)
+        return tiny_model
+
+    service = DemoService(tiny_model, alternatives={"other": slow_loader})
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(service.using("other"))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len({id(g) for g in got}) == 1
+
+
 def _chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
