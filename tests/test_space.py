@@ -1,0 +1,53 @@
+"""The Space's file set: what `app.deploy_space --dry-run` lists, copied alone into an empty folder, serves /restore."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+from app.deploy_space import ROOT, listing, space_files
+
+EXAMPLE = os.path.join(ROOT, "app", "examples", "coffee.png")
+
+
+def test_dry_run_lists_only_what_the_demo_needs():
+    paths = space_files()
+    assert {"app.py", "requirements.txt", "README.md", "LICENSE", "checkpoints/mae-tiny/model.safetensors",
+            "checkpoints/lm4lv-smollm2/heads.safetensors"} <= set(paths)
+    assert not [p for p in paths if p.startswith(("train/", "tests/", "research/", "docs/", "bench/",
+                                                  "checkpoints/candidates", "checkpoints/ablations"))]
+    assert listing(paths).splitlines()[-1].endswith(f"total, {len(paths)} files")
+
+
+def test_space_file_set_alone_serves_restore(tmp_path):
+    from gradio_client import Client, handle_file
+
+    space = tmp_path / "space"
+    for path in space_files():
+        os.makedirs(space / os.path.dirname(path), exist_ok=True)
+        shutil.copyfile(os.path.join(ROOT, path), space / path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    server = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=space, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        client = None
+        for _ in range(240):
+            if server.poll() is not None:
+                raise AssertionError(server.stderr.read()[-3000:])
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+                break
+            except Exception:  # noqa: BLE001 (not listening yet)
+                time.sleep(0.5)
+        assert client is not None, "the Space did not start within 120 s"
+        restored, mae_r, info = client.predict(handle_file(EXAMPLE), "denoise", None, False, api_name="/restore")
+        assert os.path.isfile(restored) and os.path.isfile(mae_r) and info["task"] == "denoise"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
