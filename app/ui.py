@@ -70,10 +70,11 @@ def chat_tab(service: DemoService) -> None:
             level = gr.Slider(0, 1, value=0.5, step=0.05, label="Degradation strength (1 = the paper's maximum)")
             seed = gr.Number(value=0, precision=0, label="Seed")
     with gr.Row(elem_id="results"):
-        degraded_img = gr.Image(label="degraded input", type="pil", format="png", interactive=False, elem_id="degraded")
-        mae_r_img = gr.Image(label="MAE-r (baseline)", type="pil", format="png", interactive=False, elem_id="mae_r")
-        restored_img = gr.Image(label="LM4LV", type="pil", format="png", interactive=False, elem_id="lm4lv")
-        reference_img = gr.Image(label="clean reference", type="pil", format="png", interactive=False, elem_id="reference")
+        result = dict(type="pil", format="png", interactive=False)  # lossless: the demo scores PSNR
+        degraded_img = gr.Image(label="degraded input", elem_id="degraded", **result)
+        mae_r_img = gr.Image(label="MAE-r (baseline)", elem_id="mae_r", **result)
+        restored_img = gr.Image(label="LM4LV", elem_id="lm4lv", **result)
+        reference_img = gr.Image(label="clean reference", elem_id="reference", **result)
     with gr.Row():
         slider = gr.ImageSlider(label="before / after (drag)", type="pil", format="png", elem_id="slider")
         with gr.Column():
@@ -135,7 +136,8 @@ def finished_turn(history: list, update) -> list:
     images = [o.degraded, o.mae_r, o.restored] + ([o.reference] if o.reference is not None else [])
     labels = ["degraded", "MAE-r", "LM4LV"] + (["clean"] if o.reference is not None else [])
     history[-1] = {"role": "assistant", "content": [
-        update.message, gr.Image(value=side_by_side(images, labels), show_label=False, format="png"), metrics_markdown(o)]}
+        update.message, gr.Image(value=side_by_side(images, labels), show_label=False, format="png"),
+        metrics_markdown(o)]}
     return [history, None, _display(o.degraded), _display(o.mae_r), _display(o.restored),
             _display(o.reference) if o.reference is not None else None,
             (_display(o.degraded), _display(o.restored)), metrics_markdown(o), o.files]

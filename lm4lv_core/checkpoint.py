@@ -15,6 +15,7 @@ from torch import nn
 
 from .errors import CheckpointError
 from .heads import HeadsConfig
+from .lora import PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE
 from .vision import VisionModule, weights_fingerprint
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -55,15 +56,19 @@ def load_trained_weights(trained: nn.Module, folder: str) -> None:
 VISION_SUBFOLDER = "vision"  # a checkpoint that carries its vision module (one pushed to the Hub) keeps it here
 
 
+def is_hub_id(name: str) -> bool:
+    """Whether `name` reads as a Hub repository id ("owner/name"), not a local path."""
+    return bool(name) and not name.startswith((".", "/", "~")) and name.count("/") == 1
+
+
 def vision_candidates(recorded: str, folder: str) -> list[str]:
-    """Where a checkpoint's vision module may be, in order: the recorded location (a relative path is read from the
-    checkpoint folder), the checkpoint's own `vision/` subfolder, the shipped vision module (a checkpoint copied
-    away from the repository), and the recorded name as a hub id."""
-    candidates = [os.path.normpath(os.path.join(folder, recorded)) if recorded and not os.path.isabs(recorded)
-                  else recorded, os.path.join(folder, VISION_SUBFOLDER), default_vision()]
-    if recorded and not recorded.startswith((".", "/", "~")) and recorded.count("/") == 1:
-        candidates.append(recorded)
-    return [c for c in candidates if c and (os.path.isfile(os.path.join(c, "config.json")) or c == recorded)]
+    """Where a checkpoint's vision module may be, in order, without repeats: the recorded location (a relative path
+    is read from the checkpoint folder), the checkpoint's own `vision/` subfolder, the shipped vision module (a
+    checkpoint copied away from the repository), and the recorded name as a hub id."""
+    local = [os.path.join(folder, recorded) if recorded else None, os.path.join(folder, VISION_SUBFOLDER),
+             default_vision()]
+    found = [os.path.abspath(c) for c in local if c and os.path.isfile(os.path.join(c, "config.json"))]
+    return list(dict.fromkeys(found + ([recorded] if is_hub_id(recorded) else [])))
 
 
 def load_checked_vision(override, recorded: str, fingerprint: str, folder: str) -> VisionModule:
@@ -116,11 +121,6 @@ def load_vision(source) -> VisionModule:
     return VisionModule.from_pretrained(source)
 
 
-def resolve_relative(location: str, folder: str) -> str:
-    candidate = os.path.normpath(os.path.join(folder, location))
-    return candidate if not os.path.isabs(location) and os.path.exists(candidate) else location
-
-
 def checkpoint_folder(path) -> str | None:
     if path is None:
         return str(DEFAULT_CHECKPOINT) if (DEFAULT_CHECKPOINT / CONFIG_FILE).is_file() else None
@@ -129,13 +129,13 @@ def checkpoint_folder(path) -> str | None:
         if not os.path.isfile(os.path.join(path, CONFIG_FILE)):
             raise CheckpointError(f"{path} is not an LM4LV checkpoint: it has no {CONFIG_FILE}.")
         return path
-    if os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") != 1:
+    if os.path.exists(path) or not is_hub_id(path):
         raise CheckpointError(f"Checkpoint directory {path} does not exist.")
     try:  # a hub id
         from huggingface_hub import snapshot_download
 
-        return snapshot_download(path, allow_patterns=[HEADS_FILE, CONFIG_FILE, "README.md", "adapter_*",
-                                                       f"{VISION_SUBFOLDER}/*"],
+        return snapshot_download(path, allow_patterns=[HEADS_FILE, CONFIG_FILE, "README.md", PEFT_CONFIG_FILE,
+                                                       PEFT_WEIGHTS_FILE, f"{VISION_SUBFOLDER}/*"],
                                  endpoint=os.environ.get("HF_ENDPOINT") or None)
     except Exception as exc:
         raise CheckpointError(f"Could not fetch the checkpoint {path!r} from the hub: {exc}") from exc

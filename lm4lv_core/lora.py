@@ -6,6 +6,8 @@ alongside the adapters and task tokens. The control answers what the frozen cons
 """
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
@@ -44,8 +46,6 @@ def save_peft_adapter(folder: str, pairs: nn.ModuleDict, rank: int, alpha: float
     """Write the LoRA pairs in PEFT's own format (`adapter_config.json` + `adapter_model.safetensors`), so that
     `PeftModel.from_pretrained(llm, folder)` puts them on the LLM without LM4LV. `base_model` is recorded as PEFT's
     `base_model_name_or_path` (the LLM's name as the checkpoint records it)."""
-    import os
-
     from peft import LoraConfig
     from safetensors.torch import save_file
 

@@ -51,8 +51,8 @@ def build_model(variant: str = "lm4lv", *, llm: str | None = None, vision=None, 
                            position_embeddings=position_embeddings, task_readouts=task_readouts,
                            task_input_adapters=task_input_adapters, task_tokens_first=task_tokens_first,
                            task_answer_positions=task_answer_positions, lq_gain=lq_gain)
-    if (lq_gain is not None or standardize or whitening or position_embeddings or task_readouts or task_input_adapters or task_tokens_first
-            or task_answer_positions):
+    if (lq_gain is not None or standardize or whitening or position_embeddings or task_readouts
+            or task_input_adapters or task_tokens_first or task_answer_positions):
         raise InputError(f"Standardised or whitened features, position embeddings, per-task adapters and the task "
                          f"tokens' place apply to the autoregressive variants, not {variant!r}.")
     # the LLM is loaded for every one-pass variant: the LLM variants run it, the experts match its trainable count

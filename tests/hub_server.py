@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import urllib.parse
 import threading
 from contextlib import contextmanager
@@ -49,6 +50,13 @@ def _handler(files: dict[str, tuple[str, str]], requests: list[str]):
             pass
 
     return Handler
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for the test servers)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _etag(path: str) -> str:

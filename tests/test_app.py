@@ -2,7 +2,6 @@
 import json
 import os
 import shutil
-import socket
 import time
 
 import numpy as np
@@ -11,15 +10,10 @@ from PIL import Image
 
 from app.service import DemoService, metrics_markdown, task_from_text, wants_degradation
 from lm4lv_core.errors import InputError
+from tests.hub_server import free_port
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "app", "examples", "coffee.png")
 ARTIFACTS = os.path.join(os.path.dirname(__file__), "..", "test-artifacts")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +67,7 @@ def server(service):
     from app.ui import build_demo
 
     demo = build_demo(service).queue(default_concurrency_limit=1)
-    port = _free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
@@ -145,7 +139,7 @@ def test_browser_end_to_end(default_model):
     from app.ui import build_demo
 
     demo = build_demo(DemoService(default_model)).queue(default_concurrency_limit=1)
-    port = _free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     os.makedirs(ARTIFACTS, exist_ok=True)
     try:

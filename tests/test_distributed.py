@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -13,20 +12,16 @@ import pytest
 from PIL import Image
 from safetensors.torch import load_file
 
+from tests.hub_server import free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _train(out, llm, vision, data, batch_size: int, processes: int) -> subprocess.CompletedProcess:
     launcher = [sys.executable, "-m", "train.train_lm4lv"]
     if processes > 1:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-                    "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "train.train_lm4lv"]
+                    "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "train.train_lm4lv"]
     command = launcher + ["--llm", llm, "--vision", vision, "--data", str(data), "--out", str(out), "--tasks", "all",
                           "--task-readouts", "--task-input-adapters", "--position-embeddings", "--pixel-loss", "1",
                           "--steps", "3", "--warmup", "1", "--batch-size", str(batch_size), "--ridge-init", "0",

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 
 from app.deploy_space import ROOT, listing, space_files
+from tests.hub_server import free_port
 
 EXAMPLE = os.path.join(ROOT, "app", "examples", "coffee.png")
 
@@ -29,9 +29,7 @@ def test_space_file_set_alone_serves_restore(tmp_path):
     for path in space_files():
         os.makedirs(space / os.path.dirname(path), exist_ok=True)
         shutil.copyfile(os.path.join(ROOT, path), space / path)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     server = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=space, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -248,23 +248,23 @@ def append_row(path: str, row: dict) -> None:
 
 
 def check_ranks_agree(accelerator, model: nn.Module) -> float:
-    """The trainable weights' fingerprint (a fixed random projection of them), checked equal on every process:
-    DDP keeps the ranks' copies identical, and a run whose ranks drifted apart must not be saved as one model."""
+    """The trainable weights' fingerprint (a fixed random projection of them), checked equal on every process of a
+    multi-process run: DDP keeps the ranks' copies identical, and a run whose ranks drifted apart must not be saved
+    as one model."""
     state = trainable_state(accelerator.unwrap_model(model))
     generator = torch.Generator().manual_seed(0)
     value = sum(float((v.double().flatten() * torch.randn(v.numel(), generator=generator, dtype=torch.float64)).sum())
                 for _, v in sorted(state.items()))
-    if accelerator.num_processes > 1:
-        values = accelerator.gather(torch.tensor([value], dtype=torch.float64, device=accelerator.device)).tolist()
-        if max(values) - min(values) > 1e-6 * max(1.0, abs(value)):
-            raise RuntimeError(f"The {accelerator.num_processes} processes hold different weights ({values}).")
+    values = accelerator.gather(torch.tensor([value], dtype=torch.float64, device=accelerator.device)).tolist()
+    if max(values) - min(values) > 1e-6 * max(1.0, abs(value)):
+        raise RuntimeError(f"The {accelerator.num_processes} processes hold different weights ({values}).")
     return value
 
 
 def _save(accelerator, model, optimizer, state_dir, step, export, out):
     accelerator.wait_for_everyone()
-    fingerprint = check_ranks_agree(accelerator, model)
-    if accelerator.num_processes > 1:
+    if accelerator.num_processes > 1:  # one process has nothing to compare
+        fingerprint = check_ranks_agree(accelerator, model)
         accelerator.print(f"step {step}: the {accelerator.num_processes} processes agree (weights {fingerprint:.9g})")
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)

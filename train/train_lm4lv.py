@@ -311,7 +311,7 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
               "task_tokens_first": args.task_tokens_first, "task_answer_positions": args.task_answer_positions,
               "answer_position_lr_scale": args.answer_position_lr_scale if args.task_answer_positions else None,
               "position_lr_scale": args.position_lr_scale if args.position_embeddings else None,
-              "lq_gain": args.lq_gain, "lq_gain_lr_scale": args.lq_gain_lr_scale if args.lq_gain else None,
+              "lq_gain": args.lq_gain, "lq_gain_lr_scale": args.lq_gain_lr_scale if args.lq_gain is not None else None,
               "pixel_loss": args.pixel_loss, "carry_loss": args.carry_loss,
               "carry_layer": args.carry_layer if args.carry_loss > 0 else None,  # lists: one entry per site
               "carry_kv_head": args.carry_kv_head if args.carry_loss > 0 else None,
