@@ -1,4 +1,4 @@
-"""`python app.py [--host H] [--port P] [--checkpoint DIR] [--share]`: load the model once and serve the demo."""
+"""`python app.py [--host H] [--port P] [--checkpoint DIR] [--share] [--mcp]`: load the model once and serve the demo."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +17,8 @@ def parse_args(argv=None):
                         "the shipped LoRA control checkpoints/lm4lv-smollm2-lora when it exists and --checkpoint is "
                         "not given")
     p.add_argument("--share", action="store_true", help="create a public gradio.live link")
+    p.add_argument("--mcp", action="store_true",
+                   help="also serve the API (restore, explain) as an MCP server at /gradio_api/mcp/")
     p.add_argument("--concurrency", type=int, default=1, help="requests run at once (others wait in the queue)")
     p.add_argument("--queue-size", type=int, default=64, help="requests that may wait in the queue")
     return p.parse_args(argv)
@@ -68,4 +70,4 @@ def main(argv=None):
     except LM4LVError as exc:  # a missing, corrupt or mismatched checkpoint: one sentence, no traceback
         print(str(exc), file=sys.stderr)
         sys.exit(2)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, mcp_server=args.mcp)

@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 
 from lm4lv_core import TASKS, InputError, LM4LVError
 from lm4lv_core.degrade import degrade, strength_from_level, target
+from lm4lv_core.explain_images import copy_map_image, error_maps, focus_image, token_psnr
 from lm4lv_core.metrics import psnr, ssim
 from lm4lv_core.restore import Progress
 from lm4lv_core.tasks import get_task
@@ -36,15 +37,28 @@ class Outcome:
     text: str = ""
     seconds: float = 0.0
     files: list[str] = field(default_factory=list)
+    explained: Explained | None = None  # the copy view (`explain=True`)
+
+
+@dataclass
+class Explained:
+    """What the LLM copied and where the output is wrong (`lm4lv_core.explain`): pictures and their JSON."""
+
+    copy_map: Image.Image | None  # None where the view does not apply (`note` says why)
+    error_map: Image.Image | None  # None without a reference
+    info: dict  # {"layers", "heads", "agreement", "tokens": [...]} or {"note"}
+    token_psnr: dict[str, list[float]] = field(default_factory=dict)  # {"lm4lv": [...], "mae_r": [...]} per patch
 
 
 @dataclass
 class Update:
-    """One streamed step: the assistant's message so far, a preview image, and the outcome when done."""
+    """One streamed step: the assistant's message so far, a preview image, the copying heads' focus (with the copy
+    view on), and the outcome when done."""
 
     message: str
     preview: Image.Image | None = None
     outcome: Outcome | None = None
+    focus: Image.Image | None = None
 
 
 def task_from_text(text: str | None, default: str) -> str:
@@ -117,8 +131,9 @@ class DemoService:
     first use and then kept (`using`)."""
 
     def __init__(self, model, preview_every: int = 4, output_dir: str | None = None, max_side: int = 256,
-                 tile_batch: int = 16, alternatives: dict | None = None):
+                 tile_batch: int = 16, alternatives: dict | None = None, keep_seconds: float = 3600):
         self.model = model
+        self.keep_seconds = keep_seconds  # result files are served for this long, then deleted
         self.preview_every = preview_every
         self.max_side = max_side  # full-size requests are downscaled to this longest side (the CLI has no cap)
         self.tile_batch = tile_batch
@@ -145,8 +160,20 @@ class DemoService:
         with self._loading:
             if label not in self._loaded:
                 self._loaded[label] = DemoService(self.alternatives[label](), self.preview_every,
-                                                  self.output_dir, self.max_side, self.tile_batch)
+                                                  self.output_dir, self.max_side, self.tile_batch,
+                                                  keep_seconds=self.keep_seconds)
         return self._loaded[label]
+
+    def prune(self) -> int:
+        """Delete result folders older than `keep_seconds` from `output_dir`; returns how many went."""
+        import shutil
+
+        cutoff, removed = time.time() - self.keep_seconds, 0
+        for entry in os.scandir(self.output_dir):
+            if entry.is_dir() and entry.stat().st_mtime < cutoff:
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed += 1
+        return removed
 
     @property
     def trained(self) -> bool:
@@ -171,11 +198,12 @@ class DemoService:
         return degraded, target(image, task), notes
 
     def run(self, source, task: str, synthesize: bool = False, level: float = 0.5, seed: int = 0,
-            reference=None, full_size: bool = False):
+            reference=None, full_size: bool = False, explain: bool = False):
         """Yield `Update`s while the model generates; the last one carries the `Outcome`. Raises LM4LVError.
 
         full_size=False: one image at the model's size, streamed visual token by visual token;
-        full_size=True: the whole photo in overlapping tiles, streamed tile batch by tile batch."""
+        full_size=True: the whole photo in overlapping tiles, streamed tile batch by tile batch.
+        explain: the copy view (updates carry the copying heads' focus, the outcome an `Explained`)."""
         began = time.time()
         degraded, ref, notes = self.prepare(source, task, synthesize, level, seed, full_size)
         if reference is not None and ref is None:
@@ -189,12 +217,14 @@ class DemoService:
             header += "\n\n**Warning: untrained adapters; the output is not a restoration.**"
         yield Update(header + "\n\nEncoding the image…")
         for event in self.model.follow(degraded, task, mode="tile" if full_size else "resize",
-                                       preview_every=self.preview_every, batch_size=self.tile_batch):
+                                       preview_every=self.preview_every, batch_size=self.tile_batch,
+                                       explain=explain and not full_size):
             if isinstance(event, Progress):
                 if event.preview is not None or event.done == 0:
-                    yield Update(progress_message(header, event), preview=event.preview)
+                    focus = focus_image(degraded, event.preview, event.copy) if event.copy is not None else None
+                    yield Update(progress_message(header, event), preview=event.preview, focus=focus)
             else:
-                restored, mae_r, text = event.image, event.mae_r, event.text
+                restored, mae_r, text, copy = event.image, event.mae_r, event.text, event.copy
         baseline = mae_r
         if get_task(task).mae_r_of_target and ref is not None:  # MAE-r of the rotated/flipped image
             baseline = self.model.reconstruct(ref, "tile" if full_size else "resize")
@@ -204,14 +234,38 @@ class DemoService:
         if not get_task(task).spatial:
             scored = {"degraded": degraded, **scored}
         outcome.metrics = score(scored, ref)
+        if explain:
+            outcome.explained = self.explained(outcome, copy, full_size)
         outcome.files = self.save(outcome)
         yield Update(f"{header}\n\nLLM: `{text}`\n\nDone in {outcome.seconds:.1f} s.", restored, outcome)
 
+    def explained(self, outcome: Outcome, copy, full_size: bool) -> Explained:
+        """The copy view of a finished restoration (`copy`: its `CopyMap`, None where the view does not apply)."""
+        count = self.model.num_visual_tokens
+        grid = int(round((count - 1) ** 0.5))
+        ref = outcome.reference
+        errors = error_maps(outcome.restored, outcome.mae_r, ref) if ref is not None and not full_size else None
+        per_token = {} if errors is None else {name: token_psnr(image, ref, grid) for name, image in
+                                               (("lm4lv", outcome.restored), ("mae_r", outcome.mae_r))}
+        if copy is None:
+            why = ("the copy view reads one image at the model's size, not tiles" if full_size else
+                   "this model writes every token in one pass: there is no token-by-token copy to show")
+            return Explained(None, errors, {"note": why}, per_token)
+        expected = get_task(outcome.task).token_sources(count)
+        info = copy.describe(expected, {f"psnr_{name}": values for name, values in per_token.items()})
+        return Explained(copy_map_image(copy, expected), errors, info, per_token)
+
     def save(self, outcome: Outcome) -> list[str]:
+        """The outcome's images as PNGs in a new folder of `output_dir` (folders older than `keep_seconds` go)."""
+        self.prune()
         folder = tempfile.mkdtemp(dir=self.output_dir)
         names = {"degraded": outcome.degraded, "mae_r": outcome.mae_r, "lm4lv": outcome.restored}
         if outcome.reference is not None:
             names["reference"] = outcome.reference
+        for name in ("copy_map", "error_map"):
+            image = getattr(outcome.explained, name, None)
+            if image is not None:
+                names[name] = image
         paths = []
         for name, image in names.items():
             path = os.path.join(folder, f"{outcome.task}_{name}.png")
@@ -220,11 +274,11 @@ class DemoService:
         return paths
 
     def restore(self, image, task: str, reference=None, synthesize: bool = False, level: float = 0.5,
-                seed: int = 0, full_size: bool = False) -> Outcome:
-        """Run a request to the end (the API endpoint and scripts)."""
+                seed: int = 0, full_size: bool = False, explain: bool = False) -> Outcome:
+        """Run a request to the end (the API endpoints and scripts)."""
         last = None
         for update in self.run(image, task, synthesize=synthesize, level=level, seed=seed, reference=reference,
-                               full_size=full_size):
+                               full_size=full_size, explain=explain):
             last = update
         return last.outcome
 
@@ -233,6 +287,7 @@ class DemoService:
         """Restore several files; -> (zip of the PNGs, [(image, caption)], [(name, error)]). Bad files are skipped."""
         import zipfile
 
+        self.prune()
         folder = tempfile.mkdtemp(dir=self.output_dir)
         archive = os.path.join(folder, f"lm4lv_{task}.zip")
         gallery, errors = [], []
@@ -262,5 +317,5 @@ def friendly_error(exc: Exception) -> str:
     return f"Sorry, something went wrong on the server ({type(exc).__name__}). Please try another image."
 
 
-__all__ = ["DemoService", "Outcome", "Update", "InputError", "task_from_text", "wants_degradation",
+__all__ = ["DemoService", "Outcome", "Explained", "Update", "InputError", "task_from_text", "wants_degradation",
            "metrics_markdown", "side_by_side", "friendly_error"]

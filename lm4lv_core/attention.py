@@ -23,11 +23,13 @@ CPU_DECODE = "lm4lv-cpu"
 
 def cpu_decode_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                          attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
-                         **kwargs) -> tuple[torch.Tensor, None]:
+                         **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
     """HF attention function: single-query steps as grouped matrix products, the rest through SDPA.
 
     query (B, H, 1, D), key/value (B, G, L, D) with H = G x R (grouped-query heads in HF's order: head h reads KV
-    head h // R), attention_mask (B, 1, 1, L) bool (True: attend) or None. Returns ((B, 1, H, D), None)."""
+    head h // R), attention_mask (B, 1, 1, L) bool (True: attend) or None. Returns ((B, 1, H, D), weights): the
+    single-query steps' weights (B, H, 1, L) come back at no cost (a view; `lm4lv_core.explain` reads them), SDPA's
+    are None."""
     batch, heads, length, dim = query.shape
     groups = key.shape[1]
     special = dropout > 0 or any(kwargs.get(k) is not None for k in ("softcap", "s_aux", "position_bias"))
@@ -41,7 +43,7 @@ def cpu_decode_attention(module, query: torch.Tensor, key: torch.Tensor, value: 
         scores = scores.masked_fill(~attention_mask, float("-inf"))  # (B, 1, 1, L) broadcasts over G, R
     weights = scores.softmax(dim=-1).to(value.dtype)
     out = torch.matmul(weights, value)  # (B, G, R, D)
-    return out.reshape(batch, 1, heads, dim), None
+    return out.reshape(batch, 1, heads, dim), weights.reshape(batch, heads, 1, -1)
 
 
 AttentionInterface.register(CPU_DECODE, cpu_decode_attention)

@@ -3,12 +3,14 @@ decode), streamed as events. A variant implements the `Restorer` interface; `Res
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
 
 from .errors import InputError
+from .explain import CopyMap, copy_map, recording
 from .generate import Finished, TextPiece, VisualToken
 from .images import cap_size, fit_square, load_image
 from .tiling import TileProgress, iter_restore_tiled
@@ -46,6 +48,7 @@ class Result:
     text: str
     tokens: torch.Tensor
     notes: list[str] = field(default_factory=list)
+    copy: CopyMap | None = None  # which LQ token each output token read (`follow(..., explain=True)`)
 
 
 @dataclass
@@ -58,6 +61,7 @@ class Progress:
     unit: str  # "visual token" or "tile"
     text: str
     preview: Image.Image | None = None
+    copy: CopyMap | None = None  # with `explain=True`: the copy map so far, at each preview
 
 
 class Restorer(ABC):
@@ -157,12 +161,15 @@ class Restorer(ABC):
         return result.mae_r
 
     def follow(self, image, task: str, mode: str = "tile", preview_every: int = 4, overlap: int = 16,
-               batch_size: int | None = None, **generate_options):
+               batch_size: int | None = None, explain: bool = False, **generate_options):
         """Restore one image, streaming: `Progress` events (previews every `preview_every` visual tokens in mode
-        "resize", after every batch of tiles in mode "tile"; 0: none), then the `Result` (see `restore`)."""
+        "resize", after every batch of tiles in mode "tile"; 0: none), then the `Result` (see `restore`).
+
+        explain (mode "resize", models that generate with an LLM): the Progress events with a preview and the
+        Result carry a `CopyMap` (`lm4lv_core.explain`): which LQ token each output token read."""
         self.check_task(task)
         if check_mode(mode) == "resize":
-            yield from _follow_tokens(self, image, task, preview_every, **generate_options)
+            yield from _follow_tokens(self, image, task, preview_every, explain, **generate_options)
         else:
             yield from _follow_tiles(self, image, task, preview_every > 0, overlap, batch_size, **generate_options)
 
@@ -241,22 +248,37 @@ def stream_restore(model, images: list, tasks: list[str], **generate_options):
                      notes=row_notes)
 
 
-def _follow_tokens(model, image, task: str, preview_every: int, **generate_options):
-    """`Restorer.follow` in mode "resize": Progress per `preview_every` visual tokens, then the Result."""
-    text, generated, lq = "", [], None
-    for event in stream_restore(model, [image], [task], **generate_options):
-        if isinstance(event, Prepared):
-            lq = event.lq
-            yield Progress(0, model.num_visual_tokens, "visual token", "", event.mae_r if preview_every else None)
-        elif isinstance(event, TextPiece):
-            text += event.text
-        elif isinstance(event, VisualToken):
-            generated.append(event.token)
-            done = event.index + 1
-            shown = preview_every and (done % preview_every == 0 or done == event.total)
-            yield Progress(done, event.total, "visual token", text, preview(model, generated, lq) if shown else None)
-        elif isinstance(event, Result):
-            yield event
+def _follow_tokens(model, image, task: str, preview_every: int, explain: bool = False, **generate_options):
+    """`Restorer.follow` in mode "resize": Progress per `preview_every` visual tokens, then the Result; with
+    `explain`, the attention each visual token was written with is kept (see `lm4lv_core.explain`)."""
+    text, generated, lq, read = "", [], None, []  # read: per visual token (layers, heads, N)
+    with recording(model) if explain else nullcontext() as recorder:
+        for event in stream_restore(model, [image], [task], **generate_options):
+            if isinstance(event, Prepared):
+                lq = event.lq
+                yield Progress(0, model.num_visual_tokens, "visual token", "", event.mae_r if preview_every else None)
+            elif isinstance(event, TextPiece):
+                text += event.text
+            elif isinstance(event, VisualToken):
+                generated.append(event.token)
+                if recorder is not None:
+                    read.append(_last_read(recorder, len(generated)))
+                done = event.index + 1
+                shown = preview_every and (done % preview_every == 0 or done == event.total)
+                yield Progress(done, event.total, "visual token", text,
+                               preview(model, generated, lq) if shown else None,
+                               copy_map(torch.stack(read)) if shown and read else None)
+            elif isinstance(event, Result):
+                event.copy = copy_map(torch.stack(read)) if read else None
+                yield event
+
+
+def _last_read(recorder, index: int) -> torch.Tensor:
+    """(layers, heads, N) attention that wrote the `index`-th visual token (row 0)."""
+    taken = recorder.take()
+    if taken is None:
+        raise RuntimeError(f"No attention weights were recorded for visual token {index}.")
+    return taken[:, 0]
 
 
 def _follow_tiles(model, image, task: str, previews: bool, overlap: int, batch_size: int | None,

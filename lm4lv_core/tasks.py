@@ -70,6 +70,12 @@ class Task:
         index = Image.fromarray(np.arange(grid * grid, dtype=np.int32).reshape(grid, grid), mode="I")
         return np.asarray(self.transform(index)).reshape(-1).astype(np.int64)
 
+    def token_sources(self, count: int) -> np.ndarray:
+        """(count,) for each visual token of the answer (the CLS token, then the patches in raster order) the LQ
+        token it comes from."""
+        grid = int(round((count - 1) ** 0.5))
+        return np.concatenate([[0], 1 + self.source_patches(grid)]).astype(np.int64)
+
     def box(self, box: Box, width: int, height: int) -> Box:
         """Where a box of a width x height image lands after `transform` (a tile's place in the output)."""
         if self.transpose is None:

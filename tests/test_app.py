@@ -105,7 +105,48 @@ def test_served_config_has_lossless_images_and_one_model_queue(server, service):
                                                                      for c in images]
     functions = list(build_demo(service).fns.values())
     queued = {f.name for f in functions if f.concurrency_id == MODEL_QUEUE}
-    assert queued == {"respond", "restore_all", "restore_api"}, [(f.name, f.concurrency_id) for f in functions]
+    assert queued == {"respond", "restore_all", "restore", "explain"}, [(f.name, f.concurrency_id)
+                                                                       for f in functions]
+
+
+def test_explain_api_through_gradio_client(server, service):
+    """/explain: the copy map, the error maps with a reference (None without), and one JSON row per output token."""
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    copy_png, errors_png, info = client.predict(handle_file(EXAMPLE), "rotate", handle_file(EXAMPLE),
+                                                api_name="/explain")
+    count = service.model.num_visual_tokens
+    assert Image.open(copy_png).format == "PNG" and Image.open(errors_png).format == "PNG"
+    assert info["layers"] == [info["tokens"][0]["layer"]] and info["heads"] == info["tokens"][0]["heads"]
+    assert len(info["tokens"]) == count and [row["token"] for row in info["tokens"]] == list(range(count))
+    assert all(0 <= row["source"] < count and 0 < row["mass"] <= 1 for row in info["tokens"])
+    grid = int(round((count - 1) ** 0.5))  # rotate (90 degrees counter-clockwise): patch 0 comes from (0, grid - 1)
+    assert [row["expected"] for row in info["tokens"][:2]] == [0, grid]
+    assert info["tokens"][0]["psnr_lm4lv"] is None and isinstance(info["tokens"][1]["psnr_mae_r"], float)
+    copy_png, errors_png, info = client.predict(handle_file(EXAMPLE), "denoise", None, api_name="/explain")
+    assert errors_png is None and "psnr_lm4lv" not in info["tokens"][1]
+
+
+def test_mcp_schema_lists_the_restore_tool(service):
+    """`python app.py --mcp`: Gradio's MCP server describes /restore with each argument's meaning."""
+    import urllib.request
+
+    from app.ui import build_demo
+
+    demo = build_demo(service).queue(default_concurrency_limit=1)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, mcp_server=True)
+    try:
+        schema = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/gradio_api/mcp/schema"))
+    finally:
+        demo.close()
+    tools = {tool["name"]: tool for tool in schema}
+    restore = next(tool for name, tool in tools.items() if name.endswith("restore"))
+    properties = restore["inputSchema"]["properties"]
+    assert "task-token set" in properties["task"]["description"], properties
+    assert "clean version" in properties["reference"]["description"]
+    assert any(name.endswith("explain") for name in tools)
 
 
 def test_a_model_selected_by_many_at_once_is_loaded_once(tiny_model):
@@ -215,8 +256,8 @@ def test_a_second_model_is_selectable_and_loaded_once(tiny_model, tiny_llm_dir, 
     with pytest.raises(InputError, match="Unknown model"):
         service.using("GPT-9")
     message = {"files": [EXAMPLE], "text": "denoise"}
-    *_, last = chat_turn(service, 7, message, [], "denoise", False, False, 0.5, 0, "LM4LV, LLM adapted with LoRA")
+    *_, last = chat_turn(service, message, [], "denoise", False, False, 0.5, 0, "LM4LV, LLM adapted with LoRA")
     assert "Done in" in str(last[0][-1]["content"][0])
     message = {"files": [EXAMPLE], "text": ""}
-    *_, last = chat_turn(service, 7, message, [], "deblur", False, False, 0.5, 0, "LM4LV, LLM adapted with LoRA")
+    *_, last = chat_turn(service, message, [], "deblur", False, False, 0.5, 0, "LM4LV, LLM adapted with LoRA")
     assert "Sorry" in str(last[0][-1]["content"])  # the LoRA checkpoint has no deblur tokens: one sentence

@@ -22,10 +22,15 @@ def test_single_query_step_equals_sdpa_with_grouped_heads_and_mask():
     mask = torch.zeros(4, 1, 1, 20, dtype=torch.bool)
     mask[..., :13] = True  # a preallocated cache filled up to position 12
     out, weights = cpu_decode_attention(_Layer(), query, key, value, mask, scaling=0.25)
-    assert out.shape == (4, 1, 9, 16) and weights is None
+    assert out.shape == (4, 1, 9, 16) and weights.shape == (4, 9, 1, 20)
     expected = F.scaled_dot_product_attention(query, key.repeat_interleave(3, 1), value.repeat_interleave(3, 1),
                                               attn_mask=mask, scale=0.25).transpose(1, 2)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    # the weights it returns (what lm4lv_core.explain reads) are the softmax of the masked, scaled scores per head
+    scores = (query @ key.repeat_interleave(3, 1).transpose(-1, -2)) * 0.25  # (4, 9, 1, 20)
+    reference = scores.masked_fill(~mask, float("-inf")).softmax(-1)
+    torch.testing.assert_close(weights, reference, atol=1e-6, rtol=1e-5)
+    assert float(weights[..., 13:].abs().max()) == 0.0
     unmasked, _ = cpu_decode_attention(_Layer(), query, key, value, None)
     torch.testing.assert_close(unmasked, _reference(query, key, value, None, 3), atol=1e-5, rtol=1e-5)
     assert not torch.allclose(unmasked, out)  # the mask matters

@@ -148,11 +148,8 @@ def eager_attentions(model, embeds: torch.Tensor) -> tuple:
 
 
 def token_sources(task: str, count: int) -> torch.Tensor:
-    """(count,) for each visual token of `task`'s answer (the CLS token, then the patches in raster order) the LQ
-    token it comes from."""
-    grid = int(round((count - 1) ** 0.5))
-    patches = torch.from_numpy(get_task(task).source_patches(grid))  # (grid * grid,)
-    return torch.cat([torch.zeros(1, dtype=torch.long), 1 + patches])
+    """(count,) for each visual token of `task`'s answer the LQ token it comes from (`Task.token_sources`)."""
+    return torch.from_numpy(get_task(task).token_sources(count))
 
 
 RIDGES = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
