@@ -237,7 +237,8 @@ class DemoService:
         if explain:
             outcome.explained = self.explained(outcome, copy, full_size)
         outcome.files = self.save(outcome)
-        yield Update(f"{header}\n\nLLM: `{text}`\n\nDone in {outcome.seconds:.1f} s.", restored, outcome)
+        focus = focus_image(degraded, restored, copy) if explain and copy is not None else None
+        yield Update(f"{header}\n\nLLM: `{text}`\n\nDone in {outcome.seconds:.1f} s.", restored, outcome, focus)
 
     def explained(self, outcome: Outcome, copy, full_size: bool) -> Explained:
         """The copy view of a finished restoration (`copy`: its `CopyMap`, None where the view does not apply)."""

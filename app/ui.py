@@ -27,10 +27,12 @@ result against your photo. The model works at {size}x{size} pixels: larger photo
 
 
 def example_rows() -> list[list]:
+    """One example per task: [message (photo + "degrade it and TASK"), task, degrade it for me]; only the message
+    is shown."""
     rows = []
     for i, task in enumerate(TASKS):
         photo = os.path.join(EXAMPLES_DIR, f"{EXAMPLE_PHOTOS[i % len(EXAMPLE_PHOTOS)]}.png")
-        rows.append([{"text": f"degrade it and {task}", "files": [photo]}, task, True, False, 0.5, i])
+        rows.append([{"text": f"degrade it and {task}", "files": [photo]}, task, True])
     return rows
 
 
@@ -91,8 +93,8 @@ def chat_tab(service: DemoService) -> None:
         error_img = gr.Image(label="Error maps (with a clean reference)", elem_id="error_map", **result)
         psnr_plot = gr.LinePlot(x="token", y="PSNR (dB)", color="output", label="PSNR per visual token",
                                 elem_id="token_psnr")
-    gr.Examples(example_rows(), inputs=[box, task, synth, full, level, seed], label="Examples (click one)",
-                examples_per_page=7)
+    examples = gr.Examples(example_rows(), inputs=[box, task, synth], visible_columns=[0], examples_per_page=7,
+                           label="Examples (click one: it is degraded and restored with the settings above)")
 
     outputs = [chat, box, focus, degraded_img, mae_r_img, restored_img, reference_img, slider, metrics, files,
                copy_img, error_img, psnr_plot]
@@ -102,9 +104,11 @@ def chat_tab(service: DemoService) -> None:
         yield from chat_turn(service, message, history, task_name, synthesize, full_size, strength, seed_value,
                              model_name, explained)
 
-    turn = box.submit(respond, [box, chat, task, synth, full, level, seed, model, explain], outputs,
-                      api_visibility="private", concurrency_id=MODEL_QUEUE)
-    stop.click(None, None, None, cancels=[turn])  # the worker is freed at the next streamed update
+    inputs = [box, chat, task, synth, full, level, seed, model, explain]
+    turn = box.submit(respond, inputs, outputs, api_visibility="private", concurrency_id=MODEL_QUEUE)
+    example_turn = examples.load_input_event.then(respond, inputs, outputs, api_visibility="private",
+                                                  concurrency_id=MODEL_QUEUE)  # not cached: the loaded model's
+    stop.click(None, None, None, cancels=[turn, example_turn])  # the worker is freed at the next streamed update
 
 
 RESULTS = 10  # the results components after [chat, box, focus] in the chat's outputs
@@ -161,7 +165,7 @@ def finished_turn(history: list, update) -> list:
     history[-1] = {"role": "assistant", "content": content}
     view = [None, None, None] if explained is None else [explained.copy_map, explained.error_map,
                                                          psnr_table(explained.token_psnr)]
-    return [history, None, gr.skip(), _display(o.degraded), _display(o.mae_r), _display(o.restored),
+    return [history, None, update.focus, _display(o.degraded), _display(o.mae_r), _display(o.restored),
             _display(o.reference) if o.reference is not None else None,
             (_display(o.degraded), _display(o.restored)), metrics_markdown(o), o.files, *view]
 

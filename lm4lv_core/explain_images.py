@@ -25,11 +25,12 @@ def _panel(image: Image.Image) -> Image.Image:
 
 
 def _labelled(panels: list[Image.Image], labels: list[str]) -> Image.Image:
+    """Panels side by side, each label under its panel (the demo's component labels cover the top)."""
     canvas = Image.new("RGB", (len(panels) * (PANEL + 8) - 8, PANEL + 22), "white")
     draw = ImageDraw.Draw(canvas)
     for i, (panel, label) in enumerate(zip(panels, labels)):
-        canvas.paste(panel, (i * (PANEL + 8), 22))
-        draw.text((i * (PANEL + 8) + 4, 4), label, fill="black")
+        canvas.paste(panel, (i * (PANEL + 8), 0))
+        draw.text((i * (PANEL + 8) + 4, PANEL + 5), label, fill="black")
     return canvas
 
 

@@ -175,7 +175,9 @@ def _chromium():
 
 @pytest.mark.skipif(_chromium() is None, reason="Debian chromium is not installed")
 def test_browser_end_to_end(default_model):
-    """Load the page in headless Chromium, click an example, submit, and wait for the three images and the table."""
+    """In headless Chromium: click an example, submit, wait for the three images, the table and the copy view; then
+    submit again, press Stop while it streams, and check that the next request is served (timings in
+    test-artifacts/timing.json, the page in demo.png)."""
     playwright = pytest.importorskip("playwright.sync_api")
     from app.ui import build_demo
 
@@ -188,27 +190,48 @@ def test_browser_end_to_end(default_model):
             browser = p.chromium.launch(executable_path=_chromium(), args=[
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1500})
+            page = browser.new_page(viewport={"width": 1400, "height": 1900})
             page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
-            page.get_by_text("Examples (click one)").wait_for(timeout=30_000)
-            page.locator("tr.tr-body").first.click()  # the first example row
-            page.get_by_role("button", name="Remove file").first.wait_for(timeout=20_000)  # the example's photo
             began = time.perf_counter()
-            page.locator("#input").get_by_role("button", name="Submit").click()
-            page.locator("#chat").get_by_text("denoise", exact=False).first.wait_for(timeout=30_000)
-            first_update = time.perf_counter() - began  # the assistant's first streamed message
+            timing = {"first_update_seconds": _submit_example(page)}
             page.locator("#metrics table").wait_for(timeout=180_000)
-            with open(os.path.join(ARTIFACTS, "timing.json"), "w") as f:
-                json.dump({"first_update_seconds": round(first_update, 2),
-                           "result_seconds": round(time.perf_counter() - began, 2)}, f)
+            timing["result_seconds"] = round(time.perf_counter() - began, 2)
             table = page.locator("#metrics").inner_text()
             assert "MAE-r" in table and "LM4LV" in table and "PSNR" in table
-            for elem in ("degraded", "mae_r", "lm4lv"):
+            for elem in ("degraded", "mae_r", "lm4lv", "copy_map", "error_map", "focus"):
                 assert page.locator(f"#{elem} img").count() >= 1, elem
             page.screenshot(path=os.path.join(ARTIFACTS, "demo.png"), full_page=True)
+            timing.update(_stop_then_next(page))
+            with open(os.path.join(ARTIFACTS, "timing.json"), "w") as f:
+                json.dump(timing, f)
             browser.close()
     finally:
         demo.close()
+
+
+def _submit_example(page) -> float:
+    """Click the first example (which runs it); seconds until the assistant's first streamed message."""
+    page.get_by_text("Examples (click one").wait_for(timeout=30_000)
+    began = time.perf_counter()
+    before = page.locator("#chat").inner_text().count("denoise")
+    page.locator("button.gallery-item").first.click()  # the first example: a photo and "degrade it and denoise"
+    page.wait_for_function(f"document.querySelector('#chat').innerText.split('denoise').length - 1 > {before}",
+                           timeout=30_000)
+    return round(time.perf_counter() - began, 2)
+
+
+def _stop_then_next(page) -> dict:
+    """Submit, press Stop once tokens stream, then submit again: the stopped turn never finishes and the next one
+    does (the worker was freed)."""
+    _submit_example(page)
+    page.wait_for_function("document.querySelector('#chat').innerText.includes('visual token')", timeout=60_000)
+    page.locator("#stop").click()
+    next_first_update = _submit_example(page)
+    page.wait_for_function("document.querySelector('#chat').innerText.split('Done in').length - 1 >= 2",
+                           timeout=180_000)
+    finished = page.locator("#chat").inner_text().count("Done in")
+    assert finished == 2, finished  # the first turn and the one after Stop; the stopped one never finished
+    return {"next_first_update_seconds_after_stop": next_first_update}
 
 
 def test_full_size_request_streams_tiles(service):
