@@ -14,8 +14,8 @@ def parse_args(argv=None):
     p.add_argument("--llm", default=None, help="override the checkpoint's LLM (hub id, folder, .gguf)")
     p.add_argument("--alternative", action="append", default=None, metavar="DIR",
                    help="another checkpoint users may select in the chat (loaded on first use; repeatable); default: "
-                        "the shipped LoRA control checkpoints/lm4lv-smollm2-lora when it exists and --checkpoint is "
-                        "not given")
+                        "the other shipped checkpoints (checkpoints/lm4lv-gemma3, the LoRA control "
+                        "checkpoints/lm4lv-smollm2-lora) when --checkpoint is not given")
     p.add_argument("--share", action="store_true", help="create a public gradio.live link")
     p.add_argument("--mcp", action="store_true",
                    help="also serve the API (restore, explain) as an MCP server at /gradio_api/mcp/")
@@ -26,17 +26,18 @@ def parse_args(argv=None):
 
 def alternative_loaders(folders: list[str] | None, checkpoint, llm) -> dict:
     """{label: loader} of the checkpoints users may select besides the main one (see --alternative)."""
-    from lm4lv_core.checkpoint import CONFIG_FILE, DEFAULT_LORA_CHECKPOINT, read_raw_config
+    from lm4lv_core.checkpoint import DEFAULT_CHECKPOINT, read_raw_config, shipped_checkpoints
     from lm4lv_core.variants import load_model
 
     from .service import model_label
 
     if folders is None:
-        folders = [str(DEFAULT_LORA_CHECKPOINT)] if checkpoint is None and (
-            DEFAULT_LORA_CHECKPOINT / CONFIG_FILE).is_file() else []
+        folders = [str(folder) for folder in shipped_checkpoints().values()
+                   if folder != DEFAULT_CHECKPOINT] if checkpoint is None else []
     loaders = {}
     for folder in folders:
-        label = model_label(read_raw_config(folder).get("lora_rank", 0) == 0)
+        raw = read_raw_config(folder)
+        label = model_label(raw.get("lora_rank", 0) == 0, raw.get("llm", ""))
         label = label if label not in loaders else f"{label} ({os.path.basename(folder)})"
         loaders[label] = lambda folder=folder: load_model(folder, llm=llm)
     return loaders

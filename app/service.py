@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 
 from lm4lv_core import TASKS, InputError, LM4LVError
 from lm4lv_core.degrade import degrade, strength_from_level, target
+from lm4lv_core.llm import llm_label
 from lm4lv_core.explain_images import copy_map_image, error_maps, focus_image, token_psnr
 from lm4lv_core.metrics import psnr, ssim
 from lm4lv_core.restore import Progress
@@ -119,9 +120,9 @@ def progress_message(header: str, progress: Progress) -> str:
     return f"{header}\n\nLLM: `{progress.text}`\n\nvisual token {progress.done} / {progress.total}"
 
 
-def model_label(llm_frozen: bool) -> str:
-    """How the demo names a model: the paper's frozen-LLM model, or the LoRA control (not frozen)."""
-    return "LM4LV (frozen LLM)" if llm_frozen else "LM4LV, LLM adapted with LoRA"
+def model_label(llm_frozen: bool, llm_name: str = "") -> str:
+    """How the demo names a model: its LLM (name, size, head width), frozen as in the paper or adapted with LoRA."""
+    return f"{llm_label(llm_name)}: " + ("frozen" if llm_frozen else "adapted with LoRA (not frozen)")
 
 
 class DemoService:
@@ -144,7 +145,7 @@ class DemoService:
 
     @property
     def label(self) -> str:
-        return model_label(self.model.llm_frozen)
+        return model_label(self.model.llm_frozen, self.model.llm_name)
 
     @property
     def labels(self) -> list[str]:

@@ -65,7 +65,8 @@ def chat_tab(service: DemoService) -> None:
             stop = gr.Button("Stop", variant="stop", elem_id="stop", size="sm")
         with gr.Column(scale=2):
             task = gr.Radio(list(TASKS), value="denoise", label="Task-token set", elem_id="task")
-            model = gr.Radio(service.labels, value=service.label, label="Model", elem_id="model",
+            model = gr.Radio(service.labels, value=service.label, elem_id="model",
+                             label="Frozen LLM (another is loaded when first used)",
                              visible=len(service.labels) > 1)
             synth = gr.Checkbox(value=False, label="Degrade it for me (my photo is clean)", elem_id="synth")
             full = gr.Checkbox(value=False, elem_id="full",

@@ -22,6 +22,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "lm4lv-smollm2"
 DEFAULT_LORA_CHECKPOINT = REPO_ROOT / "checkpoints" / "lm4lv-smollm2-lora"  # the lm4lv-lora control (LLM not frozen)
 DEFAULT_VISION = REPO_ROOT / "checkpoints" / "mae-tiny"
+# the checkpoints this repository ships, by the name `--checkpoint` also accepts (one per frozen LLM, and the control)
+SHIPPED = {"lm4lv-smollm2": DEFAULT_CHECKPOINT, "lm4lv-smollm2-lora": DEFAULT_LORA_CHECKPOINT,
+           "lm4lv-gemma3": REPO_ROOT / "checkpoints" / "lm4lv-gemma3"}
 HEADS_FILE, CONFIG_FILE = "heads.safetensors", "lm4lv_config.json"
 
 
@@ -122,9 +125,11 @@ def load_vision(source) -> VisionModule:
 
 
 def checkpoint_folder(path) -> str | None:
+    """The local folder of a checkpoint given as a folder, a shipped name (`SHIPPED`) or a hub id (downloaded);
+    None for the default where it is not shipped."""
     if path is None:
         return str(DEFAULT_CHECKPOINT) if (DEFAULT_CHECKPOINT / CONFIG_FILE).is_file() else None
-    path = str(path)
+    path = str(SHIPPED.get(str(path), path))
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, CONFIG_FILE)):
             raise CheckpointError(f"{path} is not an LM4LV checkpoint: it has no {CONFIG_FILE}.")
@@ -139,6 +144,11 @@ def checkpoint_folder(path) -> str | None:
                                  endpoint=os.environ.get("HF_ENDPOINT") or None)
     except Exception as exc:
         raise CheckpointError(f"Could not fetch the checkpoint {path!r} from the hub: {exc}") from exc
+
+
+def shipped_checkpoints() -> dict[str, Path]:
+    """{name: folder} of the shipped checkpoints present in this installation."""
+    return {name: folder for name, folder in SHIPPED.items() if (folder / CONFIG_FILE).is_file()}
 
 
 def read_raw_config(folder: str) -> dict:

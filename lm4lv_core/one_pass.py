@@ -224,6 +224,10 @@ class OnePassModel(Restorer, nn.Module):
         return self.config.variant
 
     @property
+    def llm_name(self) -> str:
+        return self.config.llm
+
+    @property
     def tasks(self) -> tuple[str, ...]:
         return tuple(self.config.tasks)
 

@@ -76,6 +76,7 @@ class Restorer(ABC):
     trained: bool
     autoregressive: bool
     llm_frozen = True  # False only where an LLM's own weights were trained (the lm4lv-lora control)
+    llm_name = ""  # the frozen LLM the checkpoint was trained with, where it has one (`llm.llm_label` names it)
     position_embeddings = False  # True where a learned vector per visual-token index was trained (LM4LV's option)
     generation_bytes_per_row = 0  # memory one generated image holds while it is generated (LM4LV: its KV cache)
 

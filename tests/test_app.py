@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.service import DemoService, metrics_markdown, task_from_text, wants_degradation
+from app.service import DemoService, metrics_markdown, model_label, task_from_text, wants_degradation
 from lm4lv_core.errors import InputError
 from tests.hub_server import free_port
 
@@ -19,6 +19,19 @@ ARTIFACTS = os.path.join(os.path.dirname(__file__), "..", "test-artifacts")
 @pytest.fixture(scope="module")
 def service(tiny_model):
     return DemoService(tiny_model, preview_every=8)
+
+
+def test_llm_labels_name_size_and_head_width(capsys):
+    from lm4lv_core.checkpoint import SHIPPED, checkpoint_folder
+    from lm4lv_core.cli import main
+
+    assert model_label(True, "smollm2") == "SmolLM2-135M-Instruct (135M parameters, 64-value heads): frozen"
+    assert model_label(True, "gemma3").startswith("Gemma 3 270M (268M parameters, 256-value heads)")
+    assert model_label(True, "org/some-llm") == "org/some-llm: frozen"
+    assert checkpoint_folder("lm4lv-smollm2") == str(SHIPPED["lm4lv-smollm2"])  # a shipped name is a checkpoint
+    assert main(["models"]) == 0
+    listed = capsys.readouterr().out
+    assert "lm4lv-smollm2          SmolLM2-135M-Instruct (135M parameters, 64-value heads), frozen  [default]" in listed
 
 
 def test_task_and_mode_from_text():
@@ -267,20 +280,22 @@ def test_a_second_model_is_selectable_and_loaded_once(tiny_model, tiny_llm_dir, 
                        dtype=torch.float32)
     lora.save_pretrained(tmp_path / "lora", vision_path=tiny_vision_dir)
     loaders = alternative_loaders([str(tmp_path / "lora")], None, tiny_llm_dir)
-    assert list(loaders) == ["LM4LV, LLM adapted with LoRA"]
+    lora_label = model_label(False, tiny_llm_dir)
+    assert list(loaders) == [lora_label] and lora_label.endswith("adapted with LoRA (not frozen)")
     calls = []
     service = DemoService(tiny_model, preview_every=8,
                           alternatives={k: (lambda f=f: calls.append(1) or f()) for k, f in loaders.items()})
-    assert service.labels == ["LM4LV (frozen LLM)", "LM4LV, LLM adapted with LoRA"]
-    assert service.using(None) is service and service.using("LM4LV (frozen LLM)") is service
-    other = service.using("LM4LV, LLM adapted with LoRA")
-    assert other is service.using("LM4LV, LLM adapted with LoRA") and len(calls) == 1
-    assert not other.model.llm_frozen and other.label == "LM4LV, LLM adapted with LoRA"
+    assert service.labels == [model_label(True, tiny_llm_dir), lora_label]
+    assert service.label.endswith(": frozen")
+    assert service.using(None) is service and service.using(service.label) is service
+    other = service.using(lora_label)
+    assert other is service.using(lora_label) and len(calls) == 1
+    assert not other.model.llm_frozen and other.label == lora_label
     with pytest.raises(InputError, match="Unknown model"):
         service.using("GPT-9")
     message = {"files": [EXAMPLE], "text": "denoise"}
-    *_, last = chat_turn(service, message, [], "denoise", False, False, 0.5, 0, "LM4LV, LLM adapted with LoRA")
+    *_, last = chat_turn(service, message, [], "denoise", False, False, 0.5, 0, lora_label)
     assert "Done in" in str(last[0][-1]["content"][0])
     message = {"files": [EXAMPLE], "text": ""}
-    *_, last = chat_turn(service, message, [], "deblur", False, False, 0.5, 0, "LM4LV, LLM adapted with LoRA")
+    *_, last = chat_turn(service, message, [], "deblur", False, False, 0.5, 0, lora_label)
     assert "Sorry" in str(last[0][-1]["content"])  # the LoRA checkpoint has no deblur tokens: one sentence
