@@ -106,13 +106,21 @@ class AttentionRecorder:
     def _keep(self, index: int, output) -> None:
         weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
         if weights is not None and weights.shape[-2] == 1:  # (B, H, 1, L): a decoding step
-            self.latest[index] = weights[:, :, 0, self.readers.to(weights.device)].float().cpu()
+            self.latest[index] = weights[:, :, 0].float()
 
     def take(self) -> torch.Tensor | None:
-        """(layers, B, heads, N) of the last decoding step since the previous `take`, else None."""
+        """(layers, B, heads, N) of the last decoding step since the previous `take`, else None.
+
+        A layer whose cache is shorter than the others' (a sliding-window layer whose window the sequence outgrew:
+        its keys are a rolling buffer, not positions) gets zeros: it is never chosen as the copying layer."""
         if any(w is None for w in self.latest):
             return None
-        taken, self.latest = torch.stack(self.latest), [None] * len(self.latest)
+        length = max(w.shape[-1] for w in self.latest)
+        readers = self.readers.to(self.latest[0].device)
+        shape = (*self.latest[0].shape[:-1], len(readers))  # (B, heads, N)
+        taken = torch.stack([w[..., readers] if w.shape[-1] == length else w.new_zeros(shape)
+                             for w in self.latest]).cpu()
+        self.latest = [None] * len(self.latest)
         return taken
 
     def __enter__(self) -> "AttentionRecorder":
