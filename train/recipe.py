@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import pkgutil
 import shlex
@@ -33,13 +34,20 @@ class Step:
     args: tuple[str, ...]
     done: str  # a path (with {runs}) that exists once the step has finished
     resumable: bool = False  # a training run: rerun with --resume when its state folder exists
-
+    done_steps: int | None = None  # a training run: `done` (its training.json, also written at every save) must
+    # record this many steps
     def command(self, runs: str, resume: bool = False) -> list[str]:
         args = [a.format(runs=runs) for a in self.args]
         return [sys.executable, "-m", self.module, *args, *(["--resume"] if resume else [])]
 
     def is_done(self, runs: str) -> bool:
-        return os.path.exists(self.done.format(runs=runs))
+        path = self.done.format(runs=runs)
+        if not os.path.exists(path):
+            return False
+        if self.done_steps is None:
+            return True
+        with open(path) as f:
+            return json.load(f).get("steps") == self.done_steps
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,36 @@
+"""Named recipes: listing, the plan's states (todo, resume, done) and a run that stops where a step fails."""
+import json
+import os
+
+from train.recipe import Recipe, Step, available, plan, run
+
+
+def test_every_recipe_file_is_listed():
+    recipes = available()
+    assert {"lm4lv-gemma3", "same-budget-smollm2"} <= set(recipes)
+    for recipe in recipes.values():
+        assert recipe.steps and all(step.module.startswith("train.") for step in recipe.steps)
+
+
+def test_a_training_step_is_done_only_at_its_last_step(tmp_path):
+    """training.json is written at every save: a run saved at step 125 of 600 is resumed, not skipped."""
+    step = Step("stage", "train.train_lm4lv", ("--out", "{runs}/stage", "--steps", "600"),
+                done="{runs}/stage/lm4lv/training.json", resumable=True, done_steps=600)
+    runs = str(tmp_path)
+    assert plan(Recipe("r", "", "", (step,)), runs)[0][1] == "todo"
+    os.makedirs(tmp_path / "stage" / "lm4lv")
+    os.makedirs(tmp_path / "stage" / "state")
+    record = tmp_path / "stage" / "lm4lv" / "training.json"
+    record.write_text(json.dumps({"steps": 125}))
+    assert plan(Recipe("r", "", "", (step,)), runs)[0][1] == "resume"
+    assert step.command(runs, resume=True)[-1] == "--resume"
+    record.write_text(json.dumps({"steps": 600}))
+    assert plan(Recipe("r", "", "", (step,)), runs)[0][1] == "done"
+
+
+def test_run_stops_at_a_step_that_did_not_finish(tmp_path):
+    lines = []
+    listing = Step("list", "train.recipe", ("--list",), done="{runs}/never")
+    after = Step("after", "train.recipe", ("--list",), done="{runs}/also-never")
+    assert run(Recipe("r", "", "", (listing, after)), str(tmp_path), log=lines.append) == 1
+    assert "stopped before its end" in lines[-1] and not any("after" in line for line in lines)

@@ -1,0 +1,12 @@
+"""The comparison row of Table 7: `lm4lv-gemma3`'s chain (same data, seed, steps, batch and interface) on the
+frozen SmolLM2-135M-Instruct instead of Gemma 3 270M. Not shipped: the shipped SmolLM2 checkpoint is stage 3z's longer
+chain (checkpoints/lm4lv-smollm2/README.md)."""
+from train.recipe import Recipe
+from train.recipes.lm4lv_gemma3 import chain
+
+RECIPE = Recipe(
+    name="same-budget-smollm2",
+    description="lm4lv-gemma3's chain on SmolLM2 (Table 7's comparison; not shipped)",
+    checkpoint="runs/recipes/same-budget-smollm2/stage1_refit",
+    steps=chain("smollm2"),
+)
