@@ -17,9 +17,20 @@ def test_dry_run_lists_only_what_the_demo_needs():
     paths = space_files()
     assert {"app.py", "requirements.txt", "README.md", "LICENSE", "checkpoints/mae-tiny/model.safetensors",
             "checkpoints/lm4lv-smollm2/heads.safetensors"} <= set(paths)
-    assert not [p for p in paths if p.startswith(("train/", "tests/", "research/", "docs/", "bench/",
-                                                  "checkpoints/candidates", "checkpoints/ablations"))]
+    assert not [p for p in paths if p.startswith(("train/", "tests/", "research/", "docs/", "bench/"))]
     assert listing(paths).splitlines()[-1].endswith(f"total, {len(paths)} files")
+
+
+def test_checkpoints_hold_only_what_the_product_loads():
+    """Every folder of checkpoints/ is a shipped checkpoint (`checkpoint.SHIPPED`) or the vision module they load,
+    each with its model card; experiment checkpoints live in research/checkpoints/."""
+    from lm4lv_core.checkpoint import DEFAULT_VISION, SHIPPED
+
+    product = {path.name for path in SHIPPED.values()} | {DEFAULT_VISION.name}
+    folders = [name for name in os.listdir(os.path.join(ROOT, "checkpoints"))
+               if os.path.isdir(os.path.join(ROOT, "checkpoints", name))]
+    assert set(folders) <= product, set(folders) - product
+    assert all(os.path.isfile(os.path.join(ROOT, "checkpoints", name, "README.md")) for name in folders)
 
 
 def test_space_file_set_alone_serves_restore(tmp_path):
