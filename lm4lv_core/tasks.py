@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from . import corruptions
+from .corruptions import add_noise, add_pepper, add_rain, gaussian_blur, mask_blocks
 from .errors import InputError
 
 Box = tuple[int, int, int, int]  # (left, top, right, bottom), pixels
@@ -94,15 +94,15 @@ def _moved(transpose: Image.Transpose, x: int, y: int, width: int, height: int) 
 
 
 REGISTRY: dict[str, Task] = {t.name: t for t in (
-    Task("denoise", "remove Gaussian noise", corruptions.add_noise, lambda rng: float(rng.uniform(0, 50 / 255)),
+    Task("denoise", "remove Gaussian noise", add_noise, lambda rng: float(rng.uniform(0, 50 / 255)),
          25 / 255, lambda level: level * 50 / 255),
-    Task("deblur", "remove Gaussian blur", corruptions.gaussian_blur, lambda rng: int(rng.choice([1, 3, 5, 7])),
+    Task("deblur", "remove Gaussian blur", gaussian_blur, lambda rng: int(rng.choice([1, 3, 5, 7])),
          5, lambda level: (1, 3, 5, 7)[int(round(level * 3))]),
-    Task("derain", "remove rain streaks", corruptions.add_rain, lambda rng: float(rng.uniform(0, 20)),
+    Task("derain", "remove rain streaks", add_rain, lambda rng: float(rng.uniform(0, 20)),
          10.0, lambda level: level * 20.0),
-    Task("depepper", "remove pepper (black-pixel) noise", corruptions.add_pepper,
+    Task("depepper", "remove pepper (black-pixel) noise", add_pepper,
          lambda rng: float(rng.uniform(0, 0.1)), 0.05, lambda level: level * 0.1),
-    Task("demask", "fill in 4x4 masked blocks", corruptions.mask_blocks, lambda rng: 0.1,
+    Task("demask", "fill in 4x4 masked blocks", mask_blocks, lambda rng: 0.1,
          0.1, lambda level: level * 0.2),  # the paper's fixed rate 0.1 sits at level 0.5
     Task("rotate", "rotate by 90 degrees counter-clockwise", transpose=Image.Transpose.ROTATE_90),
     Task("flip", "flip horizontally", transpose=Image.Transpose.FLIP_LEFT_RIGHT),

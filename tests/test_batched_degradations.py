@@ -6,7 +6,7 @@ import torch
 
 from lm4lv_core import corruptions
 from lm4lv_core.degrade import target
-from lm4lv_core.tasks import REGISTRY, TASKS
+from lm4lv_core.tasks import REGISTRY
 from train.batched_degradations import add_rain, degrade_batch, gaussian_kernel, mask_blocks, separable_blur
 
 

@@ -2,7 +2,8 @@
 import json
 import os
 
-from train.recipe import Recipe, Step, available, plan, run
+from train.recipe import available, plan, run
+from train.recipes import Recipe, Step
 
 
 def test_every_recipe_file_is_listed():

@@ -320,7 +320,8 @@ def test_readout_refit_reaches_the_least_squares_optimum_of_free_running(data_di
 
     from lm4lv_core import LM4LV
     from train.data import RandomCrops
-    from train.refit_readout import FIRST_BATCH, fed_tokens, main, refit_readout
+    from train.objectives import fed_tokens
+    from train.refit_readout import FIRST_BATCH, main, refit_readout
     from train.train_lm4lv import main as train, make_pairs
 
     train(["--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data_dir), "--out", str(tmp_path / "r"),
@@ -500,7 +501,7 @@ def test_generated_self_conditioning_feeds_the_free_running_tokens(data_dir, tmp
     import torch
 
     from lm4lv_core import LM4LV
-    from train.refit_readout import fed_tokens
+    from train.objectives import fed_tokens
     from train.train_lm4lv import generated_mix, main
 
     model = LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, tasks=["denoise"], device="cpu", dtype=torch.float32)

@@ -102,10 +102,10 @@ def run_variant(args, variant: str) -> str:
             shutil.copy(os.path.join(run, name), f"{target}.{name}")
     shutil.copytree(os.path.join(run, "examples"), os.path.join(args.results, "examples", variant), dirs_exist_ok=True)
     if variant in ADAPTER_VARIANTS:  # paper B.1: is adapter_out @ adapter_in a scaled identity?
-        from train.analyze_adapters import main as analyze
-
-        analyze(["--checkpoint", os.path.join(run, "lm4lv"), "--json", f"{target}.adapters.json",
-                 "--heatmap", os.path.join(args.results, "examples", variant, "adapter_product.png")])
+        subprocess.run([sys.executable, "-m", "train.analyze_adapters", "--checkpoint", os.path.join(run, "lm4lv"),
+                        "--json", f"{target}.adapters.json",
+                        "--heatmap", os.path.join(args.results, "examples", variant, "adapter_product.png")],
+                       env=env, check=True)
     return f"{variant}: done in {time.time() - began:.0f} s"
 
 
@@ -127,10 +127,9 @@ def main(argv=None):
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         for message in pool.map(lambda v: run_safely(args, v), variants):
             print(message, flush=True)
-    from train.ablation_report import main as report
-
     reference = ["--reference", args.reference] if os.path.isfile(args.reference) else []
-    report(["--runs", args.results, "--out", args.report] + reference)
+    subprocess.run([sys.executable, "-m", "train.ablation_report", "--runs", args.results, "--out", args.report]
+                   + reference, check=True)
 
 
 if __name__ == "__main__":

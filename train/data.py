@@ -14,7 +14,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lm4lv_core.images import IMAGE_EXTENSIONS
+from lm4lv_core.degrade import degrade, target
+from lm4lv_core.images import IMAGE_EXTENSIONS, load_image
+from lm4lv_core.tasks import REGISTRY, SANITY_TASKS, TASKS, get_task
+from train.batched_degradations import degrade_batch
 
 
 def list_images(root: str) -> list[str]:
@@ -85,3 +88,55 @@ class RandomCrops:
         """Batch `step` for process `rank` of `world`: (B, 3, S, S) in [0, 1]."""
         first = (step * world + rank) * batch_size
         return torch.stack([self.sample(first + j) for j in range(batch_size)])
+
+
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left")  # Table 2's evaluation photos
+
+
+def parse_tasks(text: str) -> list[str]:
+    tasks = list(TASKS) if text == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in TASKS + SANITY_TASKS]
+    if unknown:
+        raise SystemExit(f"Unknown task(s) {unknown}; choose from {TASKS + SANITY_TASKS} or 'all'.")
+    return tasks
+
+
+def make_pairs(crops: RandomCrops, vision, step: int, batch_size: int, tasks: list[str], seed: int, rank=0, world=1,
+               degradations: str = "numpy"):
+    """Batch `step`: (lq, hq) visual tokens (B, N, D) and the task of each example (uniform over tasks), degraded
+    image by image with `degrade` ("numpy") or as one batch on the vision module's device ("torch")."""
+    clean = crops.batch(step, batch_size, rank, world)  # (B, 3, S, S) in [0, 1]
+    first = (step * world + rank) * batch_size
+    rngs = [np.random.default_rng((seed, first + j, 7)) for j in range(batch_size)]
+    names = [tasks[int(rng.integers(len(tasks)))] for rng in rngs]
+    if degradations == "torch":
+        device = vision.mean.device
+        generator = torch.Generator(device).manual_seed(int(np.random.default_rng((seed, first, 11)).integers(2**62)))
+        inputs, targets = degrade_batch(clean.to(device), names, generator)  # (B, 3, S, S) in [0, 1]
+    else:
+        images = [(c.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for c in clean]
+        inputs = np.stack([np.asarray(degrade(im, task, seed=int(rng.integers(2**31))))
+                           for im, task, rng in zip(images, names, rngs)])  # (B, S, S, 3) uint8
+        targets = np.stack([np.asarray(target(im, task)) for im, task in zip(images, names)])
+    with torch.no_grad():  # the vision module's tensor entries: uint8 (B, S, S, 3) or float (B, 3, S, S) batches
+        lq = vision.encode(vision.preprocess(inputs))
+        hq = vision.encode(vision.preprocess(targets))
+    return lq, hq, names
+
+
+def load_eval_images(spec: str, limit: int | None) -> list[tuple[str, Image.Image]]:
+    if spec == "skimage":
+        from skimage import data
+
+        arrays = {name: (data.stereo_motorcycle()[0] if name == "motorcycle_left" else getattr(data, name)())
+                  for name in SKIMAGE_PHOTOS}
+        images = [(name, Image.fromarray(a).convert("RGB")) for name, a in arrays.items()]
+    else:
+        images = [(os.path.relpath(p, spec), load_image(p).image) for p in list_images(spec)]
+    return images[:limit] if limit else images
+
+
+def degradation_seed(seed: int, image_index: int, task: str) -> int:
+    """The fixed seed of one (image, task) degradation: it depends on the task's name (its place in the registry, the
+    seven in Table 2's order), not on which other tasks are evaluated with it."""
+    return seed * 1_000_003 + image_index * 101 + list(REGISTRY).index(get_task(task).name)

@@ -24,25 +24,12 @@ import numpy as np
 from PIL import Image
 
 from lm4lv_core.degrade import degrade, target
-from lm4lv_core.tasks import REGISTRY, TASKS, get_task, restoration_tasks
-from lm4lv_core.images import fit_square, load_image
+from lm4lv_core.tasks import TASKS, restoration_tasks
+from lm4lv_core.images import fit_square
 from lm4lv_core.metrics import psnr, ssim
-from train.data import list_images
+from train.data import degradation_seed, load_eval_images
 from train.probe import baseline_input
 
-SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left")
-
-
-def load_eval_images(spec: str, limit: int | None) -> list[tuple[str, Image.Image]]:
-    if spec == "skimage":
-        from skimage import data
-
-        arrays = {name: (data.stereo_motorcycle()[0] if name == "motorcycle_left" else getattr(data, name)())
-                  for name in SKIMAGE_PHOTOS}
-        images = [(name, Image.fromarray(a).convert("RGB")) for name, a in arrays.items()]
-    else:
-        images = [(os.path.relpath(p, spec), load_image(p).image) for p in list_images(spec)]
-    return images[:limit] if limit else images
 
 
 def parse_args(argv=None):
@@ -63,12 +50,6 @@ def parse_args(argv=None):
     p.add_argument("--examples", default=None,
                    help="folder for the first image's PNGs per task (degraded, mae_r, output, clean), for grids")
     return p.parse_args(argv)
-
-
-def degradation_seed(seed: int, image_index: int, task: str) -> int:
-    """The fixed seed of one (image, task) degradation: it depends on the task's name (its place in the registry, the
-    seven in Table 2's order), not on which other tasks are evaluated with it."""
-    return seed * 1_000_003 + image_index * 101 + list(REGISTRY).index(get_task(task).name)
 
 
 def evaluate(model, images, tasks, seed=0, size=None, strength="random", batch_size=8):

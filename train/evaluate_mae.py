@@ -21,7 +21,7 @@ import torch
 from lm4lv_core.images import fit_square
 from lm4lv_core.metrics import psnr, ssim
 from lm4lv_core.vision import VisionModule
-from train.evaluate import load_eval_images
+from train.data import load_eval_images
 
 
 def reconstruction_scores(vision: VisionModule, images) -> dict:

@@ -13,56 +13,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import pkgutil
 import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+
+from train.recipes import Recipe, Step
 
 RECIPES_PACKAGE = "train.recipes"
-
-
-@dataclass(frozen=True)
-class Step:
-    """One command of a recipe: `python -m module *args`, done once `done` exists."""
-
-    name: str
-    module: str
-    args: tuple[str, ...]
-    done: str  # a path (with {runs}) that exists once the step has finished
-    resumable: bool = False  # a training run: rerun with --resume when its state folder exists
-    done_steps: int | None = None  # a training run: `done` (its training.json, also written at every save) must
-    # record this many steps
-    def command(self, runs: str, resume: bool = False) -> list[str]:
-        args = [a.format(runs=runs) for a in self.args]
-        return [sys.executable, "-m", self.module, *args, *(["--resume"] if resume else [])]
-
-    def is_done(self, runs: str) -> bool:
-        path = self.done.format(runs=runs)
-        if not os.path.exists(path):
-            return False
-        if self.done_steps is None:
-            return True
-        with open(path) as f:
-            return json.load(f).get("steps") == self.done_steps
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A named chain of steps and the checkpoint folder its last step writes."""
-
-    name: str
-    description: str
-    checkpoint: str
-    steps: tuple[Step, ...] = field(default_factory=tuple)
-
-    def __post_init__(self):
-        names = [s.name for s in self.steps]
-        if len(set(names)) != len(names):
-            raise ValueError(f"Recipe {self.name}: step names repeat ({names})")
 
 
 def available() -> dict[str, Recipe]:

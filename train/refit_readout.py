@@ -18,25 +18,14 @@ import shutil
 
 import torch
 
-from lm4lv_core.generate import Finished
 from train.data import RandomCrops
 from train.engine import load_autoregressive, save_next_to
 from train.least_squares import ReadoutFit
-from train.train_lm4lv import make_pairs, parse_tasks
+from train.data import make_pairs, parse_tasks
+from train.objectives import fed_tokens
 
 INPUTS = ("free", "self", "teacher")
 FIRST_BATCH = 2 * 10**9  # batch indices far from any training step and from train_lm4lv's initialisation batches
-
-
-@torch.no_grad()
-def fed_tokens(model, lq: torch.Tensor, hq: torch.Tensor, names: list[str], inputs: str) -> torch.Tensor:
-    """(B, N, vision_dim) HQ tokens to feed the LLM: generated (free), one-pass predictions (self) or hq (teacher)."""
-    if inputs == "teacher":
-        return hq
-    if inputs == "self":
-        return model.forward_loss(lq, hq, names)["pred"]
-    finished = {e.row: e for e in model.events(lq, names, force_image_after=0) if isinstance(e, Finished)}
-    return torch.stack([finished[i].image_or(lq[i]) for i in range(len(names))])
 
 
 @torch.no_grad()

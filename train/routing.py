@@ -33,9 +33,9 @@ from lm4lv_core.sequence import LQ
 from lm4lv_core.tasks import get_task
 from train.data import RandomCrops
 from train.engine import load_autoregressive
-from train.evaluate import degradation_seed, load_eval_images
+from train.data import degradation_seed, load_eval_images
 from train.probe import baseline_input
-from train.refit_readout import fed_tokens
+from train.objectives import fed_tokens
 
 FIT_BATCH = 3 * 10**9  # crop indices far from training and from the readout refit
 

@@ -16,17 +16,14 @@ import csv
 import json
 import os
 
-import numpy as np
 import torch
 
-from lm4lv_core.degrade import degrade, target
 from lm4lv_core.attention import training_attention
-from lm4lv_core.tasks import SANITY_TASKS, TASKS
 from lm4lv_core.variants import AUTOREGRESSIVE_VARIANTS, VARIANTS, build_model
-from train.batched_degradations import degrade_batch
-from train.data import RandomCrops
+from train.data import RandomCrops, make_pairs, parse_tasks
 from train.engine import add_common_args, append_row, make_accelerator, train_loop, will_resume
 from train.least_squares import ReadoutFit
+from train.objectives import generated_mix, pixel_loss
 from train.probe import FreeRunningProbe
 
 STATISTICS_BATCHES = 4  # batches of (LQ, HQ) tokens behind the feature statistics of --standardize
@@ -40,16 +37,8 @@ def int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: give whole numbers separated by commas, e.g. 17,18") from None
 
 
-def parse_tasks(text: str) -> list[str]:
-    tasks = list(TASKS) if text == "all" else [t.strip() for t in text.split(",") if t.strip()]
-    unknown = [t for t in tasks if t not in TASKS + SANITY_TASKS]
-    if unknown:
-        raise SystemExit(f"Unknown task(s) {unknown}; choose from {TASKS + SANITY_TASKS} or 'all'.")
-    return tasks
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The model: variant, LLM, vision module, tasks."""
     p.add_argument("--vision", required=True, help="the trained ViT-MAE (folder or hub id)")
     p.add_argument("--variant", choices=VARIANTS, default="lm4lv",
                    help="the model (lm4lv) or a control: random-llm, vit-llm, single-layer, linear, mlp, transformer")
@@ -65,6 +54,10 @@ def parse_args(argv=None):
     p.add_argument("--llm", default=None, help="frozen LLM: hub id, folder or .gguf (default: embedded SmolLM2)")
     p.add_argument("--tasks", default="all", help="comma-separated tasks, 'all' (the seven), or 'repeat'")
     p.add_argument("--num-task-tokens", type=int, default=10, help="task tokens per task")
+
+
+def add_feeding_args(p: argparse.ArgumentParser) -> None:
+    """What the LLM is fed in training and how adapter_out starts."""
     p.add_argument("--input-noise", type=float, default=0.0,
                    help="std of Gaussian noise on the teacher-forced visual tokens (exposure bias)")
     p.add_argument("--self-condition", type=float, default=0.0,
@@ -81,6 +74,10 @@ def parse_args(argv=None):
     p.add_argument("--ridge-init", type=int, default=4,
                    help="batches used to initialise adapter_out by ridge regression from the teacher-forced hidden "
                         "states (0: keep the pseudo-inverse of adapter_in)")
+
+
+def add_interface_args(p: argparse.ArgumentParser) -> None:
+    """How the adapters see MAE features, and what else is trained beside them."""
     p.add_argument("--standardize", action="store_true",
                    help="adapters read and write per-dimension standardised MAE features (mean/std of "
                         f"{STATISTICS_BATCHES} batches of LQ and HQ tokens, stored with the weights); the L2 loss is "
@@ -119,6 +116,10 @@ def parse_args(argv=None):
                         "--init-from a checkpoint without one it starts at START")
     p.add_argument("--lq-gain-lr-scale", type=float, default=1.0, metavar="SCALE",
                    help="the LQ log-gain (--lq-gain) learns at SCALE x the learning rate")
+
+
+def add_objective_args(p: argparse.ArgumentParser) -> None:
+    """Auxiliary objectives beside CE + L2 (train/objectives.py, train/carry.py)."""
     p.add_argument("--pixel-loss", type=float, default=0.0, metavar="WEIGHT",
                    help="add WEIGHT x the MSE between the decoded predicted and decoded target tokens (normalised "
                         "pixels, the frozen MAE decoder): weighs feature directions by what they change in the image")
@@ -138,6 +139,10 @@ def parse_args(argv=None):
                    help="what the carry probe predicts at an LQ token's position: that token's own decoded pixels "
                         "(input), or the reference's at the same index where the task keeps positions (reference: "
                         "the restorations and repeat; rotate / flip keep their own)")
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """Where the run starts from, its kernel, outputs and probes."""
     p.add_argument("--init-from", default=None,
                    help="start from a trained LM4LV checkpoint (a curriculum, e.g. `--tasks repeat` first): its "
                         "adapters and the task tokens of the tasks both runs share; skips --ridge-init")
@@ -151,6 +156,12 @@ def parse_args(argv=None):
                    help="also write the checkpoint here (e.g. checkpoints/lm4lv-smollm2); default: OUT/lm4lv")
     p.add_argument("--probe-every", type=int, default=100,
                    help="steps between free-running probes on fixed held-out crops (0: off)")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for add in (add_model_args, add_feeding_args, add_interface_args, add_objective_args, add_run_args):
+        add(p)
     add_common_args(p, lr=1e-3, batch_size=8, steps=2000)
     p.set_defaults(mixed_precision="no")  # the frozen LLM already runs in bf16 where fast; heads and loss stay fp32
     return p.parse_args(argv)
@@ -175,29 +186,6 @@ def check_variant_options(args) -> None:
     if used:
         raise SystemExit(f"{', '.join(used)} apply to the autoregressive variants "
                          f"({', '.join(AUTOREGRESSIVE_VARIANTS)}), not {args.variant}.")
-
-
-def make_pairs(crops: RandomCrops, vision, step: int, batch_size: int, tasks: list[str], seed: int, rank=0, world=1,
-               degradations: str = "numpy"):
-    """Batch `step`: (lq, hq) visual tokens (B, N, D) and the task of each example (uniform over tasks), degraded
-    image by image with `degrade` ("numpy") or as one batch on the vision module's device ("torch")."""
-    clean = crops.batch(step, batch_size, rank, world)  # (B, 3, S, S) in [0, 1]
-    first = (step * world + rank) * batch_size
-    rngs = [np.random.default_rng((seed, first + j, 7)) for j in range(batch_size)]
-    names = [tasks[int(rng.integers(len(tasks)))] for rng in rngs]
-    if degradations == "torch":
-        device = vision.mean.device
-        generator = torch.Generator(device).manual_seed(int(np.random.default_rng((seed, first, 11)).integers(2**62)))
-        inputs, targets = degrade_batch(clean.to(device), names, generator)  # (B, 3, S, S) in [0, 1]
-    else:
-        images = [(c.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for c in clean]
-        inputs = np.stack([np.asarray(degrade(im, task, seed=int(rng.integers(2**31))))
-                           for im, task, rng in zip(images, names, rngs)])  # (B, S, S, 3) uint8
-        targets = np.stack([np.asarray(target(im, task)) for im, task in zip(images, names)])
-    with torch.no_grad():  # the vision module's tensor entries: uint8 (B, S, S, 3) or float (B, 3, S, S) batches
-        lq = vision.encode(vision.preprocess(inputs))
-        hq = vision.encode(vision.preprocess(targets))
-    return lq, hq, names
 
 
 @torch.no_grad()
@@ -368,23 +356,6 @@ def with_carry_objective(model, args, accelerator, crops, tasks: list[str]):
         accelerator.print("carry probes at layers " + ", ".join(f"{layer}: ridge fit, pixel MSE {fit:.4f}"
                                                                  for layer, fit in zip(args.carry_layer, fits)))
     return objective
-
-
-def pixel_loss(vision, pred: torch.Tensor, hq: torch.Tensor) -> torch.Tensor:
-    """MSE between the frozen decoder's images (B, 3, S, S, normalised pixels) of predicted and target tokens."""
-    with torch.no_grad():
-        reference = vision.decode(hq)
-    return torch.nn.functional.mse_loss(vision.decode(pred), reference)
-
-
-def generated_mix(model, lq: torch.Tensor, hq: torch.Tensor, names: list[str], fraction: float) -> torch.Tensor:
-    """(B, N, vision_dim) HQ tokens to feed the LLM: a `fraction` of them, drawn per token, replaced by the model's own
-    free-running generation (no grad)."""
-    from train.refit_readout import fed_tokens
-
-    generated = fed_tokens(model, lq, hq, names, "free")  # (B, N, vision_dim)
-    swap = torch.rand(hq.shape[:2], device=hq.device)[..., None] < fraction
-    return torch.where(swap, generated.to(hq.dtype), hq)
 
 
 def make_loss_fn(model, args, accelerator, crops, tasks: list[str]):

@@ -4,7 +4,7 @@ Stage 1: all seven tasks from scratch with the interface stage 3z's chain arrive
 position embeddings, one adapter_in and one adapter_out per task), then each task's adapter_out refitted in closed
 form on its own free-running hidden states, then Table 2 on the skimage photos.
 """
-from train.recipe import Recipe, Step
+from train.recipes import Recipe, Step
 
 VISION = "checkpoints/mae-tiny"
 COMMON = ("--vision", VISION, "--whiten", "1e-4", "--pixel-loss", "1", "--batch-size", "8",
