@@ -16,12 +16,11 @@ from PIL import Image, ImageDraw
 
 from lm4lv_core import TASKS, InputError, LM4LVError
 from lm4lv_core.degrade import degrade, strength_from_level, target
-from lm4lv_core.llm import llm_label
 from lm4lv_core.explain_images import copy_map_image, error_maps, focus_image, token_psnr
+from lm4lv_core.llm import llm_label
 from lm4lv_core.metrics import psnr, ssim
 from lm4lv_core.restore import Progress
 from lm4lv_core.tasks import get_task
-
 
 
 @dataclass
@@ -152,7 +151,7 @@ class DemoService:
         """This service's model first, then the selectable alternatives."""
         return [self.label] + [name for name in self.alternatives if name != self.label]
 
-    def using(self, label: str | None) -> "DemoService":
+    def using(self, label: str | None) -> DemoService:
         """The service of the model named `label` (this one for None or its own label); loads it on first use."""
         if label in (None, self.label):
             return self

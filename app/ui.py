@@ -9,8 +9,15 @@ import gradio as gr
 from lm4lv_core import TASKS
 
 from .gpu import gpu
-from .service import (DemoService, friendly_error, metrics_markdown, side_by_side, task_from_text, upscale,
-                      wants_degradation)
+from .service import (
+    DemoService,
+    friendly_error,
+    metrics_markdown,
+    side_by_side,
+    task_from_text,
+    upscale,
+    wants_degradation,
+)
 
 CACHE_LIFETIME = (3600, 3600)  # Gradio's copies of uploads and results: checked hourly, deleted after an hour
 MODEL_QUEUE = "model"  # every event that runs the model shares one queue (its limit: --concurrency)
@@ -197,7 +204,7 @@ def batch_tab(service: DemoService) -> None:
             report = gr.Markdown()
 
     @gpu
-    def restore_all(files, task_name, full_size, progress=gr.Progress()):
+    def restore_all(files, task_name, full_size, progress=gr.Progress()):  # noqa: B008 (Gradio's convention)
         paths = [_file_path(f) for f in (files or [])]
         if not paths:
             return None, [], "Please add some images first."

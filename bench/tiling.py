@@ -75,7 +75,7 @@ def main(argv=None):
         began = time.perf_counter()
         counted = {}
         result = model.restore(clean, "denoise", mode="tile", overlap=args.overlap, batch_size=batch,
-                               progress=lambda done, total: counted.update(total=total))
+                               progress=lambda done, total, counted=counted: counted.update(total=total))
         seconds = time.perf_counter() - began
         out = np.asarray(result.image)
         print(f"LM4LV  PSNR: tile borders {masked_psnr(out, ref, mask):.2f} dB, tile centres "

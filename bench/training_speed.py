@@ -18,8 +18,7 @@ import torch
 from lm4lv_core.attention import training_attention
 from lm4lv_core.tasks import TASKS
 from lm4lv_core.variants import build_model
-from train.data import RandomCrops
-from train.data import make_pairs
+from train.data import RandomCrops, make_pairs
 from train.objectives import pixel_loss
 
 PARTS = ("data", "forward", "pixel_loss", "backward", "optimizer")

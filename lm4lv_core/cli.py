@@ -9,8 +9,8 @@ import time
 import warnings
 
 from .errors import LM4LVError
-from .tasks import TASKS
 from .images import IMAGE_EXTENSIONS
+from .tasks import TASKS
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ import os
 import torch
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_has_fast_bf16() -> bool:
     """True when the CPU has AMX-BF16 or AVX512-BF16 matrix instructions (read from /proc/cpuinfo)."""
     try:

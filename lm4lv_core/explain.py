@@ -73,8 +73,8 @@ def choose_heads(attention: torch.Tensor, keep: float = 0.5) -> tuple[int, list[
     head that always reads the same token, an attention sink, scores low). Returns the best head's layer and the
     heads of that layer scoring at least `keep` times the best."""
     peak_mass, peak = attention.float().max(-1)  # (T, layers, heads) each
-    distinct = torch.tensor([[len(peak[:, l, h].unique()) for h in range(peak.shape[2])]
-                             for l in range(peak.shape[1])], dtype=torch.float) / peak.shape[0]  # (layers, heads)
+    distinct = torch.tensor([[len(peak[:, layer, h].unique()) for h in range(peak.shape[2])]
+                             for layer in range(peak.shape[1])], dtype=torch.float) / peak.shape[0]  # (layers, heads)
     score = peak_mass.mean(0) * distinct  # (layers, heads)
     layer = int(score.max(-1).values.argmax())
     best = score[layer].max()
@@ -123,7 +123,7 @@ class AttentionRecorder:
         self.latest = [None] * len(self.latest)
         return taken
 
-    def __enter__(self) -> "AttentionRecorder":
+    def __enter__(self) -> AttentionRecorder:
         layers = self.model.llm.base_model.layers
         self.latest = [None] * len(layers)
         self._kernel = self.model.llm.config._attn_implementation

@@ -11,15 +11,24 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import DynamicCache
 
-from .checkpoint import (checkpoint_folder, check_llm, default_vision, load_checked_vision, load_trained_weights,
-                         load_vision, read_config, vision_name, write_checkpoint)
+from .checkpoint import (
+    check_llm,
+    checkpoint_folder,
+    default_vision,
+    load_checked_vision,
+    load_trained_weights,
+    load_vision,
+    read_config,
+    vision_name,
+    write_checkpoint,
+)
 from .device import default_device, default_llm_dtype
 from .errors import CheckpointError, InputError
+from .generate import GENERATION_SLACK
 from .heads import HeadsConfig, LM4LVHeads
 from .llm import EMBEDDED_LLM, head_dim, load_llm, randomly_initialised, requested_llm, seen_embeddings
 from .lora import attach_lora, save_peft_adapter
 from .restore import Restorer
-from .generate import GENERATION_SLACK
 from .sequence import HQ, LQ, TASK, TEXT, Layout, SequenceBuilder
 from .tasks import SANITY_TASKS, TASKS
 from .vision import VisionModule, weights_fingerprint
@@ -336,7 +345,7 @@ class LM4LV(Restorer, nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, llm: str | None = None,
-                        vision: str | os.PathLike | None = None, device=None, dtype=None) -> "LM4LV":
+                        vision: str | os.PathLike | None = None, device=None, dtype=None) -> LM4LV:
         """Load a trained checkpoint (a folder or hub id; default: the shipped embedded default).
 
         `llm` / `vision` override where the frozen models come from (default: what the checkpoint names); a

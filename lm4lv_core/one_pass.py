@@ -24,12 +24,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .checkpoint import check_llm, load_checked_vision, load_trained_weights, write_checkpoint
 from .device import default_device, default_llm_dtype
 from .errors import CheckpointError, InputError
 from .generate import Finished, ImageDone, VisualToken
 from .heads import HeadsConfig, LM4LVHeads
 from .llm import head_dim, load_llm, requested_llm, seen_embeddings
-from .checkpoint import check_llm, load_checked_vision, load_trained_weights, write_checkpoint
 from .restore import Restorer
 from .vision import VisionModule, weights_fingerprint
 
@@ -297,7 +297,7 @@ class OnePassModel(Restorer, nn.Module):
     @classmethod
     def build(cls, variant: str, vision: VisionModule, tasks, num_task_tokens: int = 10, llm=None,
               llm_name: str = "", vision_name: str = "", layer: int | None = None, target_params: int | None = None,
-              seed: int = 0, width: int | None = None, depth: int = 1) -> "OnePassModel":
+              seed: int = 0, width: int | None = None, depth: int = 1) -> OnePassModel:
         """A new control. `target_params`: trainable parameters the experts should match (LM4LV's count);
         `layer`: the single-layer variant's LLM layer (default: the middle one); `width`, `depth`: an explicit
         Transformer expert instead (the feature-space ceiling), whatever its parameter count."""
@@ -331,7 +331,7 @@ class OnePassModel(Restorer, nn.Module):
 
     @classmethod
     def from_pretrained(cls, folder: str, raw_config: dict, llm: str | None = None, vision: str | None = None,
-                        device=None, dtype=None) -> "OnePassModel":
+                        device=None, dtype=None) -> OnePassModel:
         """Load a saved control (called by `lm4lv_core.variants.load_model`, which reads the config)."""
         try:
             raw = dict(raw_config, tasks=tuple(raw_config["tasks"]))

@@ -76,7 +76,7 @@ class TileGrid:
     window: np.ndarray  # (size, size, 1) blending weights; symmetric, so rotation/flip leave it unchanged
 
     @classmethod
-    def of(cls, image: Image.Image, task: str, size: int, overlap: int) -> "TileGrid":
+    def of(cls, image: Image.Image, task: str, size: int, overlap: int) -> TileGrid:
         width, height = image.size
         pad_w, pad_h = max(0, size - width), max(0, size - height)
         array = np.asarray(image.convert("RGB"))

@@ -13,8 +13,8 @@
 """
 from __future__ import annotations
 
-from .errors import InputError
 from .checkpoint import checkpoint_folder, is_one_pass, read_raw_config, vision_name
+from .errors import InputError
 from .model import LM4LV
 from .one_pass import EXPERT_VARIANTS, LLM_VARIANTS, ONE_PASS_VARIANTS, OnePassModel, lm4lv_trainable_count
 

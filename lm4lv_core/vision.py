@@ -66,7 +66,7 @@ class VisionModule(nn.Module):
 
     # ----------------------------------------------------------------------------------------- construction
     @classmethod
-    def from_config(cls, config: VisionConfig | str = "tiny", seed: int | None = None) -> "VisionModule":
+    def from_config(cls, config: VisionConfig | str = "tiny", seed: int | None = None) -> VisionModule:
         """A randomly initialised module (for pretraining and tests); `config` is a VisionConfig or a preset name."""
         if isinstance(config, str):
             config = PRESETS[config]
@@ -75,7 +75,7 @@ class VisionModule(nn.Module):
         return cls(ViTMAEForPreTraining(config.to_hf()))
 
     @classmethod
-    def from_pretrained(cls, path_or_id: str | os.PathLike) -> "VisionModule":
+    def from_pretrained(cls, path_or_id: str | os.PathLike) -> VisionModule:
         """Load a ViT-MAE from a local directory or a hub id (safetensors only); "paper" = facebook/vit-mae-large."""
         path = ALIASES.get(str(path_or_id), str(path_or_id))
         local = os.path.isdir(path)

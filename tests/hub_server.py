@@ -9,8 +9,8 @@ import json
 import os
 import re
 import socket
-import urllib.parse
 import threading
+import urllib.parse
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 

@@ -70,7 +70,7 @@ def test_cli(bad_files, odd_files, tmp_path):
                           "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=600)
     assert run.returncode != 0 and "Traceback" not in run.stderr
     for name, phrase in BAD.items():
-        line = next(l for l in run.stderr.splitlines() if l.startswith(name))
+        line = next(text for text in run.stderr.splitlines() if text.startswith(name))
         assert phrase in line
     assert (out / "anim_denoise.png").is_file()  # the good file is still restored
     # a folder: non-images are skipped with a warning, nothing is overwritten, a second run resumes

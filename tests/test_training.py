@@ -322,7 +322,8 @@ def test_readout_refit_reaches_the_least_squares_optimum_of_free_running(data_di
     from train.data import RandomCrops
     from train.objectives import fed_tokens
     from train.refit_readout import FIRST_BATCH, main, refit_readout
-    from train.train_lm4lv import main as train, make_pairs
+    from train.train_lm4lv import main as train
+    from train.train_lm4lv import make_pairs
 
     train(["--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data_dir), "--out", str(tmp_path / "r"),
            "--steps", "2", "--batch-size", "2", "--probe-every", "0", "--ridge-init", "0", "--tasks", "denoise"])
@@ -423,8 +424,8 @@ def test_carry_loss_reads_the_right_stream_resumes_exactly_and_stays_out_of_the_
     import json
 
     import torch
-    from torch.nn import functional as F
     from safetensors.torch import load_file
+    from torch.nn import functional as F
 
     from lm4lv_core import LM4LV
     from lm4lv_core.llm import head_dim
@@ -529,7 +530,8 @@ def test_per_task_readout_refit_and_init_from(data_dir, tmp_path, tiny_llm_dir, 
 
     from lm4lv_core import LM4LV
     from train.refit_readout import main as refit
-    from train.train_lm4lv import init_from_checkpoint, main as train
+    from train.train_lm4lv import init_from_checkpoint
+    from train.train_lm4lv import main as train
 
     common = ["--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data_dir), "--batch-size", "2",
               "--probe-every", "0", "--ridge-init", "0"]

@@ -159,7 +159,7 @@ def test_lora_control_starts_as_lm4lv_trains_the_llm_and_roundtrips(models, tiny
     torch.testing.assert_close(lora.forward_loss(lq, hq, ["denoise", "rotate"])["pred"],
                                plain.forward_loss(lq, hq, ["denoise", "rotate"])["pred"])
     with torch.no_grad():  # a trained LoRA: the LLM's function changes
-        for name, pair in lora.heads.lora.items():
+        for pair in lora.heads.lora.values():
             pair["B"].weight.add_(0.05 * torch.randn_like(pair["B"].weight))
     changed = lora.forward_loss(lq, hq, ["denoise", "rotate"])["pred"]
     assert not torch.allclose(changed, plain.forward_loss(lq, hq, ["denoise", "rotate"])["pred"])
@@ -212,7 +212,9 @@ def test_frozen_constraint_section_pairs_frozen_and_lora_runs(tmp_path):
 
     folder = tmp_path / "frozen_constraint"
     folder.mkdir()
-    scores = lambda out: {"denoise": {"lm4lv": {"psnr": out, "ssim": 0.5}, "mae_r": {"psnr": 23.0, "ssim": 0.7}}}
+    def scores(out):
+        return {"denoise": {"lm4lv": {"psnr": out, "ssim": 0.5}, "mae_r": {"psnr": 23.0, "ssim": 0.7}}}
+
     for kind, out, count in (("frozen", 17.0, 100), ("lora", 18.5, 900)):
         (folder / f"denoise.{kind}.json").write_text(json.dumps(
             {"tasks": scores(out), "trainable_params": count, "training": {"steps": 120, "init_from": "ckpt"}}))

@@ -10,7 +10,7 @@ import math
 import os
 import signal
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from safetensors.torch import load_file, save_file

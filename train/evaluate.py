@@ -24,12 +24,11 @@ import numpy as np
 from PIL import Image
 
 from lm4lv_core.degrade import degrade, target
-from lm4lv_core.tasks import TASKS, restoration_tasks
 from lm4lv_core.images import fit_square
 from lm4lv_core.metrics import psnr, ssim
+from lm4lv_core.tasks import TASKS, restoration_tasks
 from train.data import degradation_seed, load_eval_images
 from train.probe import baseline_input
-
 
 
 def parse_args(argv=None):

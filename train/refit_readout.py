@@ -18,10 +18,9 @@ import shutil
 
 import torch
 
-from train.data import RandomCrops
+from train.data import RandomCrops, make_pairs, parse_tasks
 from train.engine import load_autoregressive, save_next_to
 from train.least_squares import ReadoutFit
-from train.data import make_pairs, parse_tasks
 from train.objectives import fed_tokens
 
 INPUTS = ("free", "self", "teacher")

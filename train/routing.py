@@ -31,11 +31,10 @@ from lm4lv_core.images import fit_square
 from lm4lv_core.metrics import psnr
 from lm4lv_core.sequence import LQ
 from lm4lv_core.tasks import get_task
-from train.data import RandomCrops
+from train.data import RandomCrops, degradation_seed, load_eval_images
 from train.engine import load_autoregressive
-from train.data import degradation_seed, load_eval_images
-from train.probe import baseline_input
 from train.objectives import fed_tokens
+from train.probe import baseline_input
 
 FIT_BATCH = 3 * 10**9  # crop indices far from training and from the readout refit
 
