@@ -7,6 +7,7 @@ limits on files stored in git do not apply. Only the allow-listed paths go: the 
 demo loads, requirements.txt, README.md (the Space's front matter) and LICENSE; nothing of train/, tests/, research/
 or experiment checkpoints. `--dry-run` lists each file with its size and the total, and uploads nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,13 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPACE_FILES = ("app.py", "requirements.txt", "README.md", "LICENSE", ".gitattributes")
-SPACE_FOLDERS = ("app", "lm4lv_core", "checkpoints/lm4lv-smollm2", "checkpoints/lm4lv-smollm2-lora",
-                 "checkpoints/mae-tiny")
+SPACE_FOLDERS = (
+    "app",
+    "lm4lv_core",
+    "checkpoints/lm4lv-smollm2",
+    "checkpoints/lm4lv-smollm2-lora",
+    "checkpoints/mae-tiny",
+)
 SKIPPED = ("__pycache__", "*.pyc", "*.csv", ".DS_Store")  # caches and training logs: not what the demo loads
 
 
@@ -46,8 +52,13 @@ def deploy(repo_id: str, private: bool = False, token: str | None = None, root: 
 
     api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
     api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
-    commit = api.upload_folder(repo_id=repo_id, repo_type="space", folder_path=root, allow_patterns=space_files(root),
-                               commit_message="Deploy LM4LV demo")
+    commit = api.upload_folder(
+        repo_id=repo_id,
+        repo_type="space",
+        folder_path=root,
+        allow_patterns=space_files(root),
+        commit_message="Deploy LM4LV demo",
+    )
     return str(commit)
 
 

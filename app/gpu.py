@@ -1,4 +1,5 @@
 """`spaces.GPU` on Hugging Face ZeroGPU Spaces, a no-op decorator everywhere else."""
+
 from __future__ import annotations
 
 try:  # pragma: no cover - only on Spaces
@@ -6,5 +7,6 @@ try:  # pragma: no cover - only on Spaces
 
     gpu = spaces.GPU
 except ImportError:
+
     def gpu(fn):
         return fn

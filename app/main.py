@@ -1,4 +1,5 @@
 """`python app.py [--host H] [--port P] [--checkpoint DIR] [--share] [--mcp]`: load the model once and serve the demo."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,13 +13,19 @@ def parse_args(argv=None):
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)), help="port")
     p.add_argument("--checkpoint", default=None, help="LM4LV checkpoint folder or hub id (default: embedded)")
     p.add_argument("--llm", default=None, help="override the checkpoint's LLM (hub id, folder, .gguf)")
-    p.add_argument("--alternative", action="append", default=None, metavar="DIR",
-                   help="another checkpoint users may select in the chat (loaded on first use; repeatable); default: "
-                        "the other shipped checkpoints (checkpoints/lm4lv-gemma3, the LoRA control "
-                        "checkpoints/lm4lv-smollm2-lora) when --checkpoint is not given")
+    p.add_argument(
+        "--alternative",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="another checkpoint users may select in the chat (loaded on first use; repeatable); default: "
+        "the other shipped checkpoints (checkpoints/lm4lv-gemma3, the LoRA control "
+        "checkpoints/lm4lv-smollm2-lora) when --checkpoint is not given",
+    )
     p.add_argument("--share", action="store_true", help="create a public gradio.live link")
-    p.add_argument("--mcp", action="store_true",
-                   help="also serve the API (restore, explain) as an MCP server at /gradio_api/mcp/")
+    p.add_argument(
+        "--mcp", action="store_true", help="also serve the API (restore, explain) as an MCP server at /gradio_api/mcp/"
+    )
     p.add_argument("--concurrency", type=int, default=1, help="requests run at once (others wait in the queue)")
     p.add_argument("--queue-size", type=int, default=64, help="requests that may wait in the queue")
     return p.parse_args(argv)
@@ -32,8 +39,11 @@ def alternative_loaders(folders: list[str] | None, checkpoint, llm) -> dict:
     from .service import model_label
 
     if folders is None:
-        folders = [str(folder) for folder in shipped_checkpoints().values()
-                   if folder != DEFAULT_CHECKPOINT] if checkpoint is None else []
+        folders = (
+            [str(folder) for folder in shipped_checkpoints().values() if folder != DEFAULT_CHECKPOINT]
+            if checkpoint is None
+            else []
+        )
     loaders = {}
     for folder in folders:
         raw = read_raw_config(folder)

@@ -2,6 +2,7 @@
 
 Everything here calls `lm4lv_core`'s public API; the Gradio layer (`app.ui`) only turns updates into components.
 """
+
 from __future__ import annotations
 
 import os
@@ -97,16 +98,20 @@ def score(images: dict[str, Image.Image], reference: Image.Image | None) -> dict
 
 def metrics_markdown(outcome: Outcome) -> str:
     if not outcome.metrics:
-        return ("No reference image, so no PSNR/SSIM: the photo you gave is the degraded input. "
-                "Tick *Degrade it for me* and give a clean photo to get scores.")
+        return (
+            "No reference image, so no PSNR/SSIM: the photo you gave is the degraded input. "
+            "Tick *Degrade it for me* and give a clean photo to get scores."
+        )
     rows = ["| output | PSNR (dB) | SSIM |", "|---|---|---|"]
     for name, label in (("degraded", "degraded input"), ("mae_r", "MAE-r (baseline)"), ("lm4lv", "LM4LV")):
         if name in outcome.metrics:
             m = outcome.metrics[name]
             rows.append(f"| {label} | {m['psnr']:.2f} | {m['ssim']:.4f} |")
     gain = outcome.metrics["lm4lv"]["psnr"] - outcome.metrics["mae_r"]["psnr"]
-    rows.append(f"| gain of LM4LV over MAE-r | {gain:+.2f} | "
-                f"{outcome.metrics['lm4lv']['ssim'] - outcome.metrics['mae_r']['ssim']:+.4f} |")
+    rows.append(
+        f"| gain of LM4LV over MAE-r | {gain:+.2f} | "
+        f"{outcome.metrics['lm4lv']['ssim'] - outcome.metrics['mae_r']['ssim']:+.4f} |"
+    )
     return "\n".join(rows)
 
 
@@ -130,8 +135,16 @@ class DemoService:
     `alternatives`: {label: loader} of other checkpoints a user may select (e.g. the LoRA control), each loaded on
     first use and then kept (`using`)."""
 
-    def __init__(self, model, preview_every: int = 4, output_dir: str | None = None, max_side: int = 256,
-                 tile_batch: int = 16, alternatives: dict | None = None, keep_seconds: float = 3600):
+    def __init__(
+        self,
+        model,
+        preview_every: int = 4,
+        output_dir: str | None = None,
+        max_side: int = 256,
+        tile_batch: int = 16,
+        alternatives: dict | None = None,
+        keep_seconds: float = 3600,
+    ):
         self.model = model
         self.keep_seconds = keep_seconds  # result files are served for this long, then deleted
         self.preview_every = preview_every
@@ -159,9 +172,14 @@ class DemoService:
             raise InputError(f"Unknown model {label!r}; choose one of: {', '.join(self.labels)}.")
         with self._loading:
             if label not in self._loaded:
-                self._loaded[label] = DemoService(self.alternatives[label](), self.preview_every,
-                                                  self.output_dir, self.max_side, self.tile_batch,
-                                                  keep_seconds=self.keep_seconds)
+                self._loaded[label] = DemoService(
+                    self.alternatives[label](),
+                    self.preview_every,
+                    self.output_dir,
+                    self.max_side,
+                    self.tile_batch,
+                    keep_seconds=self.keep_seconds,
+                )
         return self._loaded[label]
 
     def prune(self) -> int:
@@ -179,8 +197,7 @@ class DemoService:
     def trained(self) -> bool:
         return self.model.trained
 
-    def prepare(self, source, task: str, synthesize: bool, level: float = 0.5, seed: int = 0,
-                full_size: bool = False):
+    def prepare(self, source, task: str, synthesize: bool, level: float = 0.5, seed: int = 0, full_size: bool = False):
         """-> (model input, reference or None, notes). `synthesize`: `source` is clean; degrade it here.
 
         full_size: keep the aspect ratio (longest side capped at `max_side`) for tiled restoration; otherwise
@@ -197,8 +214,17 @@ class DemoService:
         notes.append(f"synthesised the {task} degradation{described}")
         return degraded, target(image, task), notes
 
-    def run(self, source, task: str, synthesize: bool = False, level: float = 0.5, seed: int = 0,
-            reference=None, full_size: bool = False, explain: bool = False):
+    def run(
+        self,
+        source,
+        task: str,
+        synthesize: bool = False,
+        level: float = 0.5,
+        seed: int = 0,
+        reference=None,
+        full_size: bool = False,
+        explain: bool = False,
+    ):
         """Yield `Update`s while the model generates; the last one carries the `Outcome`. Raises LM4LVError.
 
         full_size=False: one image at the model's size, streamed visual token by visual token;
@@ -207,18 +233,17 @@ class DemoService:
         began = time.time()
         degraded, ref, notes = self.prepare(source, task, synthesize, level, seed, full_size)
         if reference is not None and ref is None:
-            ref = target(self.model.fit(reference, "tile" if full_size else "resize", self.max_side)[0], task)
-            if ref.size != get_task(task).transform(degraded).size:
-                raise InputError("The reference image does not have the input image's size and shape.")
-        header = f"**{task}**: {get_task(task).help}."
-        if notes:
-            header += "\n\n_" + "; ".join(notes) + "._"
-        if not self.model.trained:
-            header += "\n\n**Warning: untrained adapters; the output is not a restoration.**"
+            ref = self.given_reference(reference, degraded, task, full_size)
+        header = self.header(task, notes)
         yield Update(header + "\n\nEncoding the image…")
-        for event in self.model.follow(degraded, task, mode="tile" if full_size else "resize",
-                                       preview_every=self.preview_every, batch_size=self.tile_batch,
-                                       explain=explain and not full_size):
+        for event in self.model.follow(
+            degraded,
+            task,
+            mode="tile" if full_size else "resize",
+            preview_every=self.preview_every,
+            batch_size=self.tile_batch,
+            explain=explain and not full_size,
+        ):
             if isinstance(event, Progress):
                 if event.preview is not None or event.done == 0:
                     focus = focus_image(degraded, event.preview, event.copy) if event.copy is not None else None
@@ -228,8 +253,7 @@ class DemoService:
         baseline = mae_r
         if get_task(task).mae_r_of_target and ref is not None:  # MAE-r of the rotated/flipped image
             baseline = self.model.reconstruct(ref, "tile" if full_size else "resize")
-        outcome = Outcome(task=task, degraded=degraded, mae_r=baseline, restored=restored, reference=ref,
-                          notes=notes, text=text, seconds=time.time() - began)
+        outcome = Outcome(task, degraded, baseline, restored, ref, notes=notes, text=text, seconds=time.time() - began)
         scored = {"mae_r": baseline, "lm4lv": restored}
         if not get_task(task).spatial:
             scored = {"degraded": degraded, **scored}
@@ -240,17 +264,42 @@ class DemoService:
         focus = focus_image(degraded, restored, copy) if explain and copy is not None else None
         yield Update(f"{header}\n\nLLM: `{text}`\n\nDone in {outcome.seconds:.1f} s.", restored, outcome, focus)
 
+    def given_reference(self, reference, degraded: Image.Image, task: str, full_size: bool) -> Image.Image:
+        """A user's clean reference as the task's target at the input's size; another shape is an InputError."""
+        ref = target(self.model.fit(reference, "tile" if full_size else "resize", self.max_side)[0], task)
+        if ref.size != get_task(task).transform(degraded).size:
+            raise InputError("The reference image does not have the input image's size and shape.")
+        return ref
+
+    def header(self, task: str, notes: list[str]) -> str:
+        """The assistant's first lines: the task, what was done to the input, a warning for untrained adapters."""
+        header = f"**{task}**: {get_task(task).help}."
+        if notes:
+            header += "\n\n_" + "; ".join(notes) + "._"
+        if not self.model.trained:
+            header += "\n\n**Warning: untrained adapters; the output is not a restoration.**"
+        return header
+
     def explained(self, outcome: Outcome, copy, full_size: bool) -> Explained:
         """The copy view of a finished restoration (`copy`: its `CopyMap`, None where the view does not apply)."""
         count = self.model.num_visual_tokens
         grid = int(round((count - 1) ** 0.5))
         ref = outcome.reference
         errors = error_maps(outcome.restored, outcome.mae_r, ref) if ref is not None and not full_size else None
-        per_token = {} if errors is None else {name: token_psnr(image, ref, grid) for name, image in
-                                               (("lm4lv", outcome.restored), ("mae_r", outcome.mae_r))}
+        per_token = (
+            {}
+            if errors is None
+            else {
+                name: token_psnr(image, ref, grid)
+                for name, image in (("lm4lv", outcome.restored), ("mae_r", outcome.mae_r))
+            }
+        )
         if copy is None:
-            why = ("the copy view reads one image at the model's size, not tiles" if full_size else
-                   "this model writes every token in one pass: there is no token-by-token copy to show")
+            why = (
+                "the copy view reads one image at the model's size, not tiles"
+                if full_size
+                else "this model writes every token in one pass: there is no token-by-token copy to show"
+            )
             return Explained(None, errors, {"note": why}, per_token)
         expected = get_task(outcome.task).token_sources(count)
         info = copy.describe(expected, {f"psnr_{name}": values for name, values in per_token.items()})
@@ -274,15 +323,31 @@ class DemoService:
             paths.append(path)
         return paths
 
-    def restore(self, image, task: str, reference=None, synthesize: bool = False, level: float = 0.5,
-                seed: int = 0, full_size: bool = False, explain: bool = False) -> Outcome:
+    def restore(
+        self,
+        image,
+        task: str,
+        reference=None,
+        synthesize: bool = False,
+        level: float = 0.5,
+        seed: int = 0,
+        full_size: bool = False,
+        explain: bool = False,
+    ) -> Outcome:
         """Run a request to the end (the API endpoints and scripts)."""
         last = None
-        for update in self.run(image, task, synthesize=synthesize, level=level, seed=seed, reference=reference,
-                               full_size=full_size, explain=explain):
+        for update in self.run(
+            image,
+            task,
+            synthesize=synthesize,
+            level=level,
+            seed=seed,
+            reference=reference,
+            full_size=full_size,
+            explain=explain,
+        ):
             last = update
         return last.outcome
-
 
     def restore_many(self, paths: list[str], task: str, full_size: bool = True, progress=None):
         """Restore several files; -> (zip of the PNGs, [(image, caption)], [(name, error)]). Bad files are skipped."""
@@ -318,5 +383,15 @@ def friendly_error(exc: Exception) -> str:
     return f"Sorry, something went wrong on the server ({type(exc).__name__}). Please try another image."
 
 
-__all__ = ["DemoService", "Outcome", "Explained", "Update", "InputError", "task_from_text", "wants_degradation",
-           "metrics_markdown", "side_by_side", "friendly_error"]
+__all__ = [
+    "DemoService",
+    "Outcome",
+    "Explained",
+    "Update",
+    "InputError",
+    "task_from_text",
+    "wants_degradation",
+    "metrics_markdown",
+    "side_by_side",
+    "friendly_error",
+]

@@ -1,4 +1,5 @@
 """The Gradio layout and event wiring. All work is done by `app.service.DemoService`."""
+
 from __future__ import annotations
 
 import hashlib
@@ -48,12 +49,15 @@ def build_demo(service: DemoService) -> gr.Blocks:
         positions = ", a position embedding per visual token" if service.model.position_embeddings else ""
         gr.Markdown(INTRO.format(size=service.model.image_size, positions=positions))
         if not service.model.llm_frozen:
-            gr.Markdown(f"**LLM adapted with LoRA: not frozen.** This checkpoint is the `lm4lv-lora` control "
-                        f"({service.model.trainable_parameters():,} trained parameters, LoRA on the LLM's attention "
-                        "included), not the paper's frozen-LLM model.")
+            gr.Markdown(
+                f"**LLM adapted with LoRA: not frozen.** This checkpoint is the `lm4lv-lora` control "
+                f"({service.model.trainable_parameters():,} trained parameters, LoRA on the LLM's attention "
+                "included), not the paper's frozen-LLM model."
+            )
         if not service.trained:
-            gr.Markdown("⚠️ **No trained checkpoint was found: the adapters are untrained and outputs are not "
-                        "restorations.**")
+            gr.Markdown(
+                "⚠️ **No trained checkpoint was found: the adapters are untrained and outputs are not restorations.**"
+            )
         with gr.Tab("Chat"):
             chat_tab(service)
         with gr.Tab("Batch"):
@@ -67,63 +71,115 @@ def chat_tab(service: DemoService) -> None:
     with gr.Row():
         with gr.Column(scale=3):
             chat = gr.Chatbot(label="LM4LV", height=520, elem_id="chat")
-            box = gr.MultimodalTextbox(file_types=["image"], file_count="single", elem_id="input",
-                                       placeholder="Drop an image; optionally name a task, e.g. 'denoise'")
+            box = gr.MultimodalTextbox(
+                file_types=["image"],
+                file_count="single",
+                elem_id="input",
+                placeholder="Drop an image; optionally name a task, e.g. 'denoise'",
+            )
             stop = gr.Button("Stop", variant="stop", elem_id="stop", size="sm")
         with gr.Column(scale=2):
-            task = gr.Radio(list(TASKS), value="denoise", label="Task-token set", elem_id="task")
-            model = gr.Radio(service.labels, value=service.label, elem_id="model",
-                             label="Frozen LLM (another is loaded when first used)",
-                             visible=len(service.labels) > 1)
-            synth = gr.Checkbox(value=False, label="Degrade it for me (my photo is clean)", elem_id="synth")
-            full = gr.Checkbox(value=False, elem_id="full",
-                               label=f"Keep the photo's size (restore in overlapping tiles, up to "
-                                     f"{service.max_side} px) instead of one {service.model.image_size} px image")
-            explain = gr.Checkbox(value=True, elem_id="explain",
-                                  label="Show what the LLM copies (its copying heads' attention on your image)")
-            level = gr.Slider(0, 1, value=0.5, step=0.05, label="Degradation strength (1 = the paper's maximum)")
-            seed = gr.Number(value=0, precision=0, label="Seed")
-            focus = gr.Image(label="Now: where the token being written reads from", elem_id="focus",
-                             type="pil", format="png", interactive=False)
+            settings = settings_panel(service)
+            focus = gr.Image(label="Now: where the token being written reads from", elem_id="focus", **RESULT)
+    results = results_panel()
+    examples = gr.Examples(
+        example_rows(),
+        inputs=[box, settings["task"], settings["synth"]],
+        visible_columns=[0],
+        examples_per_page=7,
+        label="Examples (click one: it is degraded and restored with the settings above)",
+    )
+    outputs = [chat, box, focus, *results]
+
+    @gpu
+    def respond(message, history, task_name, synthesize, full_size, strength, seed_value, model_name, explained):
+        yield from chat_turn(
+            service, message, history, task_name, synthesize, full_size, strength, seed_value, model_name, explained
+        )
+
+    inputs = [box, chat, *settings.values()]
+    turn = box.submit(respond, inputs, outputs, api_visibility="private", concurrency_id=MODEL_QUEUE)
+    example_turn = examples.load_input_event.then(
+        respond, inputs, outputs, api_visibility="private", concurrency_id=MODEL_QUEUE
+    )  # not cached: the loaded model's
+    stop.click(None, None, None, cancels=[turn, example_turn])  # the worker is freed at the next streamed update
+
+
+RESULT = dict(type="pil", format="png", interactive=False)  # lossless: the demo scores PSNR
+
+
+def settings_panel(service: DemoService) -> dict:
+    """The chat's settings, in `chat_turn`'s argument order: task, synth, full, level, seed, model, explain."""
+    task = gr.Radio(list(TASKS), value="denoise", label="Task-token set", elem_id="task")
+    model = gr.Radio(
+        service.labels,
+        value=service.label,
+        elem_id="model",
+        visible=len(service.labels) > 1,
+        label="Frozen LLM (another is loaded when first used)",
+    )
+    synth = gr.Checkbox(value=False, label="Degrade it for me (my photo is clean)", elem_id="synth")
+    full = gr.Checkbox(
+        value=False,
+        elem_id="full",
+        label=f"Keep the photo's size (restore in overlapping tiles, up to {service.max_side} px) instead of one "
+        f"{service.model.image_size} px image",
+    )
+    explain = gr.Checkbox(
+        value=True, elem_id="explain", label="Show what the LLM copies (its copying heads' attention on your image)"
+    )
+    level = gr.Slider(0, 1, value=0.5, step=0.05, label="Degradation strength (1 = the paper's maximum)")
+    seed = gr.Number(value=0, precision=0, label="Seed")
+    return dict(task=task, synth=synth, full=full, level=level, seed=seed, model=model, explain=explain)
+
+
+def results_panel() -> list:
+    """The results components, in `finished_turn`'s order (RESULTS of them)."""
     with gr.Row(elem_id="results"):
-        result = dict(type="pil", format="png", interactive=False)  # lossless: the demo scores PSNR
-        degraded_img = gr.Image(label="degraded input", elem_id="degraded", **result)
-        mae_r_img = gr.Image(label="MAE-r (baseline)", elem_id="mae_r", **result)
-        restored_img = gr.Image(label="LM4LV", elem_id="lm4lv", **result)
-        reference_img = gr.Image(label="clean reference", elem_id="reference", **result)
+        degraded_img = gr.Image(label="degraded input", elem_id="degraded", **RESULT)
+        mae_r_img = gr.Image(label="MAE-r (baseline)", elem_id="mae_r", **RESULT)
+        restored_img = gr.Image(label="LM4LV", elem_id="lm4lv", **RESULT)
+        reference_img = gr.Image(label="clean reference", elem_id="reference", **RESULT)
     with gr.Row():
         slider = gr.ImageSlider(label="before / after (drag)", type="pil", format="png", elem_id="slider")
         with gr.Column():
             metrics = gr.Markdown(elem_id="metrics")
             files = gr.File(label="Download (PNG)", file_count="multiple", elem_id="files")
     with gr.Row(elem_id="explained"):
-        copy_img = gr.Image(label="Copy map: where each output patch read from", elem_id="copy_map", **result)
-        error_img = gr.Image(label="Error maps (with a clean reference)", elem_id="error_map", **result)
-        psnr_plot = gr.LinePlot(x="token", y="PSNR (dB)", color="output", label="PSNR per visual token",
-                                elem_id="token_psnr")
-    examples = gr.Examples(example_rows(), inputs=[box, task, synth], visible_columns=[0], examples_per_page=7,
-                           label="Examples (click one: it is degraded and restored with the settings above)")
-
-    outputs = [chat, box, focus, degraded_img, mae_r_img, restored_img, reference_img, slider, metrics, files,
-               copy_img, error_img, psnr_plot]
-
-    @gpu
-    def respond(message, history, task_name, synthesize, full_size, strength, seed_value, model_name, explained):
-        yield from chat_turn(service, message, history, task_name, synthesize, full_size, strength, seed_value,
-                             model_name, explained)
-
-    inputs = [box, chat, task, synth, full, level, seed, model, explain]
-    turn = box.submit(respond, inputs, outputs, api_visibility="private", concurrency_id=MODEL_QUEUE)
-    example_turn = examples.load_input_event.then(respond, inputs, outputs, api_visibility="private",
-                                                  concurrency_id=MODEL_QUEUE)  # not cached: the loaded model's
-    stop.click(None, None, None, cancels=[turn, example_turn])  # the worker is freed at the next streamed update
+        copy_img = gr.Image(label="Copy map: where each output patch read from", elem_id="copy_map", **RESULT)
+        error_img = gr.Image(label="Error maps (with a clean reference)", elem_id="error_map", **RESULT)
+        psnr_plot = gr.LinePlot(
+            x="token", y="PSNR (dB)", color="output", label="PSNR per visual token", elem_id="token_psnr"
+        )
+    return [
+        degraded_img,
+        mae_r_img,
+        restored_img,
+        reference_img,
+        slider,
+        metrics,
+        files,
+        copy_img,
+        error_img,
+        psnr_plot,
+    ]
 
 
 RESULTS = 10  # the results components after [chat, box, focus] in the chat's outputs
 
 
-def chat_turn(service: DemoService, message, history, task_name, synthesize, full_size, strength, seed_value,
-              model_name=None, explain=False):
+def chat_turn(
+    service: DemoService,
+    message,
+    history,
+    task_name,
+    synthesize,
+    full_size,
+    strength,
+    seed_value,
+    model_name=None,
+    explain=False,
+):
     """One chat turn: yields [chat history, input box, focus, results...] as the restoration streams; the results
     are left unchanged (gr.skip) until the outcome is there. Errors become one sentence in the chat."""
     message = message or {}
@@ -143,9 +199,15 @@ def chat_turn(service: DemoService, message, history, task_name, synthesize, ful
     history.append({"role": "assistant", "content": "Working…"})
     yield [history, None, *keep]
     try:
-        for update in service.using(model_name).run(files_in[0], chosen, synthesize=synthesize, level=strength,
-                                                    seed=int(seed_value or 0), full_size=bool(full_size),
-                                                    explain=bool(explain)):
+        for update in service.using(model_name).run(
+            files_in[0],
+            chosen,
+            synthesize=synthesize,
+            level=strength,
+            seed=int(seed_value or 0),
+            full_size=bool(full_size),
+            explain=bool(explain),
+        ):
             content = [update.message]
             if update.preview is not None:
                 content.append(gr.Image(value=_display(update.preview), show_label=False, format="png"))
@@ -165,17 +227,33 @@ def finished_turn(history: list, update) -> list:
     o = update.outcome
     images = [o.degraded, o.mae_r, o.restored] + ([o.reference] if o.reference is not None else [])
     labels = ["degraded", "MAE-r", "LM4LV"] + (["clean"] if o.reference is not None else [])
-    content = [update.message, gr.Image(value=side_by_side(images, labels), show_label=False, format="png"),
-               metrics_markdown(o)]
+    content = [
+        update.message,
+        gr.Image(value=side_by_side(images, labels), show_label=False, format="png"),
+        metrics_markdown(o),
+    ]
     explained = o.explained
     if explained is not None and explained.copy_map is None:
         content.append(f"_Copy view: {explained.info['note']}._")
     history[-1] = {"role": "assistant", "content": content}
-    view = [None, None, None] if explained is None else [explained.copy_map, explained.error_map,
-                                                         psnr_table(explained.token_psnr)]
-    return [history, None, update.focus, _display(o.degraded), _display(o.mae_r), _display(o.restored),
-            _display(o.reference) if o.reference is not None else None,
-            (_display(o.degraded), _display(o.restored)), metrics_markdown(o), o.files, *view]
+    view = (
+        [None, None, None]
+        if explained is None
+        else [explained.copy_map, explained.error_map, psnr_table(explained.token_psnr)]
+    )
+    return [
+        history,
+        None,
+        update.focus,
+        _display(o.degraded),
+        _display(o.mae_r),
+        _display(o.restored),
+        _display(o.reference) if o.reference is not None else None,
+        (_display(o.degraded), _display(o.restored)),
+        metrics_markdown(o),
+        o.files,
+        *view,
+    ]
 
 
 def psnr_table(per_token: dict[str, list[float]]):
@@ -185,8 +263,13 @@ def psnr_table(per_token: dict[str, list[float]]):
     if not per_token:
         return None
     names = {"lm4lv": "LM4LV", "mae_r": "MAE-r"}
-    return pd.DataFrame([{"token": i + 1, "PSNR (dB)": value, "output": names.get(name, name)}
-                         for name, values in per_token.items() for i, value in enumerate(values)])
+    return pd.DataFrame(
+        [
+            {"token": i + 1, "PSNR (dB)": value, "output": names.get(name, name)}
+            for name, values in per_token.items()
+            for i, value in enumerate(values)
+        ]
+    )
 
 
 def batch_tab(service: DemoService) -> None:
@@ -217,13 +300,50 @@ def batch_tab(service: DemoService) -> None:
         lines += [f"- skipped {name}: {error}" for name, error in errors]
         return zip_path, images, "\n".join(lines)
 
-    run.click(restore_all, [uploads, task, full], [archive, gallery, report], api_visibility="private",
-              concurrency_id=MODEL_QUEUE)
+    run.click(
+        restore_all,
+        [uploads, task, full],
+        [archive, gallery, report],
+        api_visibility="private",
+        concurrency_id=MODEL_QUEUE,
+    )
 
 
 def api_endpoint(service: DemoService) -> None:
     """The stable API: gradio_client.Client(url).predict(image, task, reference, full_size, api_name="/restore"), and
     /explain (also the MCP server's tools, with `python app.py --mcp`)."""
+    restore, explain = api_functions(service)
+    with gr.Row(visible=False):  # the API's components (gradio_client sends files as FileData)
+        api_image = gr.File(type="filepath", label="image")  # a File, so that bad files reach our checks
+        api_task = gr.Textbox(value="denoise", label="task")
+        api_reference = gr.File(type="filepath", label="reference (optional)")
+        api_restored = gr.Image(type="filepath", label="LM4LV", format="png")
+        api_mae_r = gr.Image(type="filepath", label="MAE-r", format="png")
+        api_full = gr.Checkbox(value=False, label="full size (tiles)")
+        api_info = gr.JSON(label="info")
+        api_copy = gr.Image(type="filepath", label="copy map", format="png")
+        api_errors = gr.Image(type="filepath", label="error maps", format="png")
+        api_button = gr.Button("restore")
+        explain_button = gr.Button("explain")
+    api_button.click(
+        restore,
+        [api_image, api_task, api_reference, api_full],
+        [api_restored, api_mae_r, api_info],
+        api_name="restore",
+        concurrency_id=MODEL_QUEUE,
+    )
+    explain_button.click(
+        explain,
+        [api_image, api_task, api_reference],
+        [api_copy, api_errors, api_info],
+        api_name="explain",
+        concurrency_id=MODEL_QUEUE,
+    )
+
+
+def api_functions(service: DemoService):
+    """The API's two functions; their docstrings and type hints are what the MCP server's tool schemas say."""
+
     @gpu
     def restore(image: str, task: str = "denoise", reference: str | None = None, full_size: bool = False):
         """Restore an image with LM4LV: a frozen LLM writes the restored image's visual tokens one by one.
@@ -239,8 +359,14 @@ def api_endpoint(service: DemoService) -> None:
             what was done to the input, the metrics (with a reference), the seconds taken and the input's sha256.
         """
         o = _run(service, image, task, reference, full_size=bool(full_size))
-        info = {"task": o.task, "text": o.text, "notes": o.notes, "metrics": o.metrics,
-                "seconds": round(o.seconds, 3), "input_sha256": _sha256(_file_path(image))}
+        info = {
+            "task": o.task,
+            "text": o.text,
+            "notes": o.notes,
+            "metrics": o.metrics,
+            "seconds": round(o.seconds, 3),
+            "input_sha256": _sha256(_file_path(image)),
+        }
         return o.files[2], o.files[1], info
 
     @gpu
@@ -263,22 +389,7 @@ def api_endpoint(service: DemoService) -> None:
         info = {"task": o.task, "seconds": round(o.seconds, 3), **o.explained.info}
         return named.get("copy_map"), named.get("error_map"), info
 
-    with gr.Row(visible=False):  # the API's components (gradio_client sends files as FileData)
-        api_image = gr.File(type="filepath", label="image")  # a File, so that bad files reach our checks
-        api_task = gr.Textbox(value="denoise", label="task")
-        api_reference = gr.File(type="filepath", label="reference (optional)")
-        api_restored = gr.Image(type="filepath", label="LM4LV", format="png")
-        api_mae_r = gr.Image(type="filepath", label="MAE-r", format="png")
-        api_full = gr.Checkbox(value=False, label="full size (tiles)")
-        api_info = gr.JSON(label="info")
-        api_copy = gr.Image(type="filepath", label="copy map", format="png")
-        api_errors = gr.Image(type="filepath", label="error maps", format="png")
-        api_button = gr.Button("restore")
-        explain_button = gr.Button("explain")
-    api_button.click(restore, [api_image, api_task, api_reference, api_full], [api_restored, api_mae_r, api_info],
-                     api_name="restore", concurrency_id=MODEL_QUEUE)
-    explain_button.click(explain, [api_image, api_task, api_reference], [api_copy, api_errors, api_info],
-                         api_name="explain", concurrency_id=MODEL_QUEUE)
+    return restore, explain
 
 
 def _run(service: DemoService, image, task: str, reference, **options):

@@ -10,6 +10,7 @@ and splits the turn into its stages (fit and degrade, encode + MAE-r, generation
 pictures, scoring and saving) by timing the service's generator between its updates. The demo's target: a turn at
 most decode + 0.5 s, and the copy view at most 10% slower. Prints a JSON summary.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,7 @@ import time
 
 import torch
 
-EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app", "examples",
-                       "astronaut.png")
+EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "app", "examples", "astronaut.png")
 
 
 def time_decode(model, image, task: str) -> float:
@@ -62,9 +62,12 @@ def stages(service, image, task: str, explain: bool) -> dict[str, float]:
         marks.append((update, now - last))
         last = now
     first, encode, *tokens, done = marks
-    return {"fit_and_degrade": round(first[1], 3), "encode_and_mae_r": round(encode[1], 3),
-            "generation_with_previews": round(sum(t for _, t in tokens), 3),
-            "last_token_to_outcome": round(done[1], 3)}
+    return {
+        "fit_and_degrade": round(first[1], 3),
+        "encode_and_mae_r": round(encode[1], 3),
+        "generation_with_previews": round(sum(t for _, t in tokens), 3),
+        "last_token_to_outcome": round(done[1], 3),
+    }
 
 
 def main(argv=None):
@@ -91,13 +94,18 @@ def main(argv=None):
         runs["turn"].append(time_turn(service, args.image, args.task, False)[0])
         runs["turn_explained"].append(time_turn(service, args.image, args.task, True)[0])
     median = {name: round(statistics.median(values), 3) for name, values in runs.items()}
-    summary = {"task": args.task, "visual_tokens": service.model.num_visual_tokens, "threads": torch.get_num_threads(),
-               "repeats": args.repeats, "seconds": median,
-               "turn_minus_decode": round(median["turn"] - median["decode"], 3),
-               "copy_view_slowdown": round(median["turn_explained"] / median["turn"] - 1, 4),
-               "stages": stages(service, args.image, args.task, False),
-               "stages_explained": stages(service, args.image, args.task, True),
-               "all_runs": {name: [round(v, 3) for v in values] for name, values in runs.items()}}
+    summary = {
+        "task": args.task,
+        "visual_tokens": service.model.num_visual_tokens,
+        "threads": torch.get_num_threads(),
+        "repeats": args.repeats,
+        "seconds": median,
+        "turn_minus_decode": round(median["turn"] - median["decode"], 3),
+        "copy_view_slowdown": round(median["turn_explained"] / median["turn"] - 1, 4),
+        "stages": stages(service, args.image, args.task, False),
+        "stages_explained": stages(service, args.image, args.task, True),
+        "all_runs": {name: [round(v, 3) for v in values] for name, values in runs.items()},
+    }
     print(json.dumps(summary, indent=1))
     if args.json:
         with open(args.json, "w") as f:

@@ -10,6 +10,7 @@ sequence, so this favours it). `--compile` adds the same KV-cached loop with the
 (`LM4LV.compile_llm`), timed alternately with the eager one in the same process (medians of `--repeats` runs), and the
 seconds its first call took to compile.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,9 @@ def time_generation(model, lq, tasks, use_cache: bool, max_visual: int):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--reforward-tokens", type=int, default=16,
-                   help="visual tokens timed in the re-forward loop (0: skip it)")
+    p.add_argument(
+        "--reforward-tokens", type=int, default=16, help="visual tokens timed in the re-forward loop (0: skip it)"
+    )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto")
     p.add_argument("--tokens", default="65,197", help="visual-token counts to time (65: the embedded default)")
@@ -59,7 +61,9 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     dtype = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'tokens':>6} {'batch':>5} {'dtype':>9} {'TTFT s':>7} {'KV ms/tok':>10} {'re-forward ms/tok':>18} {'speed-up':>8}")
+    print(
+        f"{'tokens':>6} {'batch':>5} {'dtype':>9} {'TTFT s':>7} {'KV ms/tok':>10} {'re-forward ms/tok':>18} {'speed-up':>8}"
+    )
     for count in [int(c) for c in args.tokens.split(",")]:
         config = GRIDS[count]
         with warnings.catch_warnings():
@@ -93,13 +97,19 @@ def time_row(model, count: int, batch: int, dim: int, args) -> None:
     kv, first = statistics.median(eager), statistics.median(ttft)
     full = time_generation(model, lq, tasks, False, args.reforward_tokens)[1] if args.reforward_tokens else None
     columns = f"{full:>18.1f} {full / kv:>7.1f}x" if full else f"{'-':>18} {'-':>8}"
-    print(f"{count:>6} {batch:>5} {str(model.llm_dtype).split('.')[-1]:>9} {first:>7.3f} {kv:>10.1f} {columns}"
-          f"  ({kv / batch:.2f} ms per image-token)", flush=True)
+    print(
+        f"{count:>6} {batch:>5} {str(model.llm_dtype).split('.')[-1]:>9} {first:>7.3f} {kv:>10.1f} {columns}"
+        f"  ({kv / batch:.2f} ms per image-token)",
+        flush=True,
+    )
     if compiled:
         best = statistics.median(compiled)
-        print(f"{'':>6} {'':>5} {'compiled':>9} {'':>7} {best:>10.1f} {'':>18} {kv / best:>7.2f}x"
-              f"  ({best / batch:.2f} ms per image-token; first call {compile_seconds:.0f} s with compiling)",
-              flush=True)
+        print(
+            f"{'':>6} {'':>5} {'compiled':>9} {'':>7} {best:>10.1f} {'':>18} {kv / best:>7.2f}x"
+            f"  ({best / batch:.2f} ms per image-token; first call {compile_seconds:.0f} s with compiling)",
+            flush=True,
+        )
+
 
 if __name__ == "__main__":
     main()

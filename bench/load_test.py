@@ -8,6 +8,7 @@ every request completes, each result belongs to its sender (the server echoes th
 and the server's resident memory after the run stays within 10% of its level after the first request. Prints a
 JSON summary; exits non-zero if a check fails. Only loopback traffic; bounded in count and time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,8 +80,12 @@ def run_client(url: str, client: int, requests: int, folder: str, results: list,
             if status.rank is not None:
                 positions.append(status.rank)
             time.sleep(0.2)
-        record = {"client": client, "request": r, "seconds": round(time.time() - began, 2),
-                  "max_queue_position": max(positions) if positions else 0}
+        record = {
+            "client": client,
+            "request": r,
+            "seconds": round(time.time() - began, 2),
+            "max_queue_position": max(positions) if positions else 0,
+        }
         try:
             restored, _, info = job.result()
             record.update(ok=os.path.isfile(restored), own_result=info.get("input_sha256") == sent)
@@ -112,8 +117,10 @@ def main(argv=None) -> int:
         run_client(url, 99, 1, folder, results, lock)  # the first request: warms up, sets the memory baseline
         baseline = rss_mb(server.pid)
         began = time.time()
-        threads = [threading.Thread(target=run_client, args=(url, c, args.requests, folder, results, lock))
-                   for c in range(args.clients)]
+        threads = [
+            threading.Thread(target=run_client, args=(url, c, args.requests, folder, results, lock))
+            for c in range(args.clients)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -125,16 +132,23 @@ def main(argv=None) -> int:
         server.wait(timeout=30)
     load = [r for r in results if r["client"] != 99]
     summary = {
-        "clients": args.clients, "requests": len(load), "completed": sum(r["ok"] for r in load),
-        "own_results": sum(r["own_result"] for r in load), "wall_seconds": round(wall, 1),
+        "clients": args.clients,
+        "requests": len(load),
+        "completed": sum(r["ok"] for r in load),
+        "own_results": sum(r["own_result"] for r in load),
+        "wall_seconds": round(wall, 1),
         "mean_latency_seconds": round(float(np.mean([r["seconds"] for r in load])), 2) if load else None,
         "max_queue_position": max((r["max_queue_position"] for r in load), default=0),
-        "rss_after_first_request_mb": round(baseline, 1), "rss_after_run_mb": round(after, 1),
+        "rss_after_first_request_mb": round(baseline, 1),
+        "rss_after_run_mb": round(after, 1),
         "rss_growth_percent": round(100 * (after - baseline) / baseline, 1),
         "errors": [r.get("error") for r in load if "error" in r],
     }
-    summary["passed"] = (summary["completed"] == summary["requests"] == args.clients * args.requests
-                         and summary["own_results"] == summary["requests"] and summary["rss_growth_percent"] <= 10)
+    summary["passed"] = (
+        summary["completed"] == summary["requests"] == args.clients * args.requests
+        and summary["own_results"] == summary["requests"]
+        and summary["rss_growth_percent"] <= 10
+    )
     print(json.dumps(summary, indent=2))
     if args.json:
         with open(args.json, "w") as f:

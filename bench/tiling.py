@@ -7,6 +7,7 @@ reports the PSNR against the clean photo separately for pixels near interior til
 tile centres, for LM4LV and for the tiled MAE-r. Seams would show as a border PSNR well below the centre PSNR. Then
 times the whole restoration for each batch size (tiles generated together).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,10 @@ from lm4lv_core.tiling import tile_starts
 def border_mask(width: int, height: int, tile: int, overlap: int) -> np.ndarray:
     """True for pixels within `overlap` px of an interior tile edge."""
     mask = np.zeros((height, width), bool)
-    for starts, length, axis in ((tile_starts(width, tile, overlap), width, 1),
-                                 (tile_starts(height, tile, overlap), height, 0)):
+    for starts, length, axis in (
+        (tile_starts(width, tile, overlap), width, 1),
+        (tile_starts(height, tile, overlap), height, 0),
+    ):
         for s in starts:
             for edge in (s, s + tile):
                 if 0 < edge < length:
@@ -49,8 +52,11 @@ def main(argv=None):
     p.add_argument("--overlap", type=int, default=16)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--checkpoint", default=None)
-    p.add_argument("--compile", action="store_true", help="the LLM under torch.compile (LM4LV.compile_llm); the "
-                   "first batch size's time then includes compiling")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="the LLM under torch.compile (LM4LV.compile_llm); the first batch size's time then includes compiling",
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -66,21 +72,34 @@ def main(argv=None):
     tile = model.image_size
     mask = border_mask(width, height, tile, args.overlap)
     ref = np.asarray(clean)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, LLM {model.llm_dtype}, "
-          f"{width}x{height}, tile {tile}, overlap {args.overlap}, trained={model.trained}, compiled={args.compile}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, LLM {model.llm_dtype}, "
+        f"{width}x{height}, tile {tile}, overlap {args.overlap}, trained={model.trained}, compiled={args.compile}"
+    )
     mae_r = np.asarray(model.reconstruct(clean, "tile", overlap=args.overlap))
-    print(f"MAE-r  PSNR: tile borders {masked_psnr(mae_r, ref, mask):.2f} dB, "
-          f"tile centres {masked_psnr(mae_r, ref, ~mask):.2f} dB")
+    print(
+        f"MAE-r  PSNR: tile borders {masked_psnr(mae_r, ref, mask):.2f} dB, "
+        f"tile centres {masked_psnr(mae_r, ref, ~mask):.2f} dB"
+    )
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         began = time.perf_counter()
         counted = {}
-        result = model.restore(clean, "denoise", mode="tile", overlap=args.overlap, batch_size=batch,
-                               progress=lambda done, total, counted=counted: counted.update(total=total))
+        result = model.restore(
+            clean,
+            "denoise",
+            mode="tile",
+            overlap=args.overlap,
+            batch_size=batch,
+            progress=lambda done, total, counted=counted: counted.update(total=total),
+        )
         seconds = time.perf_counter() - began
         out = np.asarray(result.image)
-        print(f"LM4LV  PSNR: tile borders {masked_psnr(out, ref, mask):.2f} dB, tile centres "
-              f"{masked_psnr(out, ref, ~mask):.2f} dB | {counted['total']} tiles, batch {batch}: {seconds:.1f} s "
-              f"({seconds / counted['total'] * 1000:.0f} ms per tile)", flush=True)
+        print(
+            f"LM4LV  PSNR: tile borders {masked_psnr(out, ref, mask):.2f} dB, tile centres "
+            f"{masked_psnr(out, ref, ~mask):.2f} dB | {counted['total']} tiles, batch {batch}: {seconds:.1f} s "
+            f"({seconds / counted['total'] * 1000:.0f} ms per tile)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ its parts: building the batch (crops, degradations, MAE encoding), the forward p
 inside it: `LM4LV.forward_loss` shares the user turn between both), the pixel loss through the frozen MAE decoder,
 the backward pass and the optimizer step. The first step is a warm-up and is not counted.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,16 @@ from train.objectives import pixel_loss
 PARTS = ("data", "forward", "pixel_loss", "backward", "optimizer")
 
 
-def timed_step(model, crops, optimizer, step: int, batch_size: int, self_condition: float,
-               pixel_weight: float, degradations: str = "numpy") -> dict[str, float]:
+def timed_step(
+    model,
+    crops,
+    optimizer,
+    step: int,
+    batch_size: int,
+    self_condition: float,
+    pixel_weight: float,
+    degradations: str = "numpy",
+) -> dict[str, float]:
     """One training step as `train_lm4lv` takes it; seconds per part."""
     marks = [time.perf_counter()]
     lq, hq, names = make_pairs(crops, model.vision, step, batch_size, list(TASKS), 0, degradations=degradations)
@@ -53,10 +62,18 @@ def main(argv=None):
     p.add_argument("--pixel-loss", type=float, default=1.0, help="weight of the pixel loss (0: off)")
     p.add_argument("--steps", type=int, default=6, help="timed steps (after one warm-up step)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--attention", choices=["auto", "eager", "sdpa"], default="auto",
-                   help="the LLM's attention kernel (auto: as train_lm4lv, eager on the CPU)")
-    p.add_argument("--degradations", choices=["numpy", "torch"], default="numpy",
-                   help="how the batch is degraded (train_lm4lv --degradations)")
+    p.add_argument(
+        "--attention",
+        choices=["auto", "eager", "sdpa"],
+        default="auto",
+        help="the LLM's attention kernel (auto: as train_lm4lv, eager on the CPU)",
+    )
+    p.add_argument(
+        "--degradations",
+        choices=["numpy", "torch"],
+        default="numpy",
+        help="how the batch is degraded (train_lm4lv --degradations)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -72,10 +89,12 @@ def main(argv=None):
     rows = [timed_step(model, crops, optimizer, s, *options) for s in range(1, args.steps + 1)]
     mean = {part: sum(r[part] for r in rows) / len(rows) for part in PARTS}
     total = sum(mean.values())
-    print(f"batch {args.batch_size}, {args.degradations} degradations, self-condition {args.self_condition}, "
-          f"pixel loss {args.pixel_loss}, "
-          f"{args.threads} threads, {model.llm.config._attn_implementation} attention, "
-          f"LLM dtype {model.llm_dtype}: {total:.2f} s per step, {args.batch_size / total:.2f} samples/s")
+    print(
+        f"batch {args.batch_size}, {args.degradations} degradations, self-condition {args.self_condition}, "
+        f"pixel loss {args.pixel_loss}, "
+        f"{args.threads} threads, {model.llm.config._attn_implementation} attention, "
+        f"LLM dtype {model.llm_dtype}: {total:.2f} s per step, {args.batch_size / total:.2f} samples/s"
+    )
     for part in PARTS:
         print(f"  {part:15s} {mean[part] * 1000:8.0f} ms  {100 * mean[part] / total:5.1f}%")
 

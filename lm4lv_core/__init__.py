@@ -1,4 +1,5 @@
 """LM4LV: a frozen LLM for low-level vision (restoration and spatial tasks) through a ViT-MAE and linear adapters."""
+
 from .errors import CheckpointError, InputError, LM4LVError
 from .model import LM4LV
 from .restore import Result

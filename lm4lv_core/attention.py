@@ -11,6 +11,7 @@ On GPUs SDPA (or flash attention) stays the choice for both.
 The kernel is registered with transformers' `AttentionInterface` under the name `lm4lv-cpu`, the library's own way to
 add one, and selected per model with `model.set_attn_implementation(...)`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,9 +22,16 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 CPU_DECODE = "lm4lv-cpu"
 
 
-def cpu_decode_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                         attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
-                         **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+def cpu_decode_attention(
+    module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """HF attention function: single-query steps as grouped matrix products, the rest through SDPA.
 
     query (B, H, 1, D), key/value (B, G, L, D) with H = G x R (grouped-query heads in HF's order: head h reads KV
@@ -34,9 +42,10 @@ def cpu_decode_attention(module, query: torch.Tensor, key: torch.Tensor, value: 
     groups = key.shape[1]
     special = dropout > 0 or any(kwargs.get(k) is not None for k in ("softcap", "s_aux", "position_bias"))
     if length != 1 or special or heads % groups or (attention_mask is not None and attention_mask.dtype != torch.bool):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
-    scale = scaling if scaling is not None else dim ** -0.5
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    scale = scaling if scaling is not None else dim**-0.5
     grouped = query.reshape(batch, groups, heads // groups, dim)  # (B, G, R, D)
     scores = torch.matmul(grouped, key.transpose(-1, -2)).float() * scale  # (B, G, R, L)
     if attention_mask is not None:

@@ -1,6 +1,7 @@
 """Checkpoint files of every variant: where a checkpoint is (folder, hub id, the shipped default), its config
 (`lm4lv_config.json`) and trained weights (`heads.safetensors`, never unpickled), and the refusals when the frozen
 models it names are not the ones it was trained with."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,11 @@ DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "lm4lv-smollm2"
 DEFAULT_LORA_CHECKPOINT = REPO_ROOT / "checkpoints" / "lm4lv-smollm2-lora"  # the lm4lv-lora control (LLM not frozen)
 DEFAULT_VISION = REPO_ROOT / "checkpoints" / "mae-tiny"
 # the checkpoints this repository ships, by the name `--checkpoint` also accepts (one per frozen LLM, and the control)
-SHIPPED = {"lm4lv-smollm2": DEFAULT_CHECKPOINT, "lm4lv-smollm2-lora": DEFAULT_LORA_CHECKPOINT,
-           "lm4lv-gemma3": REPO_ROOT / "checkpoints" / "lm4lv-gemma3"}
+SHIPPED = {
+    "lm4lv-smollm2": DEFAULT_CHECKPOINT,
+    "lm4lv-smollm2-lora": DEFAULT_LORA_CHECKPOINT,
+    "lm4lv-gemma3": REPO_ROOT / "checkpoints" / "lm4lv-gemma3",
+}
 HEADS_FILE, CONFIG_FILE = "heads.safetensors", "lm4lv_config.json"
 
 
@@ -43,8 +47,9 @@ def read_trained_weights(folder: str) -> dict[str, torch.Tensor]:
     try:
         return load_file(os.path.join(folder, HEADS_FILE))
     except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"The trained weights in {folder} are missing or corrupt: "
-                              f"{str(exc).splitlines()[0]}") from exc
+        raise CheckpointError(
+            f"The trained weights in {folder} are missing or corrupt: {str(exc).splitlines()[0]}"
+        ) from exc
 
 
 def load_trained_weights(trained: nn.Module, folder: str) -> None:
@@ -52,8 +57,9 @@ def load_trained_weights(trained: nn.Module, folder: str) -> None:
     try:
         trained.load_state_dict(read_trained_weights(folder))
     except RuntimeError as exc:
-        raise CheckpointError(f"The trained weights in {folder} are corrupt or do not match its config: "
-                              f"{str(exc).splitlines()[0]}") from exc
+        raise CheckpointError(
+            f"The trained weights in {folder} are corrupt or do not match its config: {str(exc).splitlines()[0]}"
+        ) from exc
 
 
 VISION_SUBFOLDER = "vision"  # a checkpoint that carries its vision module (one pushed to the Hub) keeps it here
@@ -68,8 +74,11 @@ def vision_candidates(recorded: str, folder: str) -> list[str]:
     """Where a checkpoint's vision module may be, in order, without repeats: the recorded location (a relative path
     is read from the checkpoint folder), the checkpoint's own `vision/` subfolder, the shipped vision module (a
     checkpoint copied away from the repository), and the recorded name as a hub id."""
-    local = [os.path.join(folder, recorded) if recorded else None, os.path.join(folder, VISION_SUBFOLDER),
-             default_vision()]
+    local = [
+        os.path.join(folder, recorded) if recorded else None,
+        os.path.join(folder, VISION_SUBFOLDER),
+        default_vision(),
+    ]
     found = [os.path.abspath(c) for c in local if c and os.path.isfile(os.path.join(c, "config.json"))]
     return list(dict.fromkeys(found + ([recorded] if is_hub_id(recorded) else [])))
 
@@ -80,8 +89,9 @@ def load_checked_vision(override, recorded: str, fingerprint: str, folder: str) 
     if override:
         vision_module = load_vision(override)
         if vision_module.fingerprint() != fingerprint:
-            raise CheckpointError(f"The checkpoint {folder} was trained with another vision module "
-                                  f"({recorded}), not with {override}.")
+            raise CheckpointError(
+                f"The checkpoint {folder} was trained with another vision module ({recorded}), not with {override}."
+            )
         return vision_module
     tried = []
     for source in vision_candidates(recorded, folder):
@@ -93,15 +103,18 @@ def load_checked_vision(override, recorded: str, fingerprint: str, folder: str) 
         if vision_module.fingerprint() == fingerprint:
             return vision_module
         tried.append(source)
-    raise CheckpointError(f"The vision module of checkpoint {folder} ({recorded}, fingerprint {fingerprint}) was "
-                          f"not found (tried {', '.join(tried) or 'nothing'}); name it with --vision.")
+    raise CheckpointError(
+        f"The vision module of checkpoint {folder} ({recorded}, fingerprint {fingerprint}) was "
+        f"not found (tried {', '.join(tried) or 'nothing'}); name it with --vision."
+    )
 
 
 def check_llm(model, fingerprint: str, folder: str, recorded: str, override: str | None) -> None:
     """Refuse an LLM whose weights are not the ones the checkpoint was trained with."""
     if weights_fingerprint(model) != fingerprint:
-        raise CheckpointError(f"The checkpoint {folder} was trained with another LLM ({recorded}), "
-                              f"not with {override or recorded}.")
+        raise CheckpointError(
+            f"The checkpoint {folder} was trained with another LLM ({recorded}), not with {override or recorded}."
+        )
 
 
 def default_vision() -> str | None:
@@ -118,8 +131,11 @@ def load_vision(source) -> VisionModule:
     if source is None:
         source = default_vision()
     if source is None:
-        warnings.warn("NO TRAINED VISION MODULE FOUND: using a RANDOM tiny ViT-MAE. Train one with "
-                      "`python -m train.pretrain_mae`.", stacklevel=3)
+        warnings.warn(
+            "NO TRAINED VISION MODULE FOUND: using a RANDOM tiny ViT-MAE. Train one with "
+            "`python -m train.pretrain_mae`.",
+            stacklevel=3,
+        )
         return VisionModule.from_config("tiny", seed=0)
     return VisionModule.from_pretrained(source)
 
@@ -139,9 +155,18 @@ def checkpoint_folder(path) -> str | None:
     try:  # a hub id
         from huggingface_hub import snapshot_download
 
-        return snapshot_download(path, allow_patterns=[HEADS_FILE, CONFIG_FILE, "README.md", PEFT_CONFIG_FILE,
-                                                       PEFT_WEIGHTS_FILE, f"{VISION_SUBFOLDER}/*"],
-                                 endpoint=os.environ.get("HF_ENDPOINT") or None)
+        return snapshot_download(
+            path,
+            allow_patterns=[
+                HEADS_FILE,
+                CONFIG_FILE,
+                "README.md",
+                PEFT_CONFIG_FILE,
+                PEFT_WEIGHTS_FILE,
+                f"{VISION_SUBFOLDER}/*",
+            ],
+            endpoint=os.environ.get("HF_ENDPOINT") or None,
+        )
     except Exception as exc:
         raise CheckpointError(f"Could not fetch the checkpoint {path!r} from the hub: {exc}") from exc
 
@@ -168,9 +193,25 @@ def is_one_pass(raw: dict) -> bool:
     return "variant" in raw
 
 
+# options the library had and no recipe, test or control uses (their measurements: research/README.md); a config
+# recording them off still loads, one that used them is refused
+REMOVED_OPTIONS = {
+    "standardize": "per-dimension standardised features",
+    "task_tokens_first": "task tokens first",
+    "task_answer_positions": "answer position tables per task",
+}
+
+
 def read_config(folder: str) -> HeadsConfig:
-    """A checkpoint's `lm4lv_config.json` as LM4LV's `HeadsConfig`; an unreadable one is a CheckpointError."""
+    """A checkpoint's `lm4lv_config.json` as LM4LV's `HeadsConfig`; an unreadable one, or one trained with an option
+    this version no longer has (`REMOVED_OPTIONS`), is a CheckpointError."""
     raw = read_raw_config(folder)
+    used = [what for key, what in REMOVED_OPTIONS.items() if raw.pop(key, False)]
+    if used:
+        raise CheckpointError(
+            f"Checkpoint {folder} was trained with {', '.join(used)}, which this version of LM4LV "
+            f"no longer has (research/README.md keeps the measurements)."
+        )
     try:
         raw["tasks"] = tuple(raw["tasks"])
         return HeadsConfig(**raw)
@@ -178,8 +219,15 @@ def read_config(folder: str) -> HeadsConfig:
         raise CheckpointError(f"The config of checkpoint {folder} is unreadable: {exc}") from exc
 
 
-def push_to_hub(restorer, repo_id: str, *, private: bool = False, token: str | None = None,
-                model_card: str | os.PathLike | None = None, commit_message: str = "Upload LM4LV checkpoint") -> str:
+def push_to_hub(
+    restorer,
+    repo_id: str,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    model_card: str | os.PathLike | None = None,
+    commit_message: str = "Upload LM4LV checkpoint",
+) -> str:
     """Upload a trained model as a self-contained Hub model repository: its checkpoint files, its vision module in
     `vision/` (so `from_pretrained(repo_id)` needs nothing else), the PEFT files of a LoRA control, and `model_card`
     (a README.md with the Hub's YAML) if given. `$HF_ENDPOINT` is honoured. Returns the commit URL."""

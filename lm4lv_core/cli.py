@@ -1,4 +1,5 @@
 """Command line: `python -m lm4lv_core restore ...`, `... degrade ...` and `... models` (the shipped checkpoints)."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,21 +22,35 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
     r.add_argument("--task", required=True, choices=TASKS, help="task-token set to use")
     r.add_argument("--out", required=True, help="output folder")
-    r.add_argument("--checkpoint", default=None,
-                   help="checkpoint folder, hub id or shipped name (`models` lists them; one per frozen LLM), LM4LV "
-                        "or a control of train.train_lm4lv --variant (default: embedded)")
+    r.add_argument(
+        "--checkpoint",
+        default=None,
+        help="checkpoint folder, hub id or shipped name (`models` lists them; one per frozen LLM), LM4LV "
+        "or a control of train.train_lm4lv --variant (default: embedded)",
+    )
     r.add_argument("--llm", default=None, help="override the checkpoint's LLM (hub id, folder or .gguf)")
     r.add_argument("--vision", default=None, help="override the checkpoint's vision module (hub id or folder)")
-    r.add_argument("--mode", choices=["tile", "resize"], default="tile",
-                   help="tile: keep each image's size, restoring overlapping tiles of the model's size (default); "
-                        "resize: center-crop and resize to the model's size")
+    r.add_argument(
+        "--mode",
+        choices=["tile", "resize"],
+        default="tile",
+        help="tile: keep each image's size, restoring overlapping tiles of the model's size (default); "
+        "resize: center-crop and resize to the model's size",
+    )
     r.add_argument("--overlap", type=int, default=16, help="tile overlap in pixels (tile mode)")
-    r.add_argument("--batch-size", type=int, default=None,
-                   help="tiles (tile mode; default: as many as 1 GB of KV cache holds, at most 64) or images (resize "
-                        "mode; default 16) generated together")
-    r.add_argument("--compile", action="store_true",
-                   help="run the LLM under torch.compile: faster decoding for many images or large ones, after a "
-                        "compile of about half a minute (minutes the first time on a machine)")
+    r.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="tiles (tile mode; default: as many as 1 GB of KV cache holds, at most 64) or images (resize "
+        "mode; default 16) generated together",
+    )
+    r.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the LLM under torch.compile: faster decoding for many images or large ones, after a "
+        "compile of about half a minute (minutes the first time on a machine)",
+    )
     r.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
     r.add_argument("--json", default=None, help="also write a JSON summary with timings to this file")
 
@@ -45,8 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("image")
     d.add_argument("--task", required=True, choices=TASKS)
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--strength", default=None,
-                   help="'fixed' for the evaluation strength, a number, or omitted for the paper's random strength")
+    d.add_argument(
+        "--strength",
+        default=None,
+        help="'fixed' for the evaluation strength, a number, or omitted for the paper's random strength",
+    )
     d.add_argument("--out", required=True, help="output file (PNG)")
     return parser
 
@@ -95,12 +113,11 @@ def cmd_restore(args) -> int:
             compile_model(model)
     todo, failures = plan_outputs(files, args)
     records = []
-    bar = tqdm(total=len(todo), desc=f"restore ({args.task})", unit="image", file=sys.stderr,
-               disable=len(todo) < 2)
+    bar = tqdm(total=len(todo), desc=f"restore ({args.task})", unit="image", file=sys.stderr, disable=len(todo) < 2)
     per_call = (args.batch_size or 16) if args.mode == "resize" else 1
     for start in range(0, len(todo), per_call):
         chunk, images = [], []
-        for path in todo[start:start + per_call]:
+        for path in todo[start : start + per_call]:
             try:
                 images.append(model.fit(path, "tile")[0])  # as loaded: any size
                 chunk.append(path)
@@ -114,8 +131,16 @@ def cmd_restore(args) -> int:
     bar.close()
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"task": args.task, "images": records, "failed": failures,
-                       "seconds": round(sum(r["seconds"] for r in records), 3)}, f, indent=2)
+            json.dump(
+                {
+                    "task": args.task,
+                    "images": records,
+                    "failed": failures,
+                    "seconds": round(sum(r["seconds"] for r in records), 3),
+                },
+                f,
+                indent=2,
+            )
     return 1 if failures else 0
 
 
@@ -149,12 +174,21 @@ def restore_chunk(model, chunk: list[str], images: list, args):
         results = model.restore_batch(images, args.task, mode="resize")
     else:
         with tqdm(desc=os.path.basename(chunk[0]), unit="tile", file=sys.stderr, leave=False) as tiles_bar:
+
             def progress(done, total):
                 tiles_bar.total = total
                 tiles_bar.update(done - tiles_bar.n)
 
-            results = [model.restore(images[0], args.task, mode="tile", overlap=args.overlap,
-                                     batch_size=args.batch_size, progress=progress)]
+            results = [
+                model.restore(
+                    images[0],
+                    args.task,
+                    mode="tile",
+                    overlap=args.overlap,
+                    batch_size=args.batch_size,
+                    progress=progress,
+                )
+            ]
     return results, (time.time() - began) / len(chunk)
 
 
@@ -167,9 +201,17 @@ def save_results(chunk: list[str], results: list, seconds: float, args) -> list[
         restored, mae_r = output_paths(args.out, path, args.task)
         result.image.save(restored)
         result.mae_r.save(mae_r)
-        record = {"input": path, "task": args.task, "output": restored, "mae_r": mae_r,
-                  "seconds": round(seconds, 3), "size": list(result.image.size), "tiles": int(result.tokens.shape[0])
-                  if result.tokens.dim() == 3 else 1, "text": result.text, "notes": result.notes}
+        record = {
+            "input": path,
+            "task": args.task,
+            "output": restored,
+            "mae_r": mae_r,
+            "seconds": round(seconds, 3),
+            "size": list(result.image.size),
+            "tiles": int(result.tokens.shape[0]) if result.tokens.dim() == 3 else 1,
+            "text": result.text,
+            "notes": result.notes,
+        }
         records.append(record)
         tqdm.write(json.dumps(record), file=sys.stdout)
     return records
@@ -188,8 +230,11 @@ def cmd_degrade(args) -> int:
             print(f"--strength must be 'fixed' or a number, not {strength!r}.", file=sys.stderr)
             return 2
     degrade(loaded.image, args.task, seed=args.seed, strength=strength).save(args.out)
-    print(json.dumps({"input": args.image, "task": args.task, "seed": args.seed, "output": args.out,
-                      "notes": loaded.notes}))
+    print(
+        json.dumps(
+            {"input": args.image, "task": args.task, "seed": args.seed, "output": args.out, "notes": loaded.notes}
+        )
+    )
     return 0
 
 

@@ -6,6 +6,7 @@ cold cache and for about half a minute from inductor's on-disk cache, so it pays
 one image. Anything that fails to compile falls back to the eager forward with one warning; gradients always run
 eagerly (training does not use it).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -28,6 +29,9 @@ class CompiledForward:
             except Exception as error:  # compiler or backend errors; a genuine input error recurs eagerly below
                 first_line = (str(error).strip().splitlines() or [""])[0][:200]
                 self.failure = f"{type(error).__name__}: {first_line}"
-                warnings.warn(f"torch.compile of the LLM failed ({self.failure}); generating without it.",
-                              RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"torch.compile of the LLM failed ({self.failure}); generating without it.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         return self.eager(*args, **kwargs)

@@ -6,6 +6,7 @@ a length of U[0.1, 0.25] x the image's shorter side and a brightness of U[0.5, 0
 (scaled with the image size) on a black layer, softened with a 3x3 box blur, and screen-blended onto the image:
 out = img + layer * (1 - img).
 """
+
 from __future__ import annotations
 
 import numpy as np

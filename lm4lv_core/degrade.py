@@ -1,5 +1,6 @@
 """Seeded, deterministic degradations with the paper's parameters, and the reference each task is scored against
 (each task's degradation and strengths: `lm4lv_core.tasks`; the pixel operations: `lm4lv_core.corruptions`)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Device and dtype selection: bf16 for the frozen LLM where the hardware runs it fast, fp32 elsewhere."""
+
 from __future__ import annotations
 
 import functools
@@ -34,4 +35,3 @@ def default_llm_dtype(device: torch.device | str | None = None) -> torch.dtype:
     if device.type == "cuda":
         return torch.bfloat16
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
-

@@ -9,6 +9,7 @@ Which heads copy is found from those weights themselves: a copying head puts its
 token, and on a different one for each (`choose_heads`). The routing probe (`train.routing`) measures the same
 heads teacher-forced, against the task's known sources.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -45,8 +46,10 @@ class CopyMap:
     def rows(self) -> list[dict]:
         """One dict per output token: {"token", "source", "mass", "layer", "heads"} (token 0 and source 0: the CLS
         token)."""
-        return [{"token": i, "source": int(s), "mass": round(float(m), 4), "layer": self.layer, "heads": self.heads}
-                for i, (s, m) in enumerate(zip(self.sources, self.mass))]
+        return [
+            {"token": i, "source": int(s), "mass": round(float(m), 4), "layer": self.layer, "heads": self.heads}
+            for i, (s, m) in enumerate(zip(self.sources, self.mass))
+        ]
 
     def describe(self, expected, per_token: dict[str, list[float]] | None = None) -> dict:
         """The JSON of the view: {"layers", "heads", "agreement", "tokens": rows}; each row also gets "expected"
@@ -58,8 +61,12 @@ class CopyMap:
             row["expected"] = int(expected[row["token"]])
             for name, values in (per_token or {}).items():
                 row[name] = None if row["token"] == 0 else values[row["token"] - 1]
-        return {"layers": [self.layer], "heads": self.heads, "agreement": round(self.agreement(expected), 4),
-                "tokens": rows}
+        return {
+            "layers": [self.layer],
+            "heads": self.heads,
+            "agreement": round(self.agreement(expected), 4),
+            "tokens": rows,
+        }
 
     def agreement(self, expected: torch.Tensor) -> float:
         """Fraction of output tokens whose top source is `expected` (T,) (e.g. `tasks.token_sources`)."""
@@ -73,8 +80,13 @@ def choose_heads(attention: torch.Tensor, keep: float = 0.5) -> tuple[int, list[
     head that always reads the same token, an attention sink, scores low). Returns the best head's layer and the
     heads of that layer scoring at least `keep` times the best."""
     peak_mass, peak = attention.float().max(-1)  # (T, layers, heads) each
-    distinct = torch.tensor([[len(peak[:, layer, h].unique()) for h in range(peak.shape[2])]
-                             for layer in range(peak.shape[1])], dtype=torch.float) / peak.shape[0]  # (layers, heads)
+    distinct = (
+        torch.tensor(
+            [[len(peak[:, layer, h].unique()) for h in range(peak.shape[2])] for layer in range(peak.shape[1])],
+            dtype=torch.float,
+        )
+        / peak.shape[0]
+    )  # (layers, heads)
     score = peak_mass.mean(0) * distinct  # (layers, heads)
     layer = int(score.max(-1).values.argmax())
     best = score[layer].max()
@@ -118,8 +130,9 @@ class AttentionRecorder:
         length = max(w.shape[-1] for w in self.latest)
         readers = self.readers.to(self.latest[0].device)
         shape = (*self.latest[0].shape[:-1], len(readers))  # (B, heads, N)
-        taken = torch.stack([w[..., readers] if w.shape[-1] == length else w.new_zeros(shape)
-                             for w in self.latest]).cpu()
+        taken = torch.stack(
+            [w[..., readers] if w.shape[-1] == length else w.new_zeros(shape) for w in self.latest]
+        ).cpu()
         self.latest = [None] * len(self.latest)
         return taken
 
@@ -131,8 +144,10 @@ class AttentionRecorder:
         if self._kernel != CPU_DECODE:
             self.model.llm.set_attn_implementation(CPU_DECODE)
         self.model._compiled = None
-        self._hooks = [layer.self_attn.register_forward_hook(lambda m, i, out, k=k: self._keep(k, out))
-                       for k, layer in enumerate(layers)]
+        self._hooks = [
+            layer.self_attn.register_forward_hook(lambda m, i, out, k=k: self._keep(k, out))
+            for k, layer in enumerate(layers)
+        ]
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,5 +1,6 @@
 """Pictures of what the LLM copied and where the output is wrong: the focus of one token, the whole copy map, the
 error maps, and the per-token PSNR. Inputs are model-size PIL images and a `explain.CopyMap`."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -59,8 +60,7 @@ def focus_image(lq_image: Image.Image, output: Image.Image, copy: CopyMap) -> Im
         if box is not None:
             ImageDraw.Draw(panel).rectangle(box, outline=colour, width=2)
     where = "the CLS token" if source == 0 else f"token {source}"
-    return _labelled([left, right], [f"read from {where} ({float(copy.mass[-1]):.2f})",
-                                     f"writing token {token}"])
+    return _labelled([left, right], [f"read from {where} ({float(copy.mass[-1]):.2f})", f"writing token {token}"])
 
 
 def position_colours(grid: int) -> np.ndarray:
@@ -86,8 +86,9 @@ def copy_map_image(copy: CopyMap, expected: np.ndarray) -> Image.Image:
     wanted = colours[expected][1:].reshape(grid, grid, 3)
     panels = [_panel(Image.fromarray(x.astype(np.uint8))) for x in (read, wanted)]
     agreement = float((sources[: len(copy.sources)] == expected[: len(copy.sources)]).mean())
-    return _labelled(panels, [f"read from (layer {copy.layer}, heads {copy.heads})",
-                              f"the task's sources ({agreement:.0%} agree)"])
+    return _labelled(
+        panels, [f"read from (layer {copy.layer}, heads {copy.heads})", f"the task's sources ({agreement:.0%} agree)"]
+    )
 
 
 def error_maps(restored: Image.Image, mae_r: Image.Image, reference: Image.Image) -> Image.Image:
@@ -108,6 +109,17 @@ def token_psnr(image: Image.Image, reference: Image.Image, grid: int) -> list[fl
     token)."""
     a, b = np.asarray(image.convert("RGB")), np.asarray(reference.convert("RGB"))
     side = a.shape[0] // grid
-    return [round(min(psnr(a[r * side:(r + 1) * side, c * side:(c + 1) * side],
-                           b[r * side:(r + 1) * side, c * side:(c + 1) * side]), PSNR_CAP), 3)
-            for r in range(grid) for c in range(grid)]
+    return [
+        round(
+            min(
+                psnr(
+                    a[r * side : (r + 1) * side, c * side : (c + 1) * side],
+                    b[r * side : (r + 1) * side, c * side : (c + 1) * side],
+                ),
+                PSNR_CAP,
+            ),
+            3,
+        )
+        for r in range(grid)
+        for c in range(grid)
+    ]

@@ -8,6 +8,7 @@ switch modes at different steps without padding. Per row:
   visual tokens `</Img>` is queued and the row returns to text mode.
 `use_cache=False` re-runs the whole sequence for each new position (the reference the tests compare against).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -65,8 +66,15 @@ class _Row:
 
 
 @torch.inference_mode()
-def generate(model, lq: torch.Tensor, tasks: list[str], *, max_new_tokens: int | None = None,
-             force_image_after: int | None = 8, use_cache: bool = True):
+def generate(
+    model,
+    lq: torch.Tensor,
+    tasks: list[str],
+    *,
+    max_new_tokens: int | None = None,
+    force_image_after: int | None = 8,
+    use_cache: bool = True,
+):
     """Yield events for a batch. lq: (B, N, vision_dim) visual tokens of the inputs; tasks: B task names.
 
     force_image_after: if a row has written this many text tokens without opening an image, `<Img>` is queued
@@ -102,16 +110,28 @@ def generate(model, lq: torch.Tensor, tasks: list[str], *, max_new_tokens: int |
             yield Finished(i, _clean(r.text, tokenizer), _tokens(r))
 
 
-def _step(model, rows: list[_Row], tasks: list[str], h: torch.Tensor, next_embeds: torch.Tensor,
-          eos_embed: torch.Tensor, force_image_after: int | None):
+def _step(
+    model,
+    rows: list[_Row],
+    tasks: list[str],
+    h: torch.Tensor,
+    next_embeds: torch.Tensor,
+    eos_embed: torch.Tensor,
+    force_image_after: int | None,
+):
     """Advance every row (of task `tasks[i]`) by one position: yield its events and write its next input embedding
     into `next_embeds`.
 
     h: (B, llm_dim) final hidden states of the last position; next_embeds: (B, llm_dim), filled in place."""
     seq, count = model.sequences, model.num_visual_tokens
     for r in rows:
-        if (r.mode == "text" and not r.image_done and not r.queue and force_image_after is not None
-                and r.text_since_image >= force_image_after):
+        if (
+            r.mode == "text"
+            and not r.image_done
+            and not r.queue
+            and force_image_after is not None
+            and r.text_since_image >= force_image_after
+        ):
             r.queue = list(seq.begin_ids)
     text_rows = [i for i, r in enumerate(rows) if r.mode == "text" and not r.queue]  # rows that need the LM head
     greedy = model.logits(h[text_rows]).argmax(-1).tolist() if text_rows else []
@@ -144,7 +164,7 @@ def _add_text(i: int, r: _Row, token: int, tokenizer, eos: int):
     """Row i in text mode takes `token`: the end-of-turn finishes it, a text ending in `<Img>` opens an image."""
     r.text_ids.append(token)
     new_text = tokenizer.decode(r.text_ids, skip_special_tokens=False)
-    piece, r.text = new_text[len(r.text):], new_text
+    piece, r.text = new_text[len(r.text) :], new_text
     if token == eos:
         r.mode = "done"
         yield Finished(i, _clean(r.text, tokenizer), _tokens(r))
@@ -172,8 +192,9 @@ def _fill_constant_prefix(model, cache, batch: int) -> int:
     prefix = model.constant_prefix()  # [(1, kv_heads, P, head_dim) x 2] per layer
     for index, (keys, values) in enumerate(prefix):
         positions = torch.arange(keys.shape[-2], device=keys.device)
-        cache.update(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1), index,
-                     {"cache_position": positions})
+        cache.update(
+            keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1), index, {"cache_position": positions}
+        )
     return prefix[0][0].shape[-2] if prefix else 0
 
 

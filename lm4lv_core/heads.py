@@ -1,5 +1,6 @@
 """The only trainable parts of LM4LV: two linear adapters and one task-token set per task (and, as an option
 outside the paper's trainable set, one position embedding per visual-token index)."""
+
 from __future__ import annotations
 
 import copy
@@ -9,6 +10,44 @@ import torch
 from torch import nn
 
 from .tasks import TASKS
+
+
+@dataclass(frozen=True)
+class Interface:
+    """How the adapters meet the frozen LLM beyond the paper's two shared linear adapters: the options a recipe
+    chooses, built once (validated here) and passed down to `LM4LV.build` / `variants.build_model`. Each is a
+    `HeadsConfig` field of the same name (documented there)."""
+
+    whitening: float = 0.0
+    position_embeddings: bool = False
+    task_readouts: bool = False
+    task_input_adapters: bool = False
+    lq_gain: float | None = None  # the learned LQ gain's start (None: no gain)
+
+    def __post_init__(self):
+        if self.whitening < 0:
+            raise ValueError(f"whitening is an eigenvalue floor >= 0, not {self.whitening}")
+        if self.lq_gain is not None and self.lq_gain <= 0:
+            raise ValueError(f"the LQ gain starts at a positive value, not {self.lq_gain}")
+
+    @property
+    def is_paper(self) -> bool:
+        """Only the paper's interface (what the one-pass controls accept)."""
+        return self == PAPER_INTERFACE
+
+    def config_fields(self) -> dict:
+        """These options as `HeadsConfig` fields."""
+        return dict(
+            whitening=self.whitening,
+            position_embeddings=self.position_embeddings,
+            task_readouts=self.task_readouts,
+            task_input_adapters=self.task_input_adapters,
+            lq_gain=self.lq_gain is not None,
+            lq_gain_init=1.0 if self.lq_gain is None else float(self.lq_gain),
+        )
+
+
+PAPER_INTERFACE = Interface()  # two shared linear adapters on raw MAE features, as in the paper
 
 
 @dataclass
@@ -23,10 +62,7 @@ class HeadsConfig:
     vision: str = ""
     vision_fingerprint: str = ""
     num_visual_tokens: int = 0
-    # per-dimension standardisation of the MAE features: adapter_in reads (x - mean) / std, adapter_out writes
-    # standardised features, and the L2 loss is taken in that space (the statistics are stored with the weights)
-    standardize: bool = False
-    # PCA whitening of the (standardised) MAE features, eigenvalues floored at this fraction of the largest (0: off):
+    # PCA whitening of the MAE features, eigenvalues floored at this fraction of the largest (0: off):
     # adapter_in reads whitened features and adapter_out writes them (the L2 loss stays in the unwhitened space).
     # A fixed linear map composed with a linear adapter is still a linear adapter: this changes how the optimiser
     # sees the weak, detail-carrying feature directions, not the model class. Stored with the weights.
@@ -49,16 +85,6 @@ class HeadsConfig:
     # class), for the LQ image and the fed-back HQ tokens alike. Weights under `adapter_in.<task>.`; a checkpoint
     # without this field has one shared adapter_in. `LM4LVHeads.split_input_adapter` turns a shared one into copies.
     task_input_adapters: bool = False
-    # the task tokens before the LQ image (`user: [task]<Img>[LQ]</Img>`) instead of after it (the paper's layout):
-    # in a causal LLM the LQ tokens can then be processed for the task before the answer copies them. A layout
-    # choice, not a parameter; off by default.
-    task_tokens_first: bool = False
-    # one position table per task for the answer's (HQ) tokens, the LQ image keeping the shared one (needs
-    # position_embeddings). The shared table gives answer token j the address of LQ token j: right for the restoration
-    # tasks, wrong for rotate and flip, whose token j comes from another LQ token. A per-task table, learned, lets a
-    # spatial task address its own source tokens. Weights under `answer_positions.<task>`, each starting as a copy
-    # of the shared table (`LM4LVHeads.split_answer_positions`); num_visual_tokens x llm_dim more per task.
-    task_answer_positions: bool = False
     # a learned gain for the LQ image's embeddings (adapter_in's output and its position vectors), apart from the
     # answer's tokens: exp(lq_log_gain), starting at lq_gain_init (1: off). A scale per role composed with a linear
     # adapter is still a linear adapter per role. A loud LQ token survives the LLM's first layers better (its
@@ -82,9 +108,6 @@ class LM4LVHeads(nn.Module):
         self.task_tokens = nn.ParameterDict(
             {t: nn.Parameter(torch.zeros(config.num_task_tokens, config.llm_dim)) for t in config.tasks}
         )
-        # identity unless config.standardize; saved with the weights only then, so older checkpoints still load
-        self.register_buffer("feature_mean", torch.zeros(config.vision_dim), persistent=config.standardize)
-        self.register_buffer("feature_std", torch.ones(config.vision_dim), persistent=config.standardize)
         whiten = config.whitening > 0
         self.register_buffer("whiten_mean", torch.zeros(config.vision_dim), persistent=whiten)
         self.register_buffer("whiten_basis", torch.eye(config.vision_dim), persistent=whiten)  # B (D, D)
@@ -97,20 +120,6 @@ class LM4LVHeads(nn.Module):
             if config.lq_gain_init <= 0:
                 raise ValueError(f"lq_gain_init must be positive, not {config.lq_gain_init}")
             self.lq_log_gain = nn.Parameter(torch.tensor(float(config.lq_gain_init)).log())  # () scalar
-        if config.task_answer_positions:
-            if not config.position_embeddings:
-                raise ValueError("task_answer_positions needs position_embeddings")
-            self.answer_positions = nn.ParameterDict(
-                {t: nn.Parameter(torch.zeros(config.num_visual_tokens, config.llm_dim)) for t in config.tasks})
-
-    @torch.no_grad()
-    def set_feature_statistics(self, tokens: torch.Tensor, eps: float = 1e-3) -> None:
-        """Per-dimension mean and std of MAE features (..., vision_dim), for a model with config.standardize."""
-        if not self.config.standardize:
-            raise ValueError("set_feature_statistics needs a HeadsConfig with standardize=True")
-        flat = tokens.reshape(-1, tokens.shape[-1]).double()  # (M, vision_dim)
-        self.feature_mean.copy_(flat.mean(0).float())
-        self.feature_std.copy_(flat.std(0).clamp_min(eps).float())
 
     @torch.no_grad()
     def set_whitening(self, tokens: torch.Tensor) -> None:
@@ -120,7 +129,7 @@ class LM4LVHeads(nn.Module):
         floor = self.config.whitening
         if floor <= 0:
             raise ValueError("set_whitening needs a HeadsConfig with whitening > 0")
-        flat = self.standardized(tokens.reshape(-1, tokens.shape[-1])).double()  # (M, D)
+        flat = tokens.reshape(-1, tokens.shape[-1]).double()  # (M, D)
         mean = flat.mean(0)
         eigenvalues, vectors = torch.linalg.eigh((flat - mean).T @ (flat - mean) / len(flat))  # ascending
         scale = eigenvalues.clamp_min(floor * eigenvalues.max()).sqrt()  # (D,)
@@ -129,68 +138,52 @@ class LM4LVHeads(nn.Module):
     @torch.no_grad()
     def rebase_whitening(self, mean: torch.Tensor, basis: torch.Tensor, inverse: torch.Tensor) -> None:
         """Make (mean, basis B, B^-1) the whitening, re-expressing every adapter so it computes the same function:
-        adapter_in reads B (x - mean), adapter_out writes it (x: standardised features)."""
+        adapter_in reads B (x - mean), adapter_out writes it (x: MAE features)."""
         mean, basis, inverse = mean.double(), basis.double(), inverse.double()
-        old_mean, old_basis, old_inverse = (t.double() for t in (self.whiten_mean, self.whiten_basis,
-                                                                  self.whiten_inverse))
+        old_mean, old_basis, old_inverse = (
+            t.double() for t in (self.whiten_mean, self.whiten_basis, self.whiten_inverse)
+        )
         for adapter in self.input_adapters():
             w_in = adapter.weight.double() @ old_basis
             adapter.bias.add_((w_in @ (mean - old_mean)).float())
             adapter.weight.copy_((w_in @ inverse).float())
         for readout in self.readouts():
             w_out = old_inverse @ readout.weight.double()
-            b_out = old_inverse @ readout.bias.double() + old_mean  # both maps in the standardised space
+            b_out = old_inverse @ readout.bias.double() + old_mean  # both maps in the MAE feature space
             readout.weight.copy_((basis @ w_out).float())
             readout.bias.copy_((basis @ (b_out - mean)).float())
         self.whiten_mean.copy_(mean.float())
         self.whiten_basis.copy_(basis.float())
         self.whiten_inverse.copy_(inverse.float())
 
-    def to_llm(self, tokens: torch.Tensor, index: torch.Tensor | None = None,
-               tasks: list[str] | None = None, answer: bool = False) -> torch.Tensor:
+    def to_llm(
+        self,
+        tokens: torch.Tensor,
+        index: torch.Tensor | None = None,
+        tasks: list[str] | None = None,
+        answer: bool = False,
+    ) -> torch.Tensor:
         """(B, ..., vision_dim) MAE features -> (B, ..., llm_dim) LLM input embeddings.
 
         index: each token's position in its image (LongTensor of shape tokens.shape[:-1], or broadcastable to it),
         used by the position embeddings; default: the tokens are whole images, (..., N, vision_dim).
-        tasks: the B rows' task names, needed with per-task input adapters or answer positions.
-        answer: the tokens are the answer's (HQ) image, which may have a position table per task."""
-        embeds = self._to_llm(tokens, index, tasks, answer)  # (B, ..., llm_dim)
+        tasks: the B rows' task names, needed with per-task input adapters.
+        answer: the tokens are the answer's (HQ) image (the LQ gain does not apply to them)."""
+        embeds = self._to_llm(tokens, index, tasks)  # (B, ..., llm_dim)
         return embeds if answer or not self.config.lq_gain else embeds * self.lq_log_gain.exp()
 
-    def _to_llm(self, tokens: torch.Tensor, index: torch.Tensor | None, tasks: list[str] | None,
-                answer: bool) -> torch.Tensor:
+    def _to_llm(self, tokens: torch.Tensor, index: torch.Tensor | None, tasks: list[str] | None) -> torch.Tensor:
         embeds = _rowwise(self.adapter_in, self.written(tokens), tasks)
         if not self.config.position_embeddings:
             return embeds
         if index is None:
             if tokens.dim() < 2 or tokens.shape[-2] != self.config.num_visual_tokens:
-                raise ValueError(f"Give each token's index: {tuple(tokens.shape[:-1])} tokens are not whole images "
-                                 f"of {self.config.num_visual_tokens}")
+                raise ValueError(
+                    f"Give each token's index: {tuple(tokens.shape[:-1])} tokens are not whole images "
+                    f"of {self.config.num_visual_tokens}"
+                )
             index = torch.arange(tokens.shape[-2], device=tokens.device)
-        if not (answer and self.config.task_answer_positions):
-            return embeds + self.visual_positions[index]
-        if tasks is None or len(tasks) != tokens.shape[0]:
-            raise ValueError(f"Per-task answer positions need one task name per row: {tokens.shape[0]} rows, "
-                             f"{'no' if tasks is None else len(tasks)} names")
-        tables = torch.stack([self.answer_positions[t] for t in tasks])  # (B, N, llm_dim)
-        index = index.expand(tokens.shape[:-1])  # (B, ...)
-        rows = torch.arange(len(tasks), device=index.device).view(-1, *[1] * (index.dim() - 1)).expand_as(index)
-        return embeds + tables[rows, index]
-
-    def answer_table(self, task: str) -> torch.Tensor:
-        """(N, llm_dim) the position vectors `task`'s answer tokens get: its own table, or the shared one."""
-        return self.answer_positions[task] if self.config.task_answer_positions else self.visual_positions
-
-    @torch.no_grad()
-    def split_answer_positions(self) -> None:
-        """Give every task its own copy of the shared position table for its answer's tokens (the same functions;
-        from here on trained per task). Nothing changes if the tables are already per task."""
-        if not self.config.position_embeddings:
-            raise ValueError("Answer positions per task need a model with position embeddings")
-        if not self.config.task_answer_positions:
-            self.answer_positions = nn.ParameterDict(
-                {t: nn.Parameter(self.visual_positions.detach().clone()) for t in self.config.tasks})
-            self.config.task_answer_positions = True
+        return embeds + self.visual_positions[index]
 
     def input_adapters(self) -> list[nn.Linear]:
         """Every adapter_in layer: the shared one, or one per task."""
@@ -228,20 +221,15 @@ class LM4LVHeads(nn.Module):
         """(B, ..., llm_dim) LLM final hidden states -> (B, ..., vision_dim) MAE features. tasks: the B rows' task
         names, needed with per-task readouts."""
         written = self.write(hidden.float(), tasks)
-        standardized = written @ self.whiten_inverse.T + self.whiten_mean
-        return standardized * self.feature_std + self.feature_mean
+        return written @ self.whiten_inverse.T + self.whiten_mean
 
     def write(self, hidden: torch.Tensor, tasks: list[str] | None) -> torch.Tensor:
         """adapter_out of (B, ..., llm_dim) hidden states, each row by its task's readout: (B, ..., vision_dim)."""
         return _rowwise(self.adapter_out, hidden, tasks)
 
     def written(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(..., vision_dim) MAE features in the space the adapters read and write (standardised, whitened)."""
-        return (self.standardized(tokens) - self.whiten_mean) @ self.whiten_basis.T
-
-    def standardized(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(..., vision_dim) MAE features in the space adapter_out writes (and the L2 loss is taken in)."""
-        return (tokens.float() - self.feature_mean) / self.feature_std
+        """(..., vision_dim) MAE features in the space the adapters read and write (whitened, where it is on)."""
+        return (tokens.float() - self.whiten_mean) @ self.whiten_basis.T
 
     @torch.no_grad()
     def initialize(self, token_embeddings: torch.Tensor, generator: torch.Generator | None = None) -> None:
@@ -285,8 +273,10 @@ def _rowwise(layers: nn.Module, x: torch.Tensor, tasks: list[str] | None) -> tor
     if isinstance(layers, nn.Linear):
         return layers(x)
     if tasks is None or len(tasks) != x.shape[0]:
-        raise ValueError(f"Per-task adapters need one task name per row: {x.shape[0]} rows, "
-                         f"{'no' if tasks is None else len(tasks)} names")
+        raise ValueError(
+            f"Per-task adapters need one task name per row: {x.shape[0]} rows, "
+            f"{'no' if tasks is None else len(tasks)} names"
+        )
     weight = torch.stack([layers[t].weight for t in tasks])  # (B, d_out, d_in)
     bias = torch.stack([layers[t].bias for t in tasks])  # (B, d_out)
     rows = x.reshape(x.shape[0], -1, x.shape[-1])  # (B, M, d_in)

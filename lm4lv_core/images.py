@@ -1,4 +1,5 @@
 """Reading user images safely: one clear error per bad input, and a note for every conversion made."""
+
 from __future__ import annotations
 
 import io
@@ -65,8 +66,10 @@ def load_image(source, name: str | None = None) -> LoadedImage:
 def _check_size(size: tuple[int, int], label: str) -> None:
     width, height = size
     if width * height > MAX_PIXELS:
-        raise InputError(f"{label}: the image has too many pixels ({width}x{height} = {width * height:,}; "
-                         f"the limit is {MAX_PIXELS:,}).")
+        raise InputError(
+            f"{label}: the image has too many pixels ({width}x{height} = {width * height:,}; "
+            f"the limit is {MAX_PIXELS:,})."
+        )
     if min(width, height) < MIN_SIDE:
         raise InputError(f"{label}: {width}x{height} is too small; both sides must be at least {MIN_SIDE} pixels.")
 

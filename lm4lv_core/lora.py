@@ -4,6 +4,7 @@ With LoRA the LLM is **no longer frozen**: its attention projections become W + 
 alongside the adapters and task tokens. The control answers what the frozen constraint costs; the paper's model
 (`lm4lv`) has no LoRA.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,9 @@ def attach_lora(llm: nn.Module, rank: int, alpha: float, targets=LORA_TARGETS, s
     pairs = nn.ModuleDict()
     for name, module in llm.named_modules():
         if isinstance(getattr(module, "lora_A", None), nn.ModuleDict) and "default" in module.lora_A:
-            pairs[name.replace(".", "/")] = nn.ModuleDict({"A": module.lora_A["default"],
-                                                           "B": module.lora_B["default"]})
+            pairs[name.replace(".", "/")] = nn.ModuleDict(
+                {"A": module.lora_A["default"], "B": module.lora_B["default"]}
+            )
     if not pairs:
         raise InputError(f"This LLM has no modules named {', '.join(targets)} for LoRA.")
     pairs.float()  # trained in fp32 (peft casts the input to the LoRA weights' dtype and the sum back)
@@ -50,8 +52,14 @@ def save_peft_adapter(folder: str, pairs: nn.ModuleDict, rank: int, alpha: float
     from safetensors.torch import save_file
 
     targets = sorted({name.split("/")[-1] for name in pairs})
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0, task_type="CAUSAL_LM",
-                        base_model_name_or_path=base_model)
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        target_modules=targets,
+        lora_dropout=0.0,
+        task_type="CAUSAL_LM",
+        base_model_name_or_path=base_model,
+    )
     config.save_pretrained(folder)
     state = {}
     for name, pair in pairs.items():

@@ -3,6 +3,7 @@
 SSIM uses an 11x11 Gaussian window with sigma 1.5 (Wang et al. 2004), K1 = 0.01, K2 = 0.03, computed per channel and
 averaged. Both take an optional border crop and can score the Y channel (ITU-R BT.601) instead of RGB.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,7 +20,10 @@ def _prepare(a, b, crop_border: int, y_channel: bool) -> tuple[np.ndarray, np.nd
     if a.ndim == 2:
         a, b = a[..., None], b[..., None]
     if crop_border:
-        a, b = a[crop_border:-crop_border, crop_border:-crop_border], b[crop_border:-crop_border, crop_border:-crop_border]
+        a, b = (
+            a[crop_border:-crop_border, crop_border:-crop_border],
+            b[crop_border:-crop_border, crop_border:-crop_border],
+        )
     if y_channel:
         a, b = _to_y(a), _to_y(b)
     return a, b

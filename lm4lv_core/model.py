@@ -1,4 +1,5 @@
 """LM4LV: a frozen LLM + a frozen ViT-MAE, bridged by two linear adapters and per-task token sets."""
+
 from __future__ import annotations
 
 import inspect
@@ -25,7 +26,7 @@ from .checkpoint import (
 from .device import default_device, default_llm_dtype
 from .errors import CheckpointError, InputError
 from .generate import GENERATION_SLACK
-from .heads import HeadsConfig, LM4LVHeads
+from .heads import PAPER_INTERFACE, HeadsConfig, Interface, LM4LVHeads
 from .llm import EMBEDDED_LLM, head_dim, load_llm, randomly_initialised, requested_llm, seen_embeddings
 from .lora import attach_lora, save_peft_adapter
 from .restore import Restorer
@@ -47,10 +48,10 @@ class LM4LV(Restorer, nn.Module):
         self.llm.requires_grad_(False)
         self.vision.requires_grad_(False)
         if heads.config.lora_rank > 0:  # the lm4lv-lora control: trained low-rank pairs in the LLM, saved with heads
-            heads.lora = attach_lora(self.llm, heads.config.lora_rank, heads.config.lora_alpha,
-                                     seed=heads.config.extra.get("lora_seed", 0)).to(next(heads.parameters()).device)
-        self.sequences = SequenceBuilder(tokenizer, vision.num_tokens, heads.config.num_task_tokens,
-                                         task_first=heads.config.task_tokens_first)
+            heads.lora = attach_lora(
+                self.llm, heads.config.lora_rank, heads.config.lora_alpha, seed=heads.config.extra.get("lora_seed", 0)
+            ).to(next(heads.parameters()).device)
+        self.sequences = SequenceBuilder(tokenizer, vision.num_tokens, heads.config.num_task_tokens)
         self.prompt_layout = self.sequences.prompt()
         self.training_layout = self.sequences.training()
         self._prefix_key, self._prefix = None, []  # see constant_prefix
@@ -122,8 +123,11 @@ class LM4LV(Restorer, nn.Module):
     def hidden_states_and_streams(self, embeds: torch.Tensor, past_key_values, layers):
         """`hidden_states` (eager, for training) plus, per LLM layer in `layers`, the residual stream entering it
         (B, T, llm_dim) fp32, before that layer's input norm (0: the input embeddings)."""
-        out = self.llm.base_model(inputs_embeds=embeds.to(self.llm_dtype), output_hidden_states=True,
-                                  **{self._cache_kwarg: past_key_values, "use_cache": True})
+        out = self.llm.base_model(
+            inputs_embeds=embeds.to(self.llm_dtype),
+            output_hidden_states=True,
+            **{self._cache_kwarg: past_key_values, "use_cache": True},
+        )
         return out.last_hidden_state.float(), [out.hidden_states[layer].float() for layer in layers]
 
     def compile_llm(self, enabled: bool = True) -> bool:
@@ -145,8 +149,13 @@ class LM4LV(Restorer, nn.Module):
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         return self.llm.get_input_embeddings()(ids.to(self.device)).float()
 
-    def visual_to_llm(self, tokens: torch.Tensor, index: torch.Tensor | None = None,
-                      tasks: list[str] | None = None, answer: bool = False) -> torch.Tensor:
+    def visual_to_llm(
+        self,
+        tokens: torch.Tensor,
+        index: torch.Tensor | None = None,
+        tasks: list[str] | None = None,
+        answer: bool = False,
+    ) -> torch.Tensor:
         """(B, ..., vision_dim) MAE features -> (B, ..., llm_dim) input embeddings; index: see `LM4LVHeads.to_llm`;
         tasks: the rows' task names (needed by a model with an input adapter or answer positions per task); answer:
         the tokens are the answer's (HQ) image."""
@@ -177,15 +186,24 @@ class LM4LV(Restorer, nn.Module):
                 continue
             values = fills[kind]  # (B, n, llm_dim)
             if values.shape[1] != len(slots):
-                raise ValueError(f"Feature count mismatch: {values.shape[1]} tokens for {len(slots)} slots "
-                                 f"(kind {kind})")
+                raise ValueError(
+                    f"Feature count mismatch: {values.shape[1]} tokens for {len(slots)} slots (kind {kind})"
+                )
             embeds[:, slots] = values.to(embeds.dtype)
         return embeds
 
     # ------------------------------------------------------------------------------------------------ training
-    def forward_loss(self, lq: torch.Tensor, hq: torch.Tensor, tasks: list[str], input_noise: float = 0.0,
-                     ce_weight: float = 1.0, fed: torch.Tensor | None = None, self_condition: float = 0.0,
-                     carry_layers: tuple[int, ...] | list[int] = ()) -> dict[str, torch.Tensor]:
+    def forward_loss(
+        self,
+        lq: torch.Tensor,
+        hq: torch.Tensor,
+        tasks: list[str],
+        input_noise: float = 0.0,
+        ce_weight: float = 1.0,
+        fed: torch.Tensor | None = None,
+        self_condition: float = 0.0,
+        carry_layers: tuple[int, ...] | list[int] = (),
+    ) -> dict[str, torch.Tensor]:
         """Teacher-forced loss: CE on the answer's text tokens + L2 on each next HQ visual token (MAE space).
 
         lq, hq: (B, N, vision_dim). `fed`: the HQ tokens given to the LLM (default: hq itself); `self_condition`:
@@ -226,7 +244,7 @@ class LM4LV(Restorer, nn.Module):
         answer, _ = self.hidden_states(embeds[:, split:], cache)
         hidden = torch.cat([user, answer], dim=1)  # (B, T - start, llm_dim): positions start .. T-1
         pred = self._predictions(hidden, start, tasks)  # (B, N, vision_dim)
-        l2 = F.mse_loss(self.heads.standardized(pred), self.heads.standardized(hq))  # raw MAE space by default
+        l2 = F.mse_loss(pred.float(), hq.float())  # in MAE feature space
         positions, targets = layout.ce_targets()
         logits = self.logits(hidden[:, (positions - start).to(hidden.device)])  # (B, n_text, vocab)
         ce = F.cross_entropy(logits.flatten(0, 1), targets.to(hidden.device).repeat(hq.shape[0]))
@@ -260,7 +278,7 @@ class LM4LV(Restorer, nn.Module):
         if self._prefix_key != key:
             with torch.inference_mode(False), torch.no_grad():  # ordinary tensors, usable by training too
                 cache = self._cache([])
-                self.hidden_states(self.embed_tokens(self.prompt_layout.ids[:self.prefix_length])[None], cache)
+                self.hidden_states(self.embed_tokens(self.prompt_layout.ids[: self.prefix_length])[None], cache)
             self._prefix_key, self._prefix = key, [(layer.keys, layer.values) for layer in cache.layers]
         return self._prefix
 
@@ -279,8 +297,10 @@ class LM4LV(Restorer, nn.Module):
         for row, task in enumerate(tasks):
             layer = self.heads.readout(task)
             groups.setdefault(id(layer), (layer, []))[1].append(row)
-        return [(layer, sources[rows].reshape(-1, sources.shape[-1]), targets[rows].reshape(-1, hq.shape[-1]))
-                for layer, rows in groups.values()]
+        return [
+            (layer, sources[rows].reshape(-1, sources.shape[-1]), targets[rows].reshape(-1, hq.shape[-1]))
+            for layer, rows in groups.values()
+        ]
 
     def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
         """The training forward (so that wrappers such as DDP see it): see `forward_loss`."""
@@ -295,28 +315,28 @@ class LM4LV(Restorer, nn.Module):
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     @classmethod
-    def build(cls, llm: str | None = None, vision: str | os.PathLike | VisionModule | None = None,
-              tasks=TASKS + SANITY_TASKS, num_task_tokens: int = 10, device=None, dtype=None, seed: int = 0,
-              random_llm_seed: int | None = None, standardize: bool = False, whitening: float = 0.0,
-              lora_rank: int = 0, lora_alpha: float | None = None, position_embeddings: bool = False,
-              task_readouts: bool = False, task_input_adapters: bool = False, task_tokens_first: bool = False,
-              task_answer_positions: bool = False, lq_gain: float | None = None):
+    def build(
+        cls,
+        llm: str | None = None,
+        vision: str | os.PathLike | VisionModule | None = None,
+        tasks=TASKS + SANITY_TASKS,
+        num_task_tokens: int = 10,
+        device=None,
+        dtype=None,
+        seed: int = 0,
+        random_llm_seed: int | None = None,
+        lora_rank: int = 0,
+        lora_alpha: float | None = None,
+        interface: Interface = PAPER_INTERFACE,
+    ):
         """A new, untrained LM4LV (for training): frozen LLM and vision module, freshly initialised heads.
 
-        standardize: the adapters work on per-dimension standardised MAE features (set their statistics with
-        `heads.set_feature_statistics` before training).
-        whitening: the adapters read and write PCA-whitened features, eigenvalues floored at this fraction of the
-        largest (set the basis with `heads.set_whitening` after any initialisation of the adapters).
+        interface: the adapters' options beyond the paper's (`heads.Interface`; with whitening, set the basis with
+        `heads.set_whitening` after any initialisation of the adapters).
         random_llm_seed: replace the LLM's weights by a random initialisation of the same architecture (the
         "random-llm" control); the tokenizer and chat template stay.
         lora_rank: LoRA of this rank on the LLM's attention (the "lm4lv-lora" control: the LLM is then not frozen);
         lora_alpha: its scale numerator (default 2 x rank).
-        position_embeddings: a learned, zero-initialised vector per visual-token index (see `HeadsConfig`).
-        task_readouts: one adapter_out per task instead of one shared (see `HeadsConfig`).
-        task_input_adapters: one adapter_in per task instead of one shared (see `HeadsConfig`).
-        task_tokens_first: the task tokens before the LQ image instead of after it (see `HeadsConfig`).
-        task_answer_positions: a position table per task for the answer's tokens (see `HeadsConfig`).
-        lq_gain: a learned gain of the LQ image's embeddings, starting at this value (None: none; `HeadsConfig`).
         """
         device = torch.device(device) if device is not None else default_device()
         dtype = dtype or default_llm_dtype(device)
@@ -325,16 +345,20 @@ class LM4LV(Restorer, nn.Module):
         if random_llm_seed is not None:
             model = randomly_initialised(model, random_llm_seed)
         vision_module = vision if isinstance(vision, VisionModule) else load_vision(vision)
-        config = HeadsConfig(vision_dim=vision_module.dim, llm_dim=model.config.hidden_size, tasks=tuple(tasks),
-                             num_task_tokens=num_task_tokens, llm=llm or EMBEDDED_LLM,
-                             llm_fingerprint=weights_fingerprint(model), vision=vision_name(vision),
-                             vision_fingerprint=vision_module.fingerprint(),
-                             num_visual_tokens=vision_module.num_tokens, standardize=standardize,
-                             whitening=whitening, lora_rank=lora_rank, position_embeddings=position_embeddings,
-                             task_readouts=task_readouts, task_input_adapters=task_input_adapters,
-                             task_tokens_first=task_tokens_first, task_answer_positions=task_answer_positions,
-                             lq_gain=lq_gain is not None, lq_gain_init=1.0 if lq_gain is None else float(lq_gain),
-                             lora_alpha=float(lora_alpha or 2 * lora_rank) if lora_rank else 0.0)
+        config = HeadsConfig(
+            vision_dim=vision_module.dim,
+            llm_dim=model.config.hidden_size,
+            tasks=tuple(tasks),
+            num_task_tokens=num_task_tokens,
+            llm=llm or EMBEDDED_LLM,
+            llm_fingerprint=weights_fingerprint(model),
+            vision=vision_name(vision),
+            vision_fingerprint=vision_module.fingerprint(),
+            num_visual_tokens=vision_module.num_tokens,
+            lora_rank=lora_rank,
+            lora_alpha=float(lora_alpha or 2 * lora_rank) if lora_rank else 0.0,
+            **interface.config_fields(),
+        )
         if lora_rank:
             config.extra = {"lora_seed": seed}
         if random_llm_seed is not None:
@@ -344,8 +368,14 @@ class LM4LV(Restorer, nn.Module):
         return cls(model, tokenizer, vision_module.to(device).eval(), heads.to(device), trained=False)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike | None = None, llm: str | None = None,
-                        vision: str | os.PathLike | None = None, device=None, dtype=None) -> LM4LV:
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike | None = None,
+        llm: str | None = None,
+        vision: str | os.PathLike | None = None,
+        device=None,
+        dtype=None,
+    ) -> LM4LV:
         """Load a trained checkpoint (a folder or hub id; default: the shipped embedded default).
 
         `llm` / `vision` override where the frozen models come from (default: what the checkpoint names); a
@@ -353,9 +383,11 @@ class LM4LV(Restorer, nn.Module):
         """
         folder = checkpoint_folder(path)
         if folder is None:  # nothing shipped yet
-            warnings.warn("NO TRAINED LM4LV CHECKPOINT FOUND: using an UNTRAINED initialisation of the adapters and "
-                          "task tokens. Its outputs are not restorations. Train one with `python -m train.train_lm4lv`.",
-                          stacklevel=2)
+            warnings.warn(
+                "NO TRAINED LM4LV CHECKPOINT FOUND: using an UNTRAINED initialisation of the adapters and "
+                "task tokens. Its outputs are not restorations. Train one with `python -m train.train_lm4lv`.",
+                stacklevel=2,
+            )
             return cls.build(llm=llm, vision=vision or default_vision(), device=device, dtype=dtype)
         config = read_config(folder)
         device = torch.device(device) if device is not None else default_device()

@@ -15,6 +15,7 @@ trainable parts (two linear adapters + one task-token set per task):
 `OnePassModel` offers the interface the rest of the library uses (`forward_loss`, `events`, and through
 `model.Restorer` `stream` / `restore` / `restore_batch`; `save_pretrained` / `from_pretrained`), so the CLI, the demo and `train.evaluate` run the controls unchanged.
 """
+
 from __future__ import annotations
 
 import os
@@ -132,16 +133,27 @@ class TransformerExpert(nn.Module):
 
     head_width = 32
 
-    def __init__(self, dim: int, width: int, tasks: tuple[str, ...], num_task_tokens: int, num_tokens: int,
-                 depth: int = 1):
+    def __init__(
+        self, dim: int, width: int, tasks: tuple[str, ...], num_task_tokens: int, num_tokens: int, depth: int = 1
+    ):
         super().__init__()
         self.proj_in, self.proj_out = nn.Linear(dim, width), nn.Linear(width, dim)
         self.positions = nn.Parameter(0.02 * torch.randn(num_tokens, width))
         self.task_tokens = nn.ParameterDict(
-            {t: nn.Parameter(0.02 * torch.randn(num_task_tokens, width)) for t in tasks})
+            {t: nn.Parameter(0.02 * torch.randn(num_task_tokens, width)) for t in tasks}
+        )
         self.blocks = nn.ModuleList(
-            nn.TransformerEncoderLayer(width, self.num_heads(width), 4 * width, dropout=0.0, activation="gelu",
-                                       batch_first=True, norm_first=True) for _ in range(depth))
+            nn.TransformerEncoderLayer(
+                width,
+                self.num_heads(width),
+                4 * width,
+                dropout=0.0,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )
+            for _ in range(depth)
+        )
         self.norm = nn.LayerNorm(width)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
@@ -151,7 +163,7 @@ class TransformerExpert(nn.Module):
     def _rename_single_block(module, state_dict, prefix, *_):
         """Checkpoints of the 1-block expert (before `depth` existed) named their block `block.`."""
         for key in [k for k in state_dict if k.startswith(prefix + "block.")]:
-            state_dict[prefix + "blocks.0." + key[len(prefix + "block."):]] = state_dict.pop(key)
+            state_dict[prefix + "blocks.0." + key[len(prefix + "block.") :]] = state_dict.pop(key)
 
     @classmethod
     def num_heads(cls, width: int) -> int:
@@ -160,8 +172,14 @@ class TransformerExpert(nn.Module):
     @staticmethod
     def count(dim: int, width: int, num_tasks: int, num_task_tokens: int, num_tokens: int, depth: int = 1) -> int:
         block = 4 * width * width + 4 * width + 8 * width * width + 5 * width + 4 * width  # attention, MLP, 2 norms
-        return (depth * block + 2 * width + 2 * dim * width + width + dim
-                + (num_tokens + num_tasks * num_task_tokens) * width)
+        return (
+            depth * block
+            + 2 * width
+            + 2 * dim * width
+            + width
+            + dim
+            + (num_tokens + num_tasks * num_task_tokens) * width
+        )
 
     def forward(self, lq: torch.Tensor, tasks: list[str]) -> torch.Tensor:
         tokens = self.proj_in(lq) + self.positions  # (B, N, width)
@@ -169,7 +187,7 @@ class TransformerExpert(nn.Module):
         h = torch.cat([task, tokens], dim=1)  # (B, K+N, width)
         for block in self.blocks:
             h = block(h)
-        return lq + self.proj_out(self.norm(h)[:, task.shape[1]:])  # (B, N, dim)
+        return lq + self.proj_out(self.norm(h)[:, task.shape[1] :])  # (B, N, dim)
 
 
 def expert_width(variant: str, target: int, dim: int, num_tasks: int, num_task_tokens: int, num_tokens: int) -> int:
@@ -205,8 +223,14 @@ class OnePassModel(Restorer, nn.Module):
             llm.requires_grad_(False)
             layers = list(range(len(llm.base_model.layers))) if config.variant == "vit-llm" else [config.layer]
             self.backbone = FrozenLLMStack(llm, layers)
-            self.heads = LM4LVHeads(HeadsConfig(vision_dim=config.vision_dim, llm_dim=config.width, tasks=config.tasks,
-                                                num_task_tokens=config.num_task_tokens))
+            self.heads = LM4LVHeads(
+                HeadsConfig(
+                    vision_dim=config.vision_dim,
+                    llm_dim=config.width,
+                    tasks=config.tasks,
+                    num_task_tokens=config.num_task_tokens,
+                )
+            )
             self.trainable = self.heads
         else:
             self.backbone = None
@@ -215,8 +239,14 @@ class OnePassModel(Restorer, nn.Module):
             elif config.variant == "mlp":
                 self.trainable = MLPExpert(config.vision_dim, config.width, config.tasks)
             else:
-                self.trainable = TransformerExpert(config.vision_dim, config.width, config.tasks,
-                                                   config.num_task_tokens, config.num_visual_tokens, config.depth)
+                self.trainable = TransformerExpert(
+                    config.vision_dim,
+                    config.width,
+                    config.tasks,
+                    config.num_task_tokens,
+                    config.num_visual_tokens,
+                    config.depth,
+                )
 
     # ------------------------------------------------------------------------------------------------ sizes
     @property
@@ -245,7 +275,7 @@ class OnePassModel(Restorer, nn.Module):
         """Frozen-LLM variants: (B, N, vision_dim) -> (B, N, llm_dim) hidden states at the LQ positions."""
         heads = self.heads
         embeds = torch.cat([heads.task_embeddings(tasks), heads.adapter_in(lq.float())], dim=1)  # (B, K+N, llm_dim)
-        return self.backbone(embeds)[:, heads.config.num_task_tokens:]
+        return self.backbone(embeds)[:, heads.config.num_task_tokens :]
 
     def predict(self, lq: torch.Tensor, tasks: list[str]) -> torch.Tensor:
         """(B, N, vision_dim) LQ tokens -> (B, N, vision_dim) predicted HQ tokens."""
@@ -295,9 +325,21 @@ class OnePassModel(Restorer, nn.Module):
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     @classmethod
-    def build(cls, variant: str, vision: VisionModule, tasks, num_task_tokens: int = 10, llm=None,
-              llm_name: str = "", vision_name: str = "", layer: int | None = None, target_params: int | None = None,
-              seed: int = 0, width: int | None = None, depth: int = 1) -> OnePassModel:
+    def build(
+        cls,
+        variant: str,
+        vision: VisionModule,
+        tasks,
+        num_task_tokens: int = 10,
+        llm=None,
+        llm_name: str = "",
+        vision_name: str = "",
+        layer: int | None = None,
+        target_params: int | None = None,
+        seed: int = 0,
+        width: int | None = None,
+        depth: int = 1,
+    ) -> OnePassModel:
         """A new control. `target_params`: trainable parameters the experts should match (LM4LV's count);
         `layer`: the single-layer variant's LLM layer (default: the middle one); `width`, `depth`: an explicit
         Transformer expert instead (the feature-space ceiling), whatever its parameter count."""
@@ -312,12 +354,20 @@ class OnePassModel(Restorer, nn.Module):
             width = expert_width(variant, target_params, vision.dim, len(tasks), num_task_tokens, vision.num_tokens)
         if variant == "single-layer" and layer is None:
             layer = llm.config.num_hidden_layers // 2  # the middle layer
-        config = OnePassConfig(variant=variant, vision_dim=vision.dim, num_visual_tokens=vision.num_tokens,
-                               tasks=tasks, num_task_tokens=num_task_tokens, width=width or 0, depth=depth,
-                               layer=layer if variant == "single-layer" else None,
-                               llm=llm_name if variant in LLM_VARIANTS else "",
-                               llm_fingerprint=weights_fingerprint(llm) if variant in LLM_VARIANTS else "",
-                               vision=vision_name, vision_fingerprint=vision.fingerprint())
+        config = OnePassConfig(
+            variant=variant,
+            vision_dim=vision.dim,
+            num_visual_tokens=vision.num_tokens,
+            tasks=tasks,
+            num_task_tokens=num_task_tokens,
+            width=width or 0,
+            depth=depth,
+            layer=layer if variant == "single-layer" else None,
+            llm=llm_name if variant in LLM_VARIANTS else "",
+            llm_fingerprint=weights_fingerprint(llm) if variant in LLM_VARIANTS else "",
+            vision=vision_name,
+            vision_fingerprint=vision.fingerprint(),
+        )
         torch.manual_seed(seed)
         model = cls(config, vision, llm if variant in LLM_VARIANTS else None, trained=False)
         if variant in LLM_VARIANTS:
@@ -330,8 +380,9 @@ class OnePassModel(Restorer, nn.Module):
         write_checkpoint(path, self.trainable, asdict(config))
 
     @classmethod
-    def from_pretrained(cls, folder: str, raw_config: dict, llm: str | None = None, vision: str | None = None,
-                        device=None, dtype=None) -> OnePassModel:
+    def from_pretrained(
+        cls, folder: str, raw_config: dict, llm: str | None = None, vision: str | None = None, device=None, dtype=None
+    ) -> OnePassModel:
         """Load a saved control (called by `lm4lv_core.variants.load_model`, which reads the config)."""
         try:
             raw = dict(raw_config, tasks=tuple(raw_config["tasks"]))

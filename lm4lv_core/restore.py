@@ -1,5 +1,6 @@
 """The image-level API every variant shares: from user images to `Result`s (load, fit or tile, MAE-r, generate,
 decode), streamed as events. A variant implements the `Restorer` interface; `Restorer` adds the rest."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -20,7 +21,7 @@ MODES = ("tile", "resize")
 
 
 def check_mode(mode: str) -> str:
-    """"tile" (the image's own size, in tiles) or "resize" (the model's size); anything else is an InputError."""
+    """ "tile" (the image's own size, in tiles) or "resize" (the model's size); anything else is an InputError."""
     if mode not in MODES:
         raise InputError(f"Unknown mode {mode!r}; use 'tile' or 'resize'.")
     return mode
@@ -161,8 +162,17 @@ class Restorer(ABC):
         *_, result = iter_restore_tiled(self, fitted, "denoise", overlap, batch_size, previews=False, mae_r_only=True)
         return result.mae_r
 
-    def follow(self, image, task: str, mode: str = "tile", preview_every: int = 4, overlap: int = 16,
-               batch_size: int | None = None, explain: bool = False, **generate_options):
+    def follow(
+        self,
+        image,
+        task: str,
+        mode: str = "tile",
+        preview_every: int = 4,
+        overlap: int = 16,
+        batch_size: int | None = None,
+        explain: bool = False,
+        **generate_options,
+    ):
         """Restore one image, streaming: `Progress` events (previews every `preview_every` visual tokens in mode
         "resize", after every batch of tiles in mode "tile"; 0: none), then the `Result` (see `restore`).
 
@@ -245,8 +255,15 @@ def stream_restore(model, images: list, tasks: list[str], **generate_options):
         else:
             tokens = done.tokens
             image = vision.postprocess(vision.decode(tokens[None].to(lq.device)))[0]
-        yield Result(task=task, image=image, mae_r=mae_r[i], input=inputs[i], text=done.text, tokens=tokens.cpu(),
-                     notes=row_notes)
+        yield Result(
+            task=task,
+            image=image,
+            mae_r=mae_r[i],
+            input=inputs[i],
+            text=done.text,
+            tokens=tokens.cpu(),
+            notes=row_notes,
+        )
 
 
 def _follow_tokens(model, image, task: str, preview_every: int, explain: bool = False, **generate_options):
@@ -266,9 +283,14 @@ def _follow_tokens(model, image, task: str, preview_every: int, explain: bool = 
                     read.append(_last_read(recorder, len(generated)))
                 done = event.index + 1
                 shown = preview_every and (done % preview_every == 0 or done == event.total)
-                yield Progress(done, event.total, "visual token", text,
-                               preview(model, generated, lq) if shown else None,
-                               copy_map(torch.stack(read)) if shown and read else None)
+                yield Progress(
+                    done,
+                    event.total,
+                    "visual token",
+                    text,
+                    preview(model, generated, lq) if shown else None,
+                    copy_map(torch.stack(read)) if shown and read else None,
+                )
             elif isinstance(event, Result):
                 event.copy = copy_map(torch.stack(read)) if read else None
                 yield event
@@ -282,12 +304,10 @@ def _last_read(recorder, index: int) -> torch.Tensor:
     return taken[:, 0]
 
 
-def _follow_tiles(model, image, task: str, previews: bool, overlap: int, batch_size: int | None,
-                  **generate_options):
+def _follow_tiles(model, image, task: str, previews: bool, overlap: int, batch_size: int | None, **generate_options):
     """`Restorer.follow` in mode "tile": Progress per batch of tiles, then the Result at the input's size."""
     loaded, notes = model.fit(image, "tile")
-    for event in iter_restore_tiled(model, loaded, task, overlap, batch_size, previews=previews,
-                                    **generate_options):
+    for event in iter_restore_tiled(model, loaded, task, overlap, batch_size, previews=previews, **generate_options):
         if isinstance(event, TileProgress):
             yield Progress(event.done, event.total, "tile", "", event.preview)
     tiles = event.tokens.shape[0]
@@ -295,5 +315,12 @@ def _follow_tiles(model, image, task: str, previews: bool, overlap: int, batch_s
         notes.append(f"restored as {tiles} overlapping {model.image_size}x{model.image_size} tiles")
     if not model.trained:
         notes.append("UNTRAINED adapters: the output is not a restoration")
-    yield Result(task=task, image=event.restored, mae_r=event.mae_r, input=loaded, text=event.text,
-                 tokens=event.tokens, notes=notes)
+    yield Result(
+        task=task,
+        image=event.restored,
+        mae_r=event.mae_r,
+        input=loaded,
+        text=event.text,
+        tokens=event.tokens,
+        notes=notes,
+    )

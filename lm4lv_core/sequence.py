@@ -2,12 +2,12 @@
 
     user: <Img>[LQ visual tokens]</Img>[task tokens]   assistant: <Img>[HQ visual tokens]</Img><end of turn>
 
-(the paper's; with `task_first`, `user: [task tokens]<Img>[LQ visual tokens]</Img>`: a causal LLM can then condition
-every LQ token on the task).
+(the paper's layout).
 
 A layout is a pair of 1-D tensors of equal length T: `ids` (token ids; 0 in slots) and `kinds` (TEXT, LQ, TASK, HQ).
 Every image of a batch shares one layout, since the slot counts do not depend on the image or the task.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,9 +47,8 @@ class Layout:
 class SequenceBuilder:
     """Builds prompt and training layouts with a tokenizer's chat template."""
 
-    def __init__(self, tokenizer, num_visual_tokens: int, num_task_tokens: int, task_first: bool = False):
+    def __init__(self, tokenizer, num_visual_tokens: int, num_task_tokens: int):
         self.tokenizer = tokenizer
-        self.task_first = task_first
         self.num_visual_tokens = num_visual_tokens
         self.num_task_tokens = num_task_tokens
         self.eos_token_id = tokenizer.eos_token_id
@@ -58,7 +57,7 @@ class SequenceBuilder:
 
     def _user_message(self) -> dict:
         image = f"{IMG_BEGIN}{_MARK_OF[LQ]}{IMG_END}"
-        content = _MARK_OF[TASK] + image if self.task_first else image + _MARK_OF[TASK]
+        content = image + _MARK_OF[TASK]
         return {"role": "user", "content": content}
 
     def _render(self, text: str, answer_start_char: int) -> Layout:

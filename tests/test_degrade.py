@@ -41,8 +41,11 @@ def test_fixed_strengths_do_what_they_say(clean):
     masked = np.asarray(degrade(clean, "demask", seed=1, strength="fixed"))
     black = masked.max(-1) == 0
     assert black.mean() == pytest.approx(0.1, abs=0.04)
-    assert all(black[y:y + 4, x:x + 4].all() or not black[y:y + 4, x:x + 4].any()
-               for y in range(0, 64, 4) for x in range(0, 64, 4))  # whole 4x4 blocks
+    assert all(
+        black[y : y + 4, x : x + 4].all() or not black[y : y + 4, x : x + 4].any()
+        for y in range(0, 64, 4)
+        for x in range(0, 64, 4)
+    )  # whole 4x4 blocks
     blurred = np.asarray(degrade(clean, "deblur", strength=7), dtype=np.float64)
     assert np.abs(np.diff(blurred, axis=0)).mean() < np.abs(np.diff(x, axis=0)).mean()
     assert np.array_equal(np.asarray(degrade(clean, "deblur", strength=1)), np.asarray(clean))

@@ -1,4 +1,5 @@
 """Training on two CPU processes (torchrun, gloo) trains one model: the same as one process on the global batch."""
+
 from __future__ import annotations
 
 import csv
@@ -20,12 +21,50 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _train(out, llm, vision, data, batch_size: int, processes: int) -> subprocess.CompletedProcess:
     launcher = [sys.executable, "-m", "train.train_lm4lv"]
     if processes > 1:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-                    "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "train.train_lm4lv"]
-    command = launcher + ["--llm", llm, "--vision", vision, "--data", str(data), "--out", str(out), "--tasks", "all",
-                          "--task-readouts", "--task-input-adapters", "--position-embeddings", "--pixel-loss", "1",
-                          "--steps", "3", "--warmup", "1", "--batch-size", str(batch_size), "--ridge-init", "0",
-                          "--probe-every", "0", "--threads", "1", "--lr", "1e-2"]
+        launcher = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(processes),
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(free_port()),
+            "-m",
+            "train.train_lm4lv",
+        ]
+    command = launcher + [
+        "--llm",
+        llm,
+        "--vision",
+        vision,
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--tasks",
+        "all",
+        "--task-readouts",
+        "--task-input-adapters",
+        "--position-embeddings",
+        "--pixel-loss",
+        "1",
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--batch-size",
+        str(batch_size),
+        "--ridge-init",
+        "0",
+        "--probe-every",
+        "0",
+        "--threads",
+        "1",
+        "--lr",
+        "1e-2",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

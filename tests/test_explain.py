@@ -1,4 +1,5 @@
 """The copy view: which LQ token each generated token read, recorded during generation (lm4lv_core.explain)."""
+
 import numpy as np
 import torch
 from PIL import Image
@@ -34,8 +35,15 @@ def test_describe_rows():
     copy = CopyMap(layer=3, heads=[0, 2], weights=torch.eye(5) * 0.5)
     info = copy.describe(np.arange(5), {"psnr_lm4lv": [30.0, 31.0, 32.0, 33.0]})
     assert info["layers"] == [3] and info["heads"] == [0, 2] and info["agreement"] == 1.0
-    assert info["tokens"][0] == {"token": 0, "source": 0, "mass": 0.5, "layer": 3, "heads": [0, 2], "expected": 0,
-                                 "psnr_lm4lv": None}
+    assert info["tokens"][0] == {
+        "token": 0,
+        "source": 0,
+        "mass": 0.5,
+        "layer": 3,
+        "heads": [0, 2],
+        "expected": 0,
+        "psnr_lm4lv": None,
+    }
     assert info["tokens"][4]["psnr_lm4lv"] == 33.0
 
 
@@ -62,8 +70,9 @@ def test_follow_records_the_attention_that_wrote_each_token(tiny_model, photo):
 def test_one_pass_control_has_no_copy_view(tiny_llm_dir, tiny_vision_dir, photo):
     from lm4lv_core.variants import build_model
 
-    control = build_model("vit-llm", llm=tiny_llm_dir, vision=tiny_vision_dir, tasks=("denoise",), device="cpu",
-                          dtype=torch.float32)
+    control = build_model(
+        "vit-llm", llm=tiny_llm_dir, vision=tiny_vision_dir, tasks=("denoise",), device="cpu", dtype=torch.float32
+    )
     result = list(control.follow(photo, "denoise", mode="resize", explain=True))[-1]
     assert result.copy is None
 

@@ -1,9 +1,11 @@
 """A second frozen LLM's mechanics on a tiny random Gemma 3 (the shipped Gemma is the 270M base model): its turn
 format where the tokenizer has no chat template, its scaled embeddings, training, generation and the copy view."""
+
 import pytest
 import torch
 
 from lm4lv_core import LM4LV
+from lm4lv_core.heads import Interface
 from lm4lv_core.llm import GEMMA_TURNS, seen_embeddings
 from lm4lv_core.sequence import HQ, LQ
 
@@ -20,11 +22,22 @@ def tiny_gemma_dir(tmp_path_factory):
     _, tokenizer = load_llm(None)
     tokenizer.add_special_tokens({"additional_special_tokens": [GEMMA_TURNS.begin, GEMMA_TURNS.end]})
     tokenizer.chat_template = None
-    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                              num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=512,
-                              layer_types=["sliding_attention", "full_attention"], max_position_embeddings=512,
-                              query_pre_attn_scalar=16, bos_token_id=tokenizer.bos_token_id,
-                              eos_token_id=tokenizer.convert_tokens_to_ids(GEMMA_TURNS.end), pad_token_id=0)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        sliding_window=512,
+        layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=512,
+        query_pre_attn_scalar=16,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.convert_tokens_to_ids(GEMMA_TURNS.end),
+        pad_token_id=0,
+    )
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny_gemma")
     Gemma3ForCausalLM(config).save_pretrained(folder)
@@ -34,8 +47,15 @@ def tiny_gemma_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_gemma(tiny_gemma_dir, tiny_vision_dir):
-    return LM4LV.build(llm=tiny_gemma_dir, vision=tiny_vision_dir, tasks=("denoise", "flip"), device="cpu",
-                       dtype=torch.float32, seed=0, whitening=1e-4, position_embeddings=True)
+    return LM4LV.build(
+        llm=tiny_gemma_dir,
+        vision=tiny_vision_dir,
+        tasks=("denoise", "flip"),
+        device="cpu",
+        dtype=torch.float32,
+        seed=0,
+        interface=Interface(whitening=1e-4, position_embeddings=True),
+    )
 
 
 def test_turn_format_and_end_of_turn(tiny_gemma):
@@ -56,7 +76,7 @@ def test_embeddings_are_read_as_gemma_scales_them(tiny_gemma):
     initialised to match (`seen_embeddings`) is that output, not the weight."""
     embedding = tiny_gemma.llm.get_input_embeddings()
     seen = seen_embeddings(tiny_gemma.llm)
-    torch.testing.assert_close(seen, embedding.weight.float() * 32 ** 0.5, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(seen, embedding.weight.float() * 32**0.5, rtol=1e-5, atol=1e-5)
 
 
 def test_trains_generates_and_explains(tiny_gemma, photo):

@@ -1,4 +1,5 @@
 """Bad and unusual inputs: one clear error, or a conversion with a note."""
+
 import io
 
 import numpy as np
@@ -27,8 +28,12 @@ def test_bad_files(tmp_path, rgb):
     text.write_text("not an image")
     truncated = tmp_path / "cut.jpg"
     truncated.write_bytes(_png(rgb, "JPEG")[:300])
-    for path, message in [(empty, "empty"), (text, "not an image"), (truncated, "truncated or corrupt"),
-                          (tmp_path / "missing.png", "no such file")]:
+    for path, message in [
+        (empty, "empty"),
+        (text, "not an image"),
+        (truncated, "truncated or corrupt"),
+        (tmp_path / "missing.png", "no such file"),
+    ]:
         with pytest.raises(InputError, match=message):
             load_image(str(path))
 
@@ -43,8 +48,9 @@ def test_sizes():
     assert strip.image.size == (2000, 10)
 
 
-@pytest.mark.parametrize("mode,note", [("RGBA", "transparency"), ("L", "grayscale"), ("CMYK", "CMYK"),
-                                       ("P", "P image")])
+@pytest.mark.parametrize(
+    "mode,note", [("RGBA", "transparency"), ("L", "grayscale"), ("CMYK", "CMYK"), ("P", "P image")]
+)
 def test_modes_converted_with_a_note(rgb, mode, note):
     image = rgb.convert(mode)
     loaded = load_image(_png(image, "TIFF" if mode == "CMYK" else "PNG"))

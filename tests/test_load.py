@@ -1,4 +1,5 @@
 """The load-test script with small numbers: concurrent clients all complete, get their own results, no leak."""
+
 from bench.load_test import main
 
 

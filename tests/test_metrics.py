@@ -22,8 +22,9 @@ def test_psnr_matches_skimage(pair):
 
 def test_ssim_matches_skimage(pair):
     a, b = pair
-    ref = structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                data_range=255, channel_axis=-1)
+    ref = structural_similarity(
+        a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis=-1
+    )
     assert ssim(a, b) == pytest.approx(ref, abs=1e-6)
 
 
@@ -60,9 +61,14 @@ def test_adapter_products_pair_each_task_with_its_own_adapters():
     w_out = {t: rng.normal(size=(4, 8)) for t in ("denoise", "flip")}
     shared = adapter_products({"adapter_in.weight": w_in["denoise"], "adapter_out.weight": w_out["denoise"]})
     assert list(shared) == ["shared"] and np.allclose(shared["shared"], w_out["denoise"] @ w_in["denoise"])
-    per_out = adapter_products({"adapter_in.weight": w_in["denoise"],
-                                **{f"adapter_out.{t}.weight": w for t, w in w_out.items()}})
+    per_out = adapter_products(
+        {"adapter_in.weight": w_in["denoise"], **{f"adapter_out.{t}.weight": w for t, w in w_out.items()}}
+    )
     assert np.allclose(per_out["flip"], w_out["flip"] @ w_in["denoise"])
-    both = adapter_products({**{f"adapter_in.{t}.weight": w for t, w in w_in.items()},
-                             **{f"adapter_out.{t}.weight": w for t, w in w_out.items()}})
+    both = adapter_products(
+        {
+            **{f"adapter_in.{t}.weight": w for t, w in w_in.items()},
+            **{f"adapter_out.{t}.weight": w for t, w in w_out.items()},
+        }
+    )
     assert sorted(both) == ["denoise", "flip"] and np.allclose(both["flip"], w_out["flip"] @ w_in["flip"])

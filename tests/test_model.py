@@ -1,4 +1,5 @@
 """Mechanics on a tiny random LLM + tiny random ViT-MAE."""
+
 import json
 import shutil
 import warnings
@@ -10,6 +11,7 @@ import torch
 from lm4lv_core import LM4LV
 from lm4lv_core.errors import CheckpointError, InputError
 from lm4lv_core.generate import Finished, ImageDone, TextPiece, VisualToken, generate
+from lm4lv_core.heads import Interface
 from lm4lv_core.sequence import HQ, IMG_BEGIN, IMG_END, LQ, TASK, TEXT
 
 
@@ -26,7 +28,7 @@ def test_layouts(tiny_model):
     assert (train.kinds == HQ).sum() == n
     assert torch.equal(train.ids[: len(prompt)], prompt.ids) and torch.equal(train.kinds[: len(prompt)], prompt.kinds)
     assert train.answer_start == len(prompt)
-    answer_text = m.tokenizer.decode(train.ids[train.answer_start:][train.kinds[train.answer_start:] == TEXT])
+    answer_text = m.tokenizer.decode(train.ids[train.answer_start :][train.kinds[train.answer_start :] == TEXT])
     assert answer_text == f"{IMG_BEGIN}{IMG_END}{m.tokenizer.eos_token}"
     user = m.tokenizer.decode(prompt.ids[prompt.kinds == TEXT])
     assert f"{IMG_BEGIN}{IMG_END}" in user and "assistant" in user
@@ -46,7 +48,9 @@ def test_loss_only_on_the_answer(tiny_model):
     out["loss"].backward()
     assert tiny_model.heads.adapter_in.weight.grad is not None
     assert tiny_model.heads.task_tokens["denoise"].grad.abs().sum() > 0
-    assert tiny_model.heads.task_tokens["flip"].grad is None or tiny_model.heads.task_tokens["flip"].grad.abs().sum() == 0
+    assert (
+        tiny_model.heads.task_tokens["flip"].grad is None or tiny_model.heads.task_tokens["flip"].grad.abs().sum() == 0
+    )
     assert not any(p.requires_grad for p in tiny_model.llm.parameters())
     tiny_model.heads.zero_grad(set_to_none=True)
 
@@ -144,7 +148,7 @@ def test_batch_equals_one_by_one(tiny_model):
     tasks = ["denoise", "rotate", "demask"]
     _, batch = _run(tiny_model, lq, tasks, force_image_after=2)
     for i in range(3):
-        _, single = _run(tiny_model, lq[i:i + 1], tasks[i:i + 1], force_image_after=2)
+        _, single = _run(tiny_model, lq[i : i + 1], tasks[i : i + 1], force_image_after=2)
         assert single[0].text == batch[i].text
         torch.testing.assert_close(single[0].tokens, batch[i].tokens, atol=1e-4, rtol=1e-4)
 
@@ -303,16 +307,22 @@ def test_compiled_llm_falls_back_to_eager_with_one_warning(tiny_model, monkeypat
         def run(*args, **kwargs):
             calls.append(1)
             raise RuntimeError("no C++ compiler\nmore detail")
+
         return run
 
     monkeypatch.setattr(compiled.torch, "compile", broken)
     lq = _tokens(tiny_model)[:1]
-    eager = tiny_model.restore_batch([tiny_model.vision.postprocess(tiny_model.vision.decode(lq))[0]], "denoise",
-                                     mode="resize", force_image_after=0)[0]
+    eager = tiny_model.restore_batch(
+        [tiny_model.vision.postprocess(tiny_model.vision.decode(lq))[0]], "denoise", mode="resize", force_image_after=0
+    )[0]
     tiny_model.compile_llm()
     with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
-        fallback = tiny_model.restore_batch([tiny_model.vision.postprocess(tiny_model.vision.decode(lq))[0]],
-                                            "denoise", mode="resize", force_image_after=0)[0]
+        fallback = tiny_model.restore_batch(
+            [tiny_model.vision.postprocess(tiny_model.vision.decode(lq))[0]],
+            "denoise",
+            mode="resize",
+            force_image_after=0,
+        )[0]
     assert len(calls) == 1 and np.array_equal(np.asarray(eager.image), np.asarray(fallback.image))
     tiny_model.compile_llm(False)
     assert tiny_model._compiled is None
@@ -328,8 +338,9 @@ def test_compiled_generation_matches_eager(tiny_llm_dir, tiny_vision_dir, tmp_pa
     model.compile_llm()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        compiled = [e.tokens for e in model.events(lq, ["denoise", "flip"], force_image_after=0)
-                    if isinstance(e, Finished)]
+        compiled = [
+            e.tokens for e in model.events(lq, ["denoise", "flip"], force_image_after=0) if isinstance(e, Finished)
+        ]
     assert len(eager) == len(compiled) == 2
     if shutil.which("g++") or shutil.which("c++"):  # inductor's CPU backend builds C++: it must have compiled
         assert model._compiled_forward.failure is None, model._compiled_forward.failure
@@ -369,42 +380,20 @@ def test_tiled_restore_keeps_size_and_geometry(tiny_model, task, monkeypatch):
     assert small.image.size == ((12, 20) if task == "rotate" else (20, 12))
 
 
-def test_standardized_features(tiny_llm_dir, tiny_vision_dir, tmp_path):
-    """--standardize: adapters read/write (x - mean) / std, the L2 is taken there, the statistics travel with the
-    weights, and a model without it saves no statistics (so older checkpoints keep loading)."""
-    m = LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, device="cpu", dtype=torch.float32, seed=0,
-                    standardize=True)
-    lq, hq = _tokens(m), _tokens(m, seed=1) * 3 + 2
-    m.heads.set_feature_statistics(torch.cat([lq, hq]))
-    flat = torch.cat([lq, hq]).reshape(-1, m.vision.dim)
-    torch.testing.assert_close(m.heads.standardized(flat).mean(0), torch.zeros(m.vision.dim), atol=1e-4, rtol=0)
-    with torch.no_grad():
-        out = m.forward_loss(lq, hq, ["deblur", "flip"])
-        hidden, _ = m.hidden_states(m.embed_layout(m.training_layout, lq, ["deblur", "flip"], hq))
-        raw = m.heads.adapter_out(hidden[:, m.training_layout.positions(HQ) - 1])  # what adapter_out writes
-        std, mean = m.heads.feature_std, m.heads.feature_mean
-        close = dict(atol=1e-4, rtol=1e-4)  # fp32; the training pass runs in segments (another summation order)
-        torch.testing.assert_close(out["pred"], raw * std + mean, **close)  # predictions come back in MAE space
-        torch.testing.assert_close(out["l2"], ((raw - (hq - mean) / std) ** 2).mean(), **close)
-        torch.testing.assert_close(m.visual_to_llm(hq), m.heads.adapter_in((hq - mean) / std))
-    m.save_pretrained(tmp_path / "std", vision_path=tiny_vision_dir)
-    loaded = LM4LV.from_pretrained(tmp_path / "std", dtype=torch.float32, device="cpu")
-    assert loaded.heads.config.standardize
-    torch.testing.assert_close(loaded.heads.feature_std, std)
-    torch.testing.assert_close(loaded.heads.feature_mean, mean)
-    plain = LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, device="cpu", dtype=torch.float32, seed=0)
-    assert "feature_mean" not in plain.heads.state_dict()
-    with pytest.raises(ValueError, match="standardize"):
-        plain.heads.set_feature_statistics(hq)
-
-
 def test_position_embeddings(tiny_llm_dir, tiny_vision_dir, tmp_path):
     """--position-embeddings: zero at the start (the same model), then each visual token gets its own index's vector,
     in teacher forcing and in generation alike (free running = teacher forcing on the generated tokens), saved and
     loaded with the weights; a model without them saves none."""
+
     def build(on):
-        return LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, device="cpu", dtype=torch.float32, seed=0,
-                           position_embeddings=on)
+        return LM4LV.build(
+            llm=tiny_llm_dir,
+            vision=tiny_vision_dir,
+            device="cpu",
+            dtype=torch.float32,
+            seed=0,
+            interface=Interface(position_embeddings=on),
+        )
 
     m, plain = build(True), build(False)
     assert m.position_embeddings and not plain.position_embeddings  # what the demo tells its users
@@ -420,36 +409,6 @@ def test_position_embeddings(tiny_llm_dir, tiny_vision_dir, tmp_path):
     loaded = LM4LV.from_pretrained(tmp_path / "pos", dtype=torch.float32, device="cpu")
     torch.testing.assert_close(loaded.heads.visual_positions, m.heads.visual_positions)
     assert "visual_positions" not in plain.heads.state_dict()
-
-
-def test_task_answer_positions(tiny_llm_dir, tiny_vision_dir, tmp_path):
-    """A position table per task for the answer: split from the shared table, nothing changes; then each row's
-    answer tokens get their task's table in teacher forcing and in generation alike, the LQ image the shared one;
-    saved and loaded with the weights."""
-    m = LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, device="cpu", dtype=torch.float32, seed=0,
-                    position_embeddings=True)
-    with torch.no_grad():
-        m.heads.visual_positions.normal_(0, 1.0, generator=torch.Generator().manual_seed(3))
-    lq, hq, tasks = _tokens(m), _tokens(m, seed=1), ["denoise", "flip"]
-    with torch.no_grad():
-        before = m.forward_loss(lq, hq, tasks)["pred"]
-        m.heads.split_answer_positions()
-        torch.testing.assert_close(m.forward_loss(lq, hq, tasks)["pred"], before)
-        m.heads.answer_positions["flip"].normal_(0, 1.0, generator=torch.Generator().manual_seed(4))
-        after = m.forward_loss(lq, hq, tasks)["pred"]
-    torch.testing.assert_close(after[0], before[0])  # denoise keeps the shared table
-    assert not torch.allclose(after[1], before[1])
-    torch.testing.assert_close(m.visual_to_llm(lq, tasks=tasks), m.visual_to_llm(lq, tasks=["denoise", "denoise"]))
-    answer = m.visual_to_llm(hq, tasks=tasks, answer=True)  # (2, N, llm_dim)
-    torch.testing.assert_close(answer[1] - m.visual_to_llm(hq, tasks=tasks)[1],
-                               m.heads.answer_positions["flip"] - m.heads.visual_positions)
-    _free_running_is_teacher_forced(m, lq, hq, tasks)
-    with pytest.raises(ValueError, match="task name per row"):
-        m.visual_to_llm(hq, answer=True)
-    m.save_pretrained(tmp_path / "answer", vision_path=tiny_vision_dir)
-    loaded = LM4LV.from_pretrained(tmp_path / "answer", dtype=torch.float32, device="cpu")
-    assert loaded.heads.config.task_answer_positions
-    torch.testing.assert_close(loaded.heads.answer_positions["flip"], m.heads.answer_positions["flip"])
 
 
 def test_task_readouts(tiny_llm_dir, tiny_vision_dir, tmp_path):
@@ -510,44 +469,16 @@ def test_task_input_adapters(tiny_llm_dir, tiny_vision_dir, tmp_path):
     torch.testing.assert_close(loaded.heads.input_adapter("denoise").weight, m.heads.input_adapter("denoise").weight)
 
 
-def test_task_tokens_first(tiny_llm_dir, tiny_vision_dir, tmp_path):
-    """--task-tokens-first: `user: [task]<Img>[LQ]</Img>`; the LQ positions' hidden states then depend on the task
-    (in the paper's layout they cannot); the segmented training pass and the KV-cached generation still equal one
-    pass over the sequence; the layout is saved with the checkpoint."""
-    def build(first):
-        return LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, device="cpu", dtype=torch.float32, seed=0,
-                           task_tokens_first=first)
-
-    m, paper = build(True), build(False)
-    layout = m.training_layout
-    assert layout.positions(TASK)[-1] < layout.positions(LQ)[0] and m.prefix_length == int(layout.positions(TASK)[0])
-    assert paper.training_layout.positions(LQ)[-1] < paper.training_layout.positions(TASK)[0]
-    lq, hq = _tokens(m), _tokens(m, seed=1)
-    for model, depends in ((m, True), (paper, False)):
-        with torch.no_grad():
-            hidden = [model.hidden_states(model.embed_layout(model.training_layout, lq, [t, t], hq))[0]
-                      for t in ("denoise", "flip")]
-        at_lq = model.training_layout.positions(LQ)
-        assert torch.allclose(hidden[0][:, at_lq], hidden[1][:, at_lq]) != depends
-    tasks = ["denoise", "flip"]
-    with torch.no_grad():
-        out = m.forward_loss(lq, hq, tasks)
-        loss, pred = _one_pass_loss(m, lq, hq, tasks, hq)
-    torch.testing.assert_close(out["loss"], loss, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(out["pred"], pred, atol=1e-4, rtol=1e-4)
-    _, cached = _run(m, lq, tasks, force_image_after=3, use_cache=True)
-    _, full = _run(m, lq, tasks, force_image_after=3, use_cache=False)
-    for row in (0, 1):
-        torch.testing.assert_close(cached[row].tokens, full[row].tokens, atol=1e-4, rtol=1e-4)
-    m.save_pretrained(tmp_path / "first", vision_path=tiny_vision_dir)
-    loaded = LM4LV.from_pretrained(tmp_path / "first", dtype=torch.float32, device="cpu")
-    assert torch.equal(loaded.training_layout.kinds, layout.kinds)
-
-
 def test_whitening_keeps_every_task_readout(tiny_llm_dir, tiny_vision_dir):
     """set_whitening re-expresses each task's adapter_in and adapter_out in the new basis: the same functions."""
-    m = LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, device="cpu", dtype=torch.float32, seed=0,
-                    whitening=1e-4, task_readouts=True, task_input_adapters=True)
+    m = LM4LV.build(
+        llm=tiny_llm_dir,
+        vision=tiny_vision_dir,
+        device="cpu",
+        dtype=torch.float32,
+        seed=0,
+        interface=Interface(whitening=1e-4, task_readouts=True, task_input_adapters=True),
+    )
     with torch.no_grad():
         m.heads.readout("flip").weight.mul_(-0.5)
         m.heads.input_adapter("flip").weight.mul_(2.0)
@@ -559,3 +490,16 @@ def test_whitening_keeps_every_task_readout(tiny_llm_dir, tiny_vision_dir):
     after = m.llm_to_visual(hidden, tasks), m.visual_to_llm(tokens, tasks=tasks)
     for got, want in zip(after, before):
         torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-3)
+
+
+def test_config_with_a_removed_option_is_refused(tiny_model, tiny_vision_dir, tmp_path):
+    """Options no recipe uses left the library (`checkpoint.REMOVED_OPTIONS`): a config recording them off loads, one
+    trained with them is refused in one sentence."""
+    folder = tmp_path / "old"
+    tiny_model.save_pretrained(folder, vision_path=tiny_vision_dir)
+    config = json.loads((folder / "lm4lv_config.json").read_text())
+    (folder / "lm4lv_config.json").write_text(json.dumps({**config, "standardize": False, "task_tokens_first": False}))
+    LM4LV.from_pretrained(folder, llm=tiny_model.heads.config.llm)
+    (folder / "lm4lv_config.json").write_text(json.dumps({**config, "task_answer_positions": True}))
+    with pytest.raises(CheckpointError, match="answer position tables per task, which this version"):
+        LM4LV.from_pretrained(folder, llm=tiny_model.heads.config.llm)

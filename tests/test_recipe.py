@@ -1,4 +1,5 @@
 """Named recipes: listing, the plan's states (todo, resume, done) and a run that stops where a step fails."""
+
 import json
 import os
 
@@ -15,8 +16,14 @@ def test_every_recipe_file_is_listed():
 
 def test_a_training_step_is_done_only_at_its_last_step(tmp_path):
     """training.json is written at every save: a run saved at step 125 of 600 is resumed, not skipped."""
-    step = Step("stage", "train.train_lm4lv", ("--out", "{runs}/stage", "--steps", "600"),
-                done="{runs}/stage/lm4lv/training.json", resumable=True, done_steps=600)
+    step = Step(
+        "stage",
+        "train.train_lm4lv",
+        ("--out", "{runs}/stage", "--steps", "600"),
+        done="{runs}/stage/lm4lv/training.json",
+        resumable=True,
+        done_steps=600,
+    )
     runs = str(tmp_path)
     assert plan(Recipe("r", "", "", (step,)), runs)[0][1] == "todo"
     os.makedirs(tmp_path / "stage" / "lm4lv")

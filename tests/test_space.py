@@ -1,4 +1,5 @@
 """The Space's file set: what `app.deploy_space --dry-run` lists, copied alone into an empty folder, serves /restore."""
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,14 @@ EXAMPLE = os.path.join(ROOT, "app", "examples", "coffee.png")
 
 def test_dry_run_lists_only_what_the_demo_needs():
     paths = space_files()
-    assert {"app.py", "requirements.txt", "README.md", "LICENSE", "checkpoints/mae-tiny/model.safetensors",
-            "checkpoints/lm4lv-smollm2/heads.safetensors"} <= set(paths)
+    assert {
+        "app.py",
+        "requirements.txt",
+        "README.md",
+        "LICENSE",
+        "checkpoints/mae-tiny/model.safetensors",
+        "checkpoints/lm4lv-smollm2/heads.safetensors",
+    } <= set(paths)
     assert not [p for p in paths if p.startswith(("train/", "tests/", "research/", "docs/", "bench/"))]
     assert listing(paths).splitlines()[-1].endswith(f"total, {len(paths)} files")
 
@@ -27,8 +34,11 @@ def test_checkpoints_hold_only_what_the_product_loads():
     from lm4lv_core.checkpoint import DEFAULT_VISION, SHIPPED
 
     product = {path.name for path in SHIPPED.values()} | {DEFAULT_VISION.name}
-    folders = [name for name in os.listdir(os.path.join(ROOT, "checkpoints"))
-               if os.path.isdir(os.path.join(ROOT, "checkpoints", name))]
+    folders = [
+        name
+        for name in os.listdir(os.path.join(ROOT, "checkpoints"))
+        if os.path.isdir(os.path.join(ROOT, "checkpoints", name))
+    ]
     assert set(folders) <= product, set(folders) - product
     assert all(os.path.isfile(os.path.join(ROOT, "checkpoints", name, "README.md")) for name in folders)
 
@@ -42,8 +52,14 @@ def test_space_file_set_alone_serves_restore(tmp_path):
         shutil.copyfile(os.path.join(ROOT, path), space / path)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    server = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=space, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port)],
+        cwd=space,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         client = None
         for _ in range(240):

@@ -1,5 +1,6 @@
 """The code's shape: no import cycle among our modules (function-level imports included), no entry point imported by
 another module, and no function over 60 lines in the library, the app or train/."""
+
 from __future__ import annotations
 
 import ast
@@ -58,7 +59,7 @@ def test_no_import_cycle():
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt)
         stack.pop()

@@ -1,5 +1,6 @@
 """The task registry: adding a task is one `Task` entry; a toy degradation and a toy spatial task go through
 degrade, tiled restoration and evaluation without any other change."""
+
 import json
 
 import numpy as np
@@ -12,9 +13,14 @@ from lm4lv_core.degrade import degrade, strength_from_level, target
 from lm4lv_core.errors import InputError
 from lm4lv_core.tasks import REGISTRY, Task, get_task
 
-DARKEN = Task("darken", "brighten a darkened photo", corrupt=lambda x, s, rng: x * (1 - s),
-              random_strength=lambda rng: float(rng.uniform(0, 0.5)), fixed_strength=0.3,
-              level_strength=lambda level: level * 0.5)
+DARKEN = Task(
+    "darken",
+    "brighten a darkened photo",
+    corrupt=lambda x, s, rng: x * (1 - s),
+    random_strength=lambda rng: float(rng.uniform(0, 0.5)),
+    fixed_strength=0.3,
+    level_strength=lambda level: level * 0.5,
+)
 TURN = Task("turn", "rotate by 90 degrees clockwise", transpose=Image.Transpose.ROTATE_270)
 
 
@@ -62,8 +68,9 @@ def test_a_toy_task_goes_through_degrade_restore_and_evaluate(toy_tasks, tiny_ll
     assert strength_from_level("darken", 1.0) == 0.5 and strength_from_level("turn", 1.0) is None
     assert np.array_equal(np.asarray(target(photo, "turn")), np.rot90(np.asarray(photo), k=-1))
 
-    model = LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, tasks=("darken", "turn"), device="cpu",
-                        dtype=torch.float32)
+    model = LM4LV.build(
+        llm=tiny_llm_dir, vision=tiny_vision_dir, tasks=("darken", "turn"), device="cpu", dtype=torch.float32
+    )
     model.save_pretrained(tmp_path / "toy", vision_path=tiny_vision_dir)
     loaded = load_model(tmp_path / "toy", device="cpu", dtype=torch.float32)
     turned = loaded.restore(photo, "turn", max_new_tokens=4)  # tiles placed where a clockwise turn puts them
@@ -74,14 +81,38 @@ def test_a_toy_task_goes_through_degrade_restore_and_evaluate(toy_tasks, tiny_ll
     for i in range(2):
         _photo(48, 48, seed=i).save(folder / f"{i}.png")
     out = tmp_path / "toy.json"
-    evaluate(["--images", str(folder), "--tasks", "darken,turn", "--json", str(out), "--checkpoint",
-              str(tmp_path / "toy"), "--llm", tiny_llm_dir])
+    evaluate(
+        [
+            "--images",
+            str(folder),
+            "--tasks",
+            "darken,turn",
+            "--json",
+            str(out),
+            "--checkpoint",
+            str(tmp_path / "toy"),
+            "--llm",
+            tiny_llm_dir,
+        ]
+    )
     scores = json.loads(out.read_text())["tasks"]
     assert set(scores) == {"darken", "turn"} and "degraded" in scores["darken"]
     assert 12 < scores["darken"]["degraded"]["psnr"] < 20  # 30 % darker random pixels: about 16.5 dB
     # each (image, task) has its own fixed degradation, whatever the other tasks evaluated with it
-    evaluate(["--images", str(folder), "--tasks", "turn,darken", "--json", str(out), "--checkpoint",
-              str(tmp_path / "toy"), "--llm", tiny_llm_dir])
+    evaluate(
+        [
+            "--images",
+            str(folder),
+            "--tasks",
+            "turn,darken",
+            "--json",
+            str(out),
+            "--checkpoint",
+            str(tmp_path / "toy"),
+            "--llm",
+            tiny_llm_dir,
+        ]
+    )
     assert json.loads(out.read_text())["tasks"]["darken"]["degraded"] == scores["darken"]["degraded"]
 
 

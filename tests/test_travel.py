@@ -1,4 +1,5 @@
 """Checkpoints that travel: a folder copied anywhere, and a Hub round trip (against the local Hub stand-in)."""
+
 from __future__ import annotations
 
 import json
@@ -23,10 +24,28 @@ def test_checkpoint_copied_alone_restores_through_the_cli(tmp_path, photo):
     shutil.copytree(os.path.join(ROOT, "checkpoints", "lm4lv-smollm2"), alone)
     assert not (alone.parent / "mae-tiny").exists()
     photo.resize((64, 64)).save(tmp_path / "in.png")
-    done = subprocess.run([sys.executable, "-m", "lm4lv_core", "restore", str(tmp_path / "in.png"), "--task",
-                           "denoise", "--checkpoint", str(alone), "--mode", "resize", "--out", str(tmp_path / "out")],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, PYTHONPATH=ROOT))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lm4lv_core",
+            "restore",
+            str(tmp_path / "in.png"),
+            "--task",
+            "denoise",
+            "--checkpoint",
+            str(alone),
+            "--mode",
+            "resize",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     line = json.loads(done.stdout.strip().splitlines()[-1])
     assert os.path.isfile(line["output"]) and line["task"] == "denoise"
@@ -44,8 +63,13 @@ def test_hub_round_trip(tiny_model, tiny_vision_dir, tmp_path, monkeypatch):
         monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
         tiny_model.push_to_hub("someone/tiny-lm4lv", model_card=card)
         files = hub.files("someone/tiny-lm4lv")
-        assert {"heads.safetensors", "lm4lv_config.json", "README.md", "vision/config.json",
-                "vision/model.safetensors"} <= set(files)
+        assert {
+            "heads.safetensors",
+            "lm4lv_config.json",
+            "README.md",
+            "vision/config.json",
+            "vision/model.safetensors",
+        } <= set(files)
         assert json.loads(files["lm4lv_config.json"])["vision"] == "vision"
         loaded = LM4LV.from_pretrained("someone/tiny-lm4lv", device="cpu", dtype=torch.float32)
         assert any(r.startswith("GET /someone/tiny-lm4lv/resolve/") for r in hub.requests)
@@ -53,5 +77,8 @@ def test_hub_round_trip(tiny_model, tiny_vision_dir, tmp_path, monkeypatch):
     for name, value in tiny_model.heads.state_dict().items():
         torch.testing.assert_close(loaded.heads.state_dict()[name], value)
     lq = torch.randn(1, tiny_model.num_visual_tokens, tiny_model.vision.dim, generator=torch.Generator().manual_seed(0))
-    np.testing.assert_allclose(loaded.forward_loss(lq, lq, ["denoise"])["pred"].detach().numpy(),
-                               tiny_model.forward_loss(lq, lq, ["denoise"])["pred"].detach().numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.forward_loss(lq, lq, ["denoise"])["pred"].detach().numpy(),
+        tiny_model.forward_loss(lq, lq, ["denoise"])["pred"].detach().numpy(),
+        atol=1e-6,
+    )

@@ -1,4 +1,5 @@
 """The paper's controls (`--variant`): mechanics on tiny random models."""
+
 import pytest
 import torch
 
@@ -11,8 +12,12 @@ TASKS = ("denoise", "rotate")
 
 @pytest.fixture(scope="module")
 def models(tiny_llm_dir, tiny_vision_dir):
-    return {v: build_model(v, llm=tiny_llm_dir, vision=tiny_vision_dir, tasks=TASKS, layer=1, device="cpu",
-                           dtype=torch.float32, seed=1) for v in VARIANTS}  # the tiny LLM itself is seed 0
+    return {
+        v: build_model(
+            v, llm=tiny_llm_dir, vision=tiny_vision_dir, tasks=TASKS, layer=1, device="cpu", dtype=torch.float32, seed=1
+        )
+        for v in VARIANTS
+    }  # the tiny LLM itself is seed 0
 
 
 def _tokens(model, batch=2, seed=0):
@@ -118,14 +123,51 @@ def test_variant_training_and_evaluation_entry_points(tiny_llm_dir, tiny_vision_
     data = _random_photos(tmp_path / "data")
     for variant in ("single-layer", "transformer"):
         run = tmp_path / variant
-        train(["--variant", variant, "--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data),
-               "--out", str(run), "--steps", "2", "--batch-size", "2", "--probe-every", "0", "--ridge-init", "1",
-               "--tasks", "denoise,rotate", "--layer", "0"])
+        train(
+            [
+                "--variant",
+                variant,
+                "--vision",
+                tiny_vision_dir,
+                "--llm",
+                tiny_llm_dir,
+                "--data",
+                str(data),
+                "--out",
+                str(run),
+                "--steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--probe-every",
+                "0",
+                "--ridge-init",
+                "1",
+                "--tasks",
+                "denoise,rotate",
+                "--layer",
+                "0",
+            ]
+        )
         record = json.loads((run / "lm4lv" / "training.json").read_text())
         assert record["variant"] == variant and record["steps"] == 2 and record["trainable_params"] > 0
         out = tmp_path / f"{variant}.json"
-        evaluate(["--images", str(data), "--tasks", "denoise,rotate", "--json", str(out), "--checkpoint",
-                  str(run / "lm4lv"), "--llm", tiny_llm_dir, "--examples", str(tmp_path / f"{variant}_ex")])
+        evaluate(
+            [
+                "--images",
+                str(data),
+                "--tasks",
+                "denoise,rotate",
+                "--json",
+                str(out),
+                "--checkpoint",
+                str(run / "lm4lv"),
+                "--llm",
+                tiny_llm_dir,
+                "--examples",
+                str(tmp_path / f"{variant}_ex"),
+            ]
+        )
         scores = json.loads(out.read_text())
         assert scores["variant"] == variant and scores["training"]["steps"] == 2
         assert set(scores["tasks"]) == {"denoise", "rotate"} and scores["tasks"]["rotate"]["lm4lv"]["psnr"] > 0
@@ -138,10 +180,36 @@ def test_ablation_runner_and_report(tiny_llm_dir, tiny_vision_dir, tmp_path):
     data = _random_photos(tmp_path / "data", shape=(40, 48, 3), seed=1)
     results, report = tmp_path / "results", tmp_path / "docs" / "ABLATIONS.md"
     report.parent.mkdir()
-    ablations(["--out", str(tmp_path / "runs"), "--results", str(results), "--report", str(report),
-               "--variants", "linear,lm4lv", "--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data),
-               "--images", str(data), "--steps", "2", "--batch-size", "2", "--warmup", "1", "--jobs", "2",
-               "--reference", str(tmp_path / "none.json")])
+    ablations(
+        [
+            "--out",
+            str(tmp_path / "runs"),
+            "--results",
+            str(results),
+            "--report",
+            str(report),
+            "--variants",
+            "linear,lm4lv",
+            "--vision",
+            tiny_vision_dir,
+            "--llm",
+            tiny_llm_dir,
+            "--data",
+            str(data),
+            "--images",
+            str(data),
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--warmup",
+            "1",
+            "--jobs",
+            "2",
+            "--reference",
+            str(tmp_path / "none.json"),
+        ]
+    )
     text = report.read_text()
     assert "| **lm4lv** |" in text and "| linear |" in text and "| MAE-r (baseline) |" in text
     assert "a linear map of the tokens does not explain" in text and "## Adapter analysis" in text
@@ -156,8 +224,10 @@ def test_lora_control_starts_as_lm4lv_trains_the_llm_and_roundtrips(models, tiny
     assert lora.trainable_parameters() == plain.trainable_parameters() + pairs and pairs > 0
     lq, hq = _tokens(lora, seed=3), _tokens(lora, seed=4)
     lora.heads.load_state_dict(plain.heads.state_dict(), strict=False)  # same adapters: B = 0 gives the same model
-    torch.testing.assert_close(lora.forward_loss(lq, hq, ["denoise", "rotate"])["pred"],
-                               plain.forward_loss(lq, hq, ["denoise", "rotate"])["pred"])
+    torch.testing.assert_close(
+        lora.forward_loss(lq, hq, ["denoise", "rotate"])["pred"],
+        plain.forward_loss(lq, hq, ["denoise", "rotate"])["pred"],
+    )
     with torch.no_grad():  # a trained LoRA: the LLM's function changes
         for pair in lora.heads.lora.values():
             pair["B"].weight.add_(0.05 * torch.randn_like(pair["B"].weight))
@@ -201,8 +271,9 @@ def test_variant_interface_refuses_what_does_not_apply(models, tiny_vision_dir, 
         assert compiles == model.autoregressive, variant
         model.compile_llm(False)
     with pytest.raises(SystemExit, match="--self-condition apply to the autoregressive variants"):
-        train(["--variant", "mlp", "--vision", tiny_vision_dir, "--out", str(tmp_path / "run"),
-               "--self-condition", "0.5"])
+        train(
+            ["--variant", "mlp", "--vision", tiny_vision_dir, "--out", str(tmp_path / "run"), "--self-condition", "0.5"]
+        )
 
 
 def test_frozen_constraint_section_pairs_frozen_and_lora_runs(tmp_path):
@@ -212,12 +283,16 @@ def test_frozen_constraint_section_pairs_frozen_and_lora_runs(tmp_path):
 
     folder = tmp_path / "frozen_constraint"
     folder.mkdir()
+
     def scores(out):
         return {"denoise": {"lm4lv": {"psnr": out, "ssim": 0.5}, "mae_r": {"psnr": 23.0, "ssim": 0.7}}}
 
     for kind, out, count in (("frozen", 17.0, 100), ("lora", 18.5, 900)):
-        (folder / f"denoise.{kind}.json").write_text(json.dumps(
-            {"tasks": scores(out), "trainable_params": count, "training": {"steps": 120, "init_from": "ckpt"}}))
+        (folder / f"denoise.{kind}.json").write_text(
+            json.dumps(
+                {"tasks": scores(out), "trainable_params": count, "training": {"steps": 120, "init_from": "ckpt"}}
+            )
+        )
     (folder / "lonely.lora.json").write_text("{}")  # no frozen partner: left out
     text = "\n".join(frozen_constraint_lines(str(tmp_path)))
     assert "LLM adapted with LoRA: not frozen" in text

@@ -7,6 +7,7 @@
 `examples/<variant>/<task>_{degraded,mae_r,output,clean}.png`. Every number in the report comes from these files;
 an optional hand-written `NOTES.md` in the same folder is included as the discussion.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,34 +66,43 @@ def minutes(run: dict) -> str:
 def task_table(task: str, runs: dict, reference: dict | None) -> list[str]:
     first = next(iter(runs.values()))["tasks"][task]
     lm4lv = runs.get("lm4lv", {}).get("tasks", {}).get(task, {}).get("lm4lv", {}).get("psnr")
-    lines = [f"### {task}", "",
-             "| model | trainable parameters | training (CPU, 1 thread) | PSNR / SSIM | minus MAE-r (dB) | "
-             "minus LM4LV (dB) |",
-             "|---|---|---|---|---|---|",
-             f"| degraded input | — | — | {first['degraded']['psnr']:.2f} / {first['degraded']['ssim']:.3f} | "
-             f"{first['degraded']['psnr'] - first['mae_r']['psnr']:+.2f} | — |",
-             f"| MAE-r (baseline) | — | — | {first['mae_r']['psnr']:.2f} / {first['mae_r']['ssim']:.3f} | — | — |"]
+    lines = [
+        f"### {task}",
+        "",
+        "| model | trainable parameters | training (CPU, 1 thread) | PSNR / SSIM | minus MAE-r (dB) | "
+        "minus LM4LV (dB) |",
+        "|---|---|---|---|---|---|",
+        f"| degraded input | — | — | {first['degraded']['psnr']:.2f} / {first['degraded']['ssim']:.3f} | "
+        f"{first['degraded']['psnr'] - first['mae_r']['psnr']:+.2f} | — |",
+        f"| MAE-r (baseline) | — | — | {first['mae_r']['psnr']:.2f} / {first['mae_r']['ssim']:.3f} | — | — |",
+    ]
     for variant, run in runs.items():
         s = run["tasks"][task]
         out = s["lm4lv"]
         vs_lm4lv = "—" if lm4lv is None or variant == "lm4lv" else f"{out['psnr'] - lm4lv:+.2f}"
         name = f"**{variant}**" if variant == "lm4lv" else variant
-        lines.append(f"| {name} | {run['trainable_params']:,} | {minutes(run)} | {out['psnr']:.2f} / "
-                     f"{out['ssim']:.3f} | {out['psnr'] - s['mae_r']['psnr']:+.2f} | {vs_lm4lv} |")
+        lines.append(
+            f"| {name} | {run['trainable_params']:,} | {minutes(run)} | {out['psnr']:.2f} / "
+            f"{out['ssim']:.3f} | {out['psnr'] - s['mae_r']['psnr']:+.2f} | {vs_lm4lv} |"
+        )
     if reference and task in reference.get("tasks", {}):
         r = reference["tasks"][task]
         steps = (reference.get("training") or {}).get("steps", "?")
-        lines.append(f"| shipped LM4LV (7 tasks, {steps} steps; reference, other budget) | "
-                     f"{reference.get('trainable_params', 0):,} | {minutes(reference)} | {r['lm4lv']['psnr']:.2f} / "
-                     f"{r['lm4lv']['ssim']:.3f} | {r['lm4lv']['psnr'] - r['mae_r']['psnr']:+.2f} | — |")
+        lines.append(
+            f"| shipped LM4LV (7 tasks, {steps} steps; reference, other budget) | "
+            f"{reference.get('trainable_params', 0):,} | {minutes(reference)} | {r['lm4lv']['psnr']:.2f} / "
+            f"{r['lm4lv']['ssim']:.3f} | {r['lm4lv']['psnr'] - r['mae_r']['psnr']:+.2f} | — |"
+        )
     return lines + [""]
 
 
 def claim_lines(runs: dict, tasks: list[str]) -> list[str]:
     if "lm4lv" not in runs:
         return ["No LM4LV run: the claims cannot be checked."]
-    lines = ["| paper's claim | " + " | ".join(f"{t}: LM4LV minus control" for t in tasks) + " | reproduced here? |",
-             "|---|" + "---|" * len(tasks) + "---|"]
+    lines = [
+        "| paper's claim | " + " | ".join(f"{t}: LM4LV minus control" for t in tasks) + " | reproduced here? |",
+        "|---|" + "---|" * len(tasks) + "---|",
+    ]
     for variant, claim in CLAIMS.items():
         if variant not in runs:
             continue
@@ -107,17 +117,20 @@ def claim_lines(runs: dict, tasks: list[str]) -> list[str]:
             cells.append(f"{delta:+.2f} dB" + ("" if learned else " (neither learned it)"))
         counted = tested or deltas  # with no task learned by either model, all tasks count, and the verdict says so
         wins = sum(d > MARGIN_DB for d in counted)
-        verdict = ("yes" if wins == len(counted) else "no" if wins == 0
-                   else f"partly ({wins} of {len(counted)} tasks)") + ("" if tested else ", but neither model "
-                                                                        "learned any of the tasks")
+        verdict = (
+            "yes" if wins == len(counted) else "no" if wins == 0 else f"partly ({wins} of {len(counted)} tasks)"
+        ) + ("" if tested else ", but neither model learned any of the tasks")
         lines.append(f"| {claim} | " + " | ".join(cells) + f" | {verdict} |")
     adapters = runs["lm4lv"].get("adapter_analysis")
     if adapters:
         a, r = adapters["adapters"], adapters["random_gaussian"]
         closer = a["L"] < r["L"] and a["D"] > r["D"]
-        lines.append(f"| the adapter product is close to a scaled identity (B.1) | L(A) {a['L']:.3f} vs random "
-                     f"{r['L']:.3f}; D(A) {a['D']:.2f} vs random {r['D']:.2f} |" + " |" * (len(tasks) - 1)
-                     + f" {'yes' if closer and a['L'] < 0.5 else 'weakly' if closer else 'no'} |")
+        lines.append(
+            f"| the adapter product is close to a scaled identity (B.1) | L(A) {a['L']:.3f} vs random "
+            f"{r['L']:.3f}; D(A) {a['D']:.2f} vs random {r['D']:.2f} |"
+            + " |" * (len(tasks) - 1)
+            + f" {'yes' if closer and a['L'] < 0.5 else 'weakly' if closer else 'no'} |"
+        )
     return lines
 
 
@@ -125,13 +138,20 @@ def probe_lines(runs: dict) -> list[str]:
     rows = [(v, r["probe"]) for v, r in runs.items() if r.get("probe")]
     if not rows:
         return []
-    lines = ["## Teacher-forced vs free-running (held-out probe crops, last probe of each run)", "",
-             "For the one-pass variants nothing is fed back, so both columns are the same prediction.", "",
-             "| model | step | teacher-forced feature MSE | free-running feature MSE | teacher-forced PSNR | "
-             "free-running PSNR | MAE-r PSNR | copy-input feature MSE |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Teacher-forced vs free-running (held-out probe crops, last probe of each run)",
+        "",
+        "For the one-pass variants nothing is fed back, so both columns are the same prediction.",
+        "",
+        "| model | step | teacher-forced feature MSE | free-running feature MSE | teacher-forced PSNR | "
+        "free-running PSNR | MAE-r PSNR | copy-input feature MSE |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for v, p in rows:
-        lines.append(f"| {v} | {int(p['step'])} | {p['teacher_l2']:.4f} | {p['free_l2']:.4f} | {p['teacher_psnr']:.2f} | "
-                     f"{p['free_psnr']:.2f} | {p['mae_r_psnr']:.2f} | {p['copy_l2']:.4f} |")
+        lines.append(
+            f"| {v} | {int(p['step'])} | {p['teacher_l2']:.4f} | {p['free_l2']:.4f} | {p['teacher_psnr']:.2f} | "
+            f"{p['free_psnr']:.2f} | {p['mae_r_psnr']:.2f} | {p['copy_l2']:.4f} |"
+        )
     return lines + [""]
 
 
@@ -139,15 +159,22 @@ def adapter_lines(runs: dict, folder: str, out_dir: str) -> list[str]:
     rows = [(v, r["adapter_analysis"]) for v, r in runs.items() if r.get("adapter_analysis")]
     if not rows:
         return []
-    lines = ["## Adapter analysis (paper B.1)", "",
-             "A = adapter_out · adapter_in (vision dim × vision dim). L(A) = min over alpha of ||A − alpha·I||² / ||A||² "
-             "(0 for a scaled identity, about 1 for an unrelated matrix); D(A) = mean |diagonal| / mean |off-diagonal|. "
-             "The reference is a random Gaussian matrix of the same size.", "",
-             "| model | L(A) | D(A) | alpha | random L | random D | heat map |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Adapter analysis (paper B.1)",
+        "",
+        "A = adapter_out · adapter_in (vision dim × vision dim). L(A) = min over alpha of ||A − alpha·I||² / ||A||² "
+        "(0 for a scaled identity, about 1 for an unrelated matrix); D(A) = mean |diagonal| / mean |off-diagonal|. "
+        "The reference is a random Gaussian matrix of the same size.",
+        "",
+        "| model | L(A) | D(A) | alpha | random L | random D | heat map |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for v, a in rows:
         heat = os.path.relpath(os.path.join(folder, "examples", v, "adapter_product.png"), out_dir)
-        lines.append(f"| {v} | {a['adapters']['L']:.3f} | {a['adapters']['D']:.2f} | {a['adapters']['alpha']:.3f} | "
-                     f"{a['random_gaussian']['L']:.3f} | {a['random_gaussian']['D']:.2f} | [png]({heat}) |")
+        lines.append(
+            f"| {v} | {a['adapters']['L']:.3f} | {a['adapters']['D']:.2f} | {a['adapters']['alpha']:.3f} | "
+            f"{a['random_gaussian']['L']:.3f} | {a['random_gaussian']['D']:.2f} | [png]({heat}) |"
+        )
     return lines + [""]
 
 
@@ -192,68 +219,106 @@ def frozen_constraint_lines(folder: str) -> list[str]:
         training = lora.get("training") or {}
         for task, scores in lora["tasks"].items():
             f_out, l_out, mae_r = frozen["tasks"][task]["lm4lv"], scores["lm4lv"], scores["mae_r"]
-            rows.append(f"| {task} | {training.get('steps')} steps from `{training.get('init_from')}` "
-                        f"| {frozen['trainable_params']:,} / {lora['trainable_params']:,} "
-                        f"| {f_out['psnr']:.2f} / {f_out['ssim']:.3f} | {l_out['psnr']:.2f} / {l_out['ssim']:.3f} "
-                        f"| {l_out['psnr'] - f_out['psnr']:+.2f} | {mae_r['psnr']:.2f} / {mae_r['ssim']:.3f} |")
+            rows.append(
+                f"| {task} | {training.get('steps')} steps from `{training.get('init_from')}` "
+                f"| {frozen['trainable_params']:,} / {lora['trainable_params']:,} "
+                f"| {f_out['psnr']:.2f} / {f_out['ssim']:.3f} | {l_out['psnr']:.2f} / {l_out['ssim']:.3f} "
+                f"| {l_out['psnr'] - f_out['psnr']:+.2f} | {mae_r['psnr']:.2f} / {mae_r['ssim']:.3f} |"
+            )
     if not rows:
         return []
-    return ["## What the frozen constraint costs: the `lm4lv-lora` control", "",
-            "**LLM adapted with LoRA: not frozen.** `--variant lm4lv-lora --lora-rank 8` adds LoRA (peft, rank 8, "
-            "alpha 16) on the LLM's q/k/v/o projections to the same model, trained with the adapters and task tokens. "
-            "Each row: the same recipe, start, data, seed and budget with and without LoRA, then the same "
-            "free-running refit of adapter_out; free-running PSNR / SSIM on the evaluation photos "
-            "(`python -m train.evaluate`). Evaluation JSON in `" + pair_dir + "`.", "",
-            "| task | run | trainable (frozen / LoRA) | frozen LLM | LoRA | LoRA minus frozen (dB) | MAE-r |",
-            "|---|---|---|---|---|---|---|", *rows, ""]
+    return [
+        "## What the frozen constraint costs: the `lm4lv-lora` control",
+        "",
+        "**LLM adapted with LoRA: not frozen.** `--variant lm4lv-lora --lora-rank 8` adds LoRA (peft, rank 8, "
+        "alpha 16) on the LLM's q/k/v/o projections to the same model, trained with the adapters and task tokens. "
+        "Each row: the same recipe, start, data, seed and budget with and without LoRA, then the same "
+        "free-running refit of adapter_out; free-running PSNR / SSIM on the evaluation photos "
+        "(`python -m train.evaluate`). Evaluation JSON in `" + pair_dir + "`.",
+        "",
+        "| task | run | trainable (frozen / LoRA) | frozen LLM | LoRA | LoRA minus frozen (dB) | MAE-r |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
-def render(runs: dict, folder: str, out: str, reference: dict | None, grid: str | None,
-           notes: str | None = None) -> str:
+def setup_lines(runs: dict, folder: str, out: str, tasks: list[str]) -> list[str]:
+    """The report's title and setup section (data, budget, evaluation, variants), from the runs' records."""
+    first = next(iter(runs.values()))
+    autoregressive = [r for v, r in runs.items() if v in ("lm4lv", "random-llm")]
+    training = (autoregressive[0] if autoregressive else first).get("training") or {}
+    return [
+        "# Ablations: is it the LLM doing the work?",
+        "",
+        f"Generated by `python -m train.ablation_report --runs {folder} --out {out}` from the evaluation JSON of "
+        "each run (made by `python -m train.ablations`); do not edit by hand.",
+        "",
+        "## Setup",
+        "",
+        f"- Every model was trained on the same data (`{training.get('data')}`, {first['size']} px crops), tasks "
+        f"({', '.join(training.get('tasks', tasks))}, sampled uniformly), seed ({training.get('seed')}), budget "
+        f"({training.get('steps')} steps of batch {training.get('batch_size')} = {training.get('samples')} "
+        f"samples), AdamW lr {training.get('lr')} with warm-up and cosine decay, on the same frozen MAE "
+        f"(`{training.get('vision')}`) and LLM (`{training.get('llm')}`); the autoregressive models with "
+        "self-conditioning "
+        f"{training.get('self_condition')}; adapter_out ridge-initialised where the model has one. Training "
+        "times are wall times with one CPU thread per run while two to four jobs shared the 2-core machine: compare "
+        "them as orders of magnitude.",
+        f"- Evaluation: `python -m train.evaluate` on {first['images']} scikit-image photos "
+        f"({', '.join(first.get('image_names', []))}) at {first['size']} px, same degradation seeds for every "
+        "model; autoregressive models start their answer with `<Img>`.",
+        "- Variants: " + "; ".join(f"`{v}`: {WHAT[v]}" for v in runs) + ".",
+        "- Text cross-entropy weight of the autoregressive models: "
+        + ", ".join(
+            f"`{v}` {(r.get('training') or {}).get('ce_weight', 1.0):g}"
+            for v, r in runs.items()
+            if v in ("lm4lv", "random-llm")
+        )
+        + " (the one-pass models write no text).",
+        "",
+    ]
+
+
+def render(
+    runs: dict, folder: str, out: str, reference: dict | None, grid: str | None, notes: str | None = None
+) -> str:
     first = next(iter(runs.values()))
     tasks = list(first["tasks"])
     for variant, run in runs.items():  # the same images, degradations and MAE-r for every run, or no comparison
         for t in tasks:
             if abs(run["tasks"][t]["mae_r"]["psnr"] - first["tasks"][t]["mae_r"]["psnr"]) > 1e-6:
                 raise SystemExit(f"{variant}: MAE-r differs from the other runs on {t}: not the same evaluation.")
-    autoregressive = [r for v, r in runs.items() if v in ("lm4lv", "random-llm")]
-    training = (autoregressive[0] if autoregressive else first).get("training") or {}
     out_dir = os.path.dirname(os.path.abspath(out))
-    lines = ["# Ablations: is it the LLM doing the work?", "",
-             f"Generated by `python -m train.ablation_report --runs {folder} --out {out}` from the evaluation JSON of "
-             "each run (made by `python -m train.ablations`); do not edit by hand.", "",
-             "## Setup", "",
-             f"- Every model was trained on the same data (`{training.get('data')}`, {first['size']} px crops), tasks "
-             f"({', '.join(training.get('tasks', tasks))}, sampled uniformly), seed ({training.get('seed')}), budget "
-             f"({training.get('steps')} steps of batch {training.get('batch_size')} = {training.get('samples')} "
-             f"samples), AdamW lr {training.get('lr')} with warm-up and cosine decay, on the same frozen MAE "
-             f"(`{training.get('vision')}`) and LLM (`{training.get('llm')}`); the autoregressive models with "
-             "self-conditioning "
-             f"{training.get('self_condition')}; adapter_out ridge-initialised where the model has one. Training "
-             "times are wall times with one CPU thread per run while two to four jobs shared the 2-core machine: compare "
-             "them as orders of magnitude.",
-             f"- Evaluation: `python -m train.evaluate` on {first['images']} scikit-image photos "
-             f"({', '.join(first.get('image_names', []))}) at {first['size']} px, same degradation seeds for every "
-             "model; autoregressive models start their answer with `<Img>`.",
-             "- Variants: " + "; ".join(f"`{v}`: {WHAT[v]}" for v in runs) + ".",
-             "- Text cross-entropy weight of the autoregressive models: " + ", ".join(
-                 f"`{v}` {(r.get('training') or {}).get('ce_weight', 1.0):g}" for v, r in runs.items()
-                 if v in ("lm4lv", "random-llm")) + " (the one-pass models write no text).", "",
-             "## Results", ""]
+    lines = setup_lines(runs, folder, out, tasks) + ["## Results", ""]
     for task in tasks:
         lines += task_table(task, runs, reference)
     if grid and save_grid(runs, folder, tasks, grid):
-        lines += [f"![outputs of every model]({os.path.relpath(grid, out_dir)})", "",
-                  "One row per task (first evaluation photo): degraded, MAE-r, each model's output, clean.", ""]
-    lines += ["## The paper's claims at our scale", "",
-              f"A control counts as beaten when LM4LV's PSNR is higher by more than {MARGIN_DB} dB. A task where both "
-              f"models are more than {LEARNED_DB:g} dB under MAE-r (neither learned it) is left out of the verdict "
-              "unless neither model learned any task.", ""]
+        lines += [
+            f"![outputs of every model]({os.path.relpath(grid, out_dir)})",
+            "",
+            "One row per task (first evaluation photo): degraded, MAE-r, each model's output, clean.",
+            "",
+        ]
+    lines += [
+        "## The paper's claims at our scale",
+        "",
+        f"A control counts as beaten when LM4LV's PSNR is higher by more than {MARGIN_DB} dB. A task where both "
+        f"models are more than {LEARNED_DB:g} dB under MAE-r (neither learned it) is left out of the verdict "
+        "unless neither model learned any task.",
+        "",
+    ]
     lines += claim_lines(runs, tasks) + [""]
     lines += frozen_constraint_lines(folder)
     if notes:
-        lines += ["## Reading the results", "", "*(hand-written, from `NOTES.md` next to the run JSONs)*", "",
-                  notes.strip(), ""]
+        lines += [
+            "## Reading the results",
+            "",
+            "*(hand-written, from `NOTES.md` next to the run JSONs)*",
+            "",
+            notes.strip(),
+            "",
+        ]
     lines += probe_lines(runs)
     lines += adapter_lines(runs, folder, out_dir)
     return "\n".join(lines)

@@ -9,6 +9,7 @@ feedback) and then `python -m train.evaluate` on the scikit-image photos. Runs r
 where each run stopped, and finished runs are not repeated. The evaluation JSONs and example outputs are copied to
 `--results` (default docs/ablations) and the report is generated from them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,25 +41,59 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=25)
     p.add_argument("--self-condition", type=float, default=0.5, help="for the autoregressive variants")
-    p.add_argument("--random-llm-ce-weight", type=float, default=0.0,
-                   help="text CE weight of the random-llm control: a random LLM cannot learn to write the markers (its "
-                        "CE stays near 6 and, under gradient clipping, crowds out the regression), and evaluation "
-                        "forces `<Img>`, so by default it trains on the regression alone")
+    p.add_argument(
+        "--random-llm-ce-weight",
+        type=float,
+        default=0.0,
+        help="text CE weight of the random-llm control: a random LLM cannot learn to write the markers (its "
+        "CE stays near 6 and, under gradient clipping, crowds out the regression), and evaluation "
+        "forces `<Img>`, so by default it trains on the regression alone",
+    )
     p.add_argument("--layer", type=int, default=None, help="single-layer: LLM layer (default: the middle one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=1, help="variants trained at once (one CPU thread each)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per job")
-    p.add_argument("--reference", default="docs/results.json",
-                   help="evaluation JSON of the shipped model, listed for reference in the report (if it exists)")
+    p.add_argument(
+        "--reference",
+        default="docs/results.json",
+        help="evaluation JSON of the shipped model, listed for reference in the report (if it exists)",
+    )
     return p.parse_args(argv)
 
 
 def train_command(args, variant: str) -> list[str]:
-    cmd = [sys.executable, "-m", "train.train_lm4lv", "--variant", variant, "--vision", args.vision,
-           "--data", args.data, "--out", os.path.join(args.out, variant), "--tasks", args.tasks,
-           "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
-           "--warmup", str(args.warmup), "--seed", str(args.seed), "--save-every", "50", "--probe-every", "100",
-           "--threads", str(args.threads), "--resume"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "train.train_lm4lv",
+        "--variant",
+        variant,
+        "--vision",
+        args.vision,
+        "--data",
+        args.data,
+        "--out",
+        os.path.join(args.out, variant),
+        "--tasks",
+        args.tasks,
+        "--steps",
+        str(args.steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--lr",
+        str(args.lr),
+        "--warmup",
+        str(args.warmup),
+        "--seed",
+        str(args.seed),
+        "--save-every",
+        "50",
+        "--probe-every",
+        "100",
+        "--threads",
+        str(args.threads),
+        "--resume",
+    ]
     if variant in AUTOREGRESSIVE_VARIANTS:
         cmd += ["--self-condition", str(args.self_condition)]
     if variant == "random-llm":
@@ -72,9 +107,23 @@ def train_command(args, variant: str) -> list[str]:
 
 def evaluate_command(args, variant: str) -> list[str]:
     run = os.path.join(args.out, variant)
-    cmd = [sys.executable, "-m", "train.evaluate", "--images", args.images, "--tasks", args.tasks,
-           "--checkpoint", os.path.join(run, "lm4lv"), "--json", os.path.join(run, "eval.json"),
-           "--examples", os.path.join(run, "examples"), "--seed", str(args.seed)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "train.evaluate",
+        "--images",
+        args.images,
+        "--tasks",
+        args.tasks,
+        "--checkpoint",
+        os.path.join(run, "lm4lv"),
+        "--json",
+        os.path.join(run, "eval.json"),
+        "--examples",
+        os.path.join(run, "examples"),
+        "--seed",
+        str(args.seed),
+    ]
     return cmd + (["--llm", args.llm] if args.llm else [])
 
 
@@ -102,10 +151,21 @@ def run_variant(args, variant: str) -> str:
             shutil.copy(os.path.join(run, name), f"{target}.{name}")
     shutil.copytree(os.path.join(run, "examples"), os.path.join(args.results, "examples", variant), dirs_exist_ok=True)
     if variant in ADAPTER_VARIANTS:  # paper B.1: is adapter_out @ adapter_in a scaled identity?
-        subprocess.run([sys.executable, "-m", "train.analyze_adapters", "--checkpoint", os.path.join(run, "lm4lv"),
-                        "--json", f"{target}.adapters.json",
-                        "--heatmap", os.path.join(args.results, "examples", variant, "adapter_product.png")],
-                       env=env, check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "train.analyze_adapters",
+                "--checkpoint",
+                os.path.join(run, "lm4lv"),
+                "--json",
+                f"{target}.adapters.json",
+                "--heatmap",
+                os.path.join(args.results, "examples", variant, "adapter_product.png"),
+            ],
+            env=env,
+            check=True,
+        )
     return f"{variant}: done in {time.time() - began:.0f} s"
 
 
@@ -128,8 +188,10 @@ def main(argv=None):
         for message in pool.map(lambda v: run_safely(args, v), variants):
             print(message, flush=True)
     reference = ["--reference", args.reference] if os.path.isfile(args.reference) else []
-    subprocess.run([sys.executable, "-m", "train.ablation_report", "--runs", args.results, "--out", args.report]
-                   + reference, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "train.ablation_report", "--runs", args.results, "--out", args.report] + reference,
+        check=True,
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ The same figures are printed for a random Gaussian matrix of the same size (the 
 one adapter_out per task is analysed with each task's (`per_task`); `adapters` and the heat map use `--task`'s
 (default: the first).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,8 +64,10 @@ def adapter_products(heads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """adapter_out @ adapter_in (vision dim x vision dim) per task, or {"shared": A} when both adapters are shared."""
     w_in, w_out = adapter_weights(heads, "adapter_in"), adapter_weights(heads, "adapter_out")
     tasks = [t for t in {**w_out, **w_in} if t != "shared"] or ["shared"]
-    return {t: w_out.get(t, w_out.get("shared")).astype(np.float64) @ w_in.get(t, w_in.get("shared")).astype(np.float64)
-            for t in tasks}
+    return {
+        t: w_out.get(t, w_out.get("shared")).astype(np.float64) @ w_in.get(t, w_in.get("shared")).astype(np.float64)
+        for t in tasks
+    }
 
 
 def main(argv=None):
@@ -84,8 +87,12 @@ def main(argv=None):
         raise SystemExit(f"{args.checkpoint} has no adapter_out for {task!r}; it has: {', '.join(products)}.")
     product = products[task]
     random = np.random.default_rng(args.seed).normal(size=product.shape)
-    result = {"checkpoint": args.checkpoint, "shape": list(product.shape), "adapters": analyze(product),
-              "random_gaussian": analyze(random)}
+    result = {
+        "checkpoint": args.checkpoint,
+        "shape": list(product.shape),
+        "adapters": analyze(product),
+        "random_gaussian": analyze(random),
+    }
     if len(products) > 1:
         result.update(readout=task, per_task={t: analyze(a) for t, a in products.items()})
     print(json.dumps(result, indent=2))

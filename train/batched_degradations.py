@@ -8,6 +8,7 @@ generator, not numpy's; rain streaks are rasterised by sampling points along eac
 drawing). Selected with `train_lm4lv --degradations torch`; on the CPU the numpy path costs about 4% of a training step
 (bench/training_speed.py), on a GPU at the paper's batch of 256 it would starve the step.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,9 @@ from lm4lv_core import corruptions
 from lm4lv_core.tasks import get_task
 
 
-def degrade_batch(clean: torch.Tensor, tasks: list[str],
-                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def degrade_batch(
+    clean: torch.Tensor, tasks: list[str], generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """clean (B, 3, S, S) in [0, 1], one task per image -> (inputs, targets), both (B, 3, S, S) in [0, 1], rounded to
     uint8 levels as `degrade` / `target` produce them. Strengths are drawn from each task's training distribution."""
     clean = quantize(clean)
@@ -67,10 +69,17 @@ def _mask(x, spec, uniform, generator):  # the paper trains at the fixed rate (t
     return mask_blocks(x, spec.fixed_strength, generator)
 
 
-CORRUPTIONS = {corruptions.add_noise: _noise, corruptions.gaussian_blur: _blur, corruptions.add_rain: _rain,
-               corruptions.add_pepper: _pepper, corruptions.mask_blocks: _mask}
-TRANSPOSES = {Image.Transpose.ROTATE_90: lambda x: torch.rot90(x, 1, dims=(-2, -1)),  # counter-clockwise, as PIL
-              Image.Transpose.FLIP_LEFT_RIGHT: lambda x: x.flip(-1)}
+CORRUPTIONS = {
+    corruptions.add_noise: _noise,
+    corruptions.gaussian_blur: _blur,
+    corruptions.add_rain: _rain,
+    corruptions.add_pepper: _pepper,
+    corruptions.mask_blocks: _mask,
+}
+TRANSPOSES = {
+    Image.Transpose.ROTATE_90: lambda x: torch.rot90(x, 1, dims=(-2, -1)),  # counter-clockwise, as PIL
+    Image.Transpose.FLIP_LEFT_RIGHT: lambda x: x.flip(-1),
+}
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:
@@ -140,7 +149,7 @@ def add_rain(x: torch.Tensor, amounts: torch.Tensor, generator: torch.Generator)
     py = (y0[..., None] + t * (length * torch.cos(angle))[..., None]).floor().long()
     valid = (px >= 0) & (px < w) & (py >= 0) & (py < h)
     valid &= (torch.arange(most, device=device)[None, :] < counts[:, None])[..., None]  # only each image's count
-    index = (torch.arange(b, device=device)[:, None, None] * h * w + py.clamp(0, h - 1) * w + px.clamp(0, w - 1))
+    index = torch.arange(b, device=device)[:, None, None] * h * w + py.clamp(0, h - 1) * w + px.clamp(0, w - 1)
     values = torch.where(valid, brightness[..., None].expand_as(index).float(), torch.zeros((), device=device))
     layer = torch.zeros(b * h * w, device=device).scatter_reduce(0, index.flatten(), values.flatten(), "amax")
     layer = (layer.reshape(b, 1, h, w) * 255).round() / 255  # an 8-bit layer, as PIL draws it

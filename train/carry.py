@@ -15,6 +15,7 @@ carry what the restored token needs rather than the degradation too. The probe i
 the model and is not exported. Several sites (layers, each with its KV head) give one probe each, their losses
 averaged: the copy happens in more than one layer (SmolLM2-135M: heads 17.3 / 17.4 on KV head 1, 20.6 on KV head 2).
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,14 +31,17 @@ class CarryObjective(nn.Module):
     """LM4LV's training forward plus `weight` x the carry loss (returned as "carry"): the mean of one probe's loss per
     site, a site being a layer (`layers`) and, where `kv_heads` names one (one entry per layer, or None), a KV head."""
 
-    def __init__(self, model: nn.Module, layers: list[int], weight: float, kv_heads: list | None = None,
-                 target: str = "input"):
+    def __init__(
+        self, model: nn.Module, layers: list[int], weight: float, kv_heads: list | None = None, target: str = "input"
+    ):
         super().__init__()
         if target not in ("input", "reference"):
             raise SystemExit(f"--carry-target {target}: choose 'input' or 'reference'.")
         kv_heads = [None] * len(layers) if kv_heads is None else list(kv_heads)
         if len(kv_heads) != len(layers):
-            raise SystemExit(f"--carry-kv-head: give one KV head per --carry-layer ({len(layers)}), not {len(kv_heads)}.")
+            raise SystemExit(
+                f"--carry-kv-head: give one KV head per --carry-layer ({len(layers)}), not {len(kv_heads)}."
+            )
         self.model, self.weight, self.target = model, weight, target
         self.layers, self.kv_heads = list(layers), kv_heads
         self.probes = nn.ModuleList([self.make_probe(layer, head) for layer, head in zip(self.layers, kv_heads)])
@@ -58,8 +62,10 @@ class CarryObjective(nn.Module):
     def attention(self, layer: int) -> nn.Module:
         attention = self.model.llm.base_model.layers[layer].self_attn
         if not hasattr(attention, "v_proj"):
-            raise SystemExit("--carry-kv-head needs an LLM whose attention has a v_proj (Llama-style); drop it to read "
-                             "the residual stream instead.")
+            raise SystemExit(
+                "--carry-kv-head needs an LLM whose attention has a v_proj (Llama-style); drop it to read "
+                "the residual stream instead."
+            )
         return attention
 
     def features(self, site: int, stream: torch.Tensor) -> torch.Tensor:
@@ -72,7 +78,7 @@ class CarryObjective(nn.Module):
             return normed.float()
         width = head_dim(self.model.llm.config)
         values = self.attention(layer).v_proj(normed)  # (B, N-1, kv_heads * head_dim)
-        return values[..., kv_head * width:(kv_head + 1) * width].float()
+        return values[..., kv_head * width : (kv_head + 1) * width].float()
 
     @torch.no_grad()
     def targets(self, lq: torch.Tensor, hq: torch.Tensor, tasks: list[str]) -> torch.Tensor:
@@ -104,8 +110,10 @@ class CarryObjective(nn.Module):
     def forward(self, lq, hq, tasks, **options) -> dict[str, torch.Tensor]:
         terms = self.model(lq, hq, tasks, carry_layers=self.layers, **options)
         target = self.targets(lq, hq, tasks)
-        losses = [F.mse_loss(probe(self.features(site, stream)), target)
-                  for site, (probe, stream) in enumerate(zip(self.probes, terms.pop("carry")))]
+        losses = [
+            F.mse_loss(probe(self.features(site, stream)), target)
+            for site, (probe, stream) in enumerate(zip(self.probes, terms.pop("carry")))
+        ]
         terms["carry"] = torch.stack(losses).mean()
         terms["loss"] = terms["loss"] + self.weight * terms["carry"]
         return terms

@@ -4,6 +4,7 @@ Sample k of a run is drawn from `numpy.random.default_rng((seed, k))`, so batch 
 goes straight through or resumes from a checkpoint, on one process or several (process p of n takes every n-th batch
 slot). Decoded images are kept in memory up to `cache_mb`, so a small corpus is read from disk once.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,7 +26,10 @@ def list_images(root: str) -> list[str]:
     if not os.path.isdir(root):
         raise SystemExit(f"Training data folder {root} does not exist.")
     files = sorted(
-        os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS
+        os.path.join(d, f)
+        for d, _, fs in os.walk(root)
+        for f in fs
+        if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS
     )
     if not files:
         raise SystemExit(f"No images found under {root}.")
@@ -35,8 +39,9 @@ def list_images(root: str) -> list[str]:
 class RandomCrops:
     """Deterministic stream of (3, S, S) float crops in [0, 1]; crop side = scale * shorter image side."""
 
-    def __init__(self, root: str, size: int, seed: int = 0, min_scale: float = 0.06, max_scale: float = 1.0,
-                 cache_mb: int = 4096):
+    def __init__(
+        self, root: str, size: int, seed: int = 0, min_scale: float = 0.06, max_scale: float = 1.0, cache_mb: int = 4096
+    ):
         self.files = list_images(root)
         self.size, self.seed = size, seed
         self.min_scale, self.max_scale = min_scale, max_scale
@@ -101,8 +106,17 @@ def parse_tasks(text: str) -> list[str]:
     return tasks
 
 
-def make_pairs(crops: RandomCrops, vision, step: int, batch_size: int, tasks: list[str], seed: int, rank=0, world=1,
-               degradations: str = "numpy"):
+def make_pairs(
+    crops: RandomCrops,
+    vision,
+    step: int,
+    batch_size: int,
+    tasks: list[str],
+    seed: int,
+    rank=0,
+    world=1,
+    degradations: str = "numpy",
+):
     """Batch `step`: (lq, hq) visual tokens (B, N, D) and the task of each example (uniform over tasks), degraded
     image by image with `degrade` ("numpy") or as one batch on the vision module's device ("torch")."""
     clean = crops.batch(step, batch_size, rank, world)  # (B, 3, S, S) in [0, 1]
@@ -115,8 +129,9 @@ def make_pairs(crops: RandomCrops, vision, step: int, batch_size: int, tasks: li
         inputs, targets = degrade_batch(clean.to(device), names, generator)  # (B, 3, S, S) in [0, 1]
     else:
         images = [(c.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for c in clean]
-        inputs = np.stack([np.asarray(degrade(im, task, seed=int(rng.integers(2**31))))
-                           for im, task, rng in zip(images, names, rngs)])  # (B, S, S, 3) uint8
+        inputs = np.stack(
+            [np.asarray(degrade(im, task, seed=int(rng.integers(2**31)))) for im, task, rng in zip(images, names, rngs)]
+        )  # (B, S, S, 3) uint8
         targets = np.stack([np.asarray(target(im, task)) for im, task in zip(images, names)])
     with torch.no_grad():  # the vision module's tensor entries: uint8 (B, S, S, 3) or float (B, 3, S, S) batches
         lq = vision.encode(vision.preprocess(inputs))
@@ -128,8 +143,10 @@ def load_eval_images(spec: str, limit: int | None) -> list[tuple[str, Image.Imag
     if spec == "skimage":
         from skimage import data
 
-        arrays = {name: (data.stereo_motorcycle()[0] if name == "motorcycle_left" else getattr(data, name)())
-                  for name in SKIMAGE_PHOTOS}
+        arrays = {
+            name: (data.stereo_motorcycle()[0] if name == "motorcycle_left" else getattr(data, name)())
+            for name in SKIMAGE_PHOTOS
+        }
         images = [(name, Image.fromarray(a).convert("RGB")) for name, a in arrays.items()]
     else:
         images = [(os.path.relpath(p, spec), load_image(p).image) for p in list_images(spec)]

@@ -1,6 +1,7 @@
 """The training loop shared by every entry point: accelerate, AdamW, warm-up + cosine decay, clipping, a CSV log,
 regular safetensors checkpoints and an exact `--resume` (weights, optimizer state, step; the data order is a function
 of the step, see `train.data`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,12 @@ def add_common_args(parser: argparse.ArgumentParser, *, lr: float, batch_size: i
     g.add_argument("--save-every", type=int, default=200, help="steps between checkpoints")
     g.add_argument("--max-minutes", type=float, default=0, help="stop (and save) after this wall time; 0: no limit")
     g.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-    g.add_argument("--mixed-precision", choices=["auto", "no", "bf16", "fp16"], default="auto",
-                   help="autocast precision (auto: bf16 on CUDA or a CPU with bf16 matrix units)")
+    g.add_argument(
+        "--mixed-precision",
+        choices=["auto", "no", "bf16", "fp16"],
+        default="auto",
+        help="autocast precision (auto: bf16 on CUDA or a CPU with bf16 matrix units)",
+    )
     g.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
 
 
@@ -54,8 +59,11 @@ def make_accelerator(args):
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() or cpu_has_fast_bf16() else "no"
     accelerator_device = hasattr(torch, "accelerator") and torch.accelerator.is_available()
-    return Accelerator(mixed_precision=precision, cpu=not accelerator_device,
-                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    return Accelerator(
+        mixed_precision=precision,
+        cpu=not accelerator_device,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
 
 
 def load_autoregressive(checkpoint: str | None, threads: int, purpose: str):
@@ -67,8 +75,9 @@ def load_autoregressive(checkpoint: str | None, threads: int, purpose: str):
         torch.set_num_threads(threads)
     model = load_model(checkpoint)
     if not model.autoregressive:
-        raise SystemExit(f"{checkpoint} is a one-pass control; {purpose} needs an autoregressive checkpoint "
-                         "(lm4lv, random-llm).")
+        raise SystemExit(
+            f"{checkpoint} is a one-pass control; {purpose} needs an autoregressive checkpoint (lm4lv, random-llm)."
+        )
     return model
 
 
@@ -127,7 +136,7 @@ def load_state(path: str, model: nn.Module, optimizer: torch.optim.Optimizer) ->
     params = dict(model.named_parameters())
     for key, value in tensors.items():
         if key.startswith("model."):
-            params[key[len("model."):]].data.copy_(value)
+            params[key[len("model.") :]].data.copy_(value)
     state: dict[int, dict] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
@@ -157,8 +166,15 @@ def param_groups(model: nn.Module, lr_scales: dict[str, float] | None = None) ->
     return groups
 
 
-def train_loop(args, accelerator, model: nn.Module, loss_fn: Callable[[nn.Module, int], dict[str, torch.Tensor]],
-               export: Callable[[str], None], desc: str, lr_scales: dict[str, float] | None = None) -> dict[str, float]:
+def train_loop(
+    args,
+    accelerator,
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module, int], dict[str, torch.Tensor]],
+    export: Callable[[str], None],
+    desc: str,
+    lr_scales: dict[str, float] | None = None,
+) -> dict[str, float]:
     """Optimise the parameters of `model` that require grad; `loss_fn(model, step)` returns {"loss": ..., ...}.
 
     `export(folder)` writes the shippable checkpoint; it is called at every save and at the end. `lr_scales`: see
@@ -177,25 +193,19 @@ def train_loop(args, accelerator, model: nn.Module, loss_fn: Callable[[nn.Module
     stop = {"now": False}
     previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     began, last = time.time(), {}
-    bar = tqdm(range(start, args.steps), initial=start, total=args.steps, desc=desc,
-               disable=not accelerator.is_main_process, dynamic_ncols=True)
+    bar = tqdm(
+        range(start, args.steps),
+        initial=start,
+        total=args.steps,
+        desc=desc,
+        disable=not accelerator.is_main_process,
+        dynamic_ncols=True,
+    )
     step = start
     try:
         for step in bar:
-            lr = lr_at(step, args)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group.get("lr_scale", 1.0)
-            model.train()
-            # randomness inside the step (MAE masks, noise) is a function of the step, so --resume is exact
-            torch.manual_seed(args.seed * 1_000_003 + step * 1009 + accelerator.process_index)
-            with accelerator.autocast():
-                terms = loss_fn(model, step)
-            accelerator.backward(terms["loss"])
-            grad_norm = accelerator.clip_grad_norm_(params, args.clip) if args.clip > 0 else torch.tensor(0.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            last = reduced_terms(accelerator, terms)
-            last.update(lr=lr, grad_norm=float(grad_norm), seconds=time.time() - began)
+            last = optimiser_step(args, accelerator, model, optimizer, params, loss_fn, step)
+            last["seconds"] = time.time() - began
             if accelerator.is_main_process:
                 append_row(log_path, {"step": step, **last})
                 bar.set_postfix({k: f"{v:.4g}" for k, v in last.items() if k not in {"seconds", "lr"}})
@@ -204,8 +214,9 @@ def train_loop(args, accelerator, model: nn.Module, loss_fn: Callable[[nn.Module
             if done % args.save_every == 0 or done == args.steps or timed_out or stop["now"]:
                 _save(accelerator, model, optimizer, state_dir, done, export, args.out)
             if timed_out or stop["now"]:
-                accelerator.print(f"stopping at step {done} ({'time limit' if timed_out else 'SIGTERM'}); "
-                                  f"continue with --resume")
+                accelerator.print(
+                    f"stopping at step {done} ({'time limit' if timed_out else 'SIGTERM'}); continue with --resume"
+                )
                 break
     except KeyboardInterrupt:
         _save(accelerator, model, optimizer, state_dir, step, export, args.out)
@@ -217,10 +228,30 @@ def train_loop(args, accelerator, model: nn.Module, loss_fn: Callable[[nn.Module
     return last
 
 
+def optimiser_step(args, accelerator, model, optimizer, params: list, loss_fn, step: int) -> dict[str, float]:
+    """One step at the schedule's learning rate (times each group's `lr_scale`); returns the logged values."""
+    lr = lr_at(step, args)
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+    model.train()
+    # randomness inside the step (MAE masks, noise) is a function of the step, so --resume is exact
+    torch.manual_seed(args.seed * 1_000_003 + step * 1009 + accelerator.process_index)
+    with accelerator.autocast():
+        terms = loss_fn(model, step)
+    accelerator.backward(terms["loss"])
+    grad_norm = accelerator.clip_grad_norm_(params, args.clip) if args.clip > 0 else torch.tensor(0.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    last = reduced_terms(accelerator, terms)
+    last.update(lr=lr, grad_norm=float(grad_norm))
+    return last
+
+
 def reduced_terms(accelerator, terms: dict) -> dict[str, float]:
     """The step's logged values, each averaged over the processes (every rank's batch is a shard of the step's)."""
-    values = torch.tensor([float(v.detach()) if torch.is_tensor(v) else float(v) for v in terms.values()],
-                          device=accelerator.device)  # (K,)
+    values = torch.tensor(
+        [float(v.detach()) if torch.is_tensor(v) else float(v) for v in terms.values()], device=accelerator.device
+    )  # (K,)
     if accelerator.num_processes > 1:
         values = accelerator.reduce(values, reduction="mean")
     return dict(zip(terms, values.tolist()))
@@ -253,8 +284,10 @@ def check_ranks_agree(accelerator, model: nn.Module) -> float:
     as one model."""
     state = trainable_state(accelerator.unwrap_model(model))
     generator = torch.Generator().manual_seed(0)
-    value = sum(float((v.double().flatten() * torch.randn(v.numel(), generator=generator, dtype=torch.float64)).sum())
-                for _, v in sorted(state.items()))
+    value = sum(
+        float((v.double().flatten() * torch.randn(v.numel(), generator=generator, dtype=torch.float64)).sum())
+        for _, v in sorted(state.items())
+    )
     values = accelerator.gather(torch.tensor([value], dtype=torch.float64, device=accelerator.device)).tolist()
     if max(values) - min(values) > 1e-6 * max(1.0, abs(value)):
         raise RuntimeError(f"The {accelerator.num_processes} processes hold different weights ({values}).")

@@ -12,6 +12,7 @@ Autoregressive models start their answer with `<Img>` (forced), so the table mea
 The checkpoint may be any `--variant` of `train.train_lm4lv` (the paper's controls); its scores stay under the key
 "lm4lv" (the model under test) and the JSON records the variant and the run's `training.json`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,13 +42,20 @@ def parse_args(argv=None):
     p.add_argument("--limit", type=int, default=None, help="use at most N images")
     p.add_argument("--seed", type=int, default=0, help="base seed of the degradations")
     p.add_argument("--size", type=int, default=None, help="evaluation size in pixels (default: the model's)")
-    p.add_argument("--strength", choices=["random", "fixed"], default="random",
-                   help="the paper's random strengths (seeded) or the fixed evaluation strengths")
+    p.add_argument(
+        "--strength",
+        choices=["random", "fixed"],
+        default="random",
+        help="the paper's random strengths (seeded) or the fixed evaluation strengths",
+    )
     p.add_argument("--batch-size", type=int, default=8, help="images generated together")
     p.add_argument("--grid", default=None, help="PNG with one row per task: degraded / MAE-r / LM4LV / clean")
     p.add_argument("--markdown", default=None, help="also write the table as Markdown to this file")
-    p.add_argument("--examples", default=None,
-                   help="folder for the first image's PNGs per task (degraded, mae_r, output, clean), for grids")
+    p.add_argument(
+        "--examples",
+        default=None,
+        help="folder for the first image's PNGs per task (degraded, mae_r, output, clean), for grids",
+    )
     return p.parse_args(argv)
 
 
@@ -57,30 +65,37 @@ def evaluate(model, images, tasks, seed=0, size=None, strength="random", batch_s
     clean = [fit_square(im, size)[0] for _, im in images]
     scores, examples = {}, {}
     for task in tasks:
-        inputs = [degrade(c, task, seed=degradation_seed(seed, i, task),
-                          strength="fixed" if strength == "fixed" else None) for i, c in enumerate(clean)]
+        inputs = [
+            degrade(c, task, seed=degradation_seed(seed, i, task), strength="fixed" if strength == "fixed" else None)
+            for i, c in enumerate(clean)
+        ]
         refs = [target(c, task) for c in clean]
         outputs, baselines = [], []
         for start in range(0, len(inputs), batch_size):
-            chunk = inputs[start:start + batch_size]
+            chunk = inputs[start : start + batch_size]
             outputs += [r.image for r in model.restore_batch(chunk, task, mode="resize", force_image_after=0)]
-            baselines += model.vision.reconstruct([baseline_input(task, d, r) for d, r in
-                                                   zip(chunk, refs[start:start + batch_size])])
+            baselines += model.vision.reconstruct(
+                [baseline_input(task, d, r) for d, r in zip(chunk, refs[start : start + batch_size])]
+            )
         per = {"degraded": [], "mae_r": [], "lm4lv": []}
         for d, b, o, r in zip(inputs, baselines, outputs, refs):
             ref = np.asarray(r)
             for name, image in (("degraded", d), ("mae_r", b), ("lm4lv", o)):
                 image = image if image.size == r.size else image.resize(r.size, Image.Resampling.BICUBIC)
                 per[name].append((psnr(np.asarray(image), ref), ssim(np.asarray(image), ref)))
-        scores[task] = {name: {"psnr": float(np.mean([min(p, 100.0) for p, _ in v])),
-                               "ssim": float(np.mean([s for _, s in v]))} for name, v in per.items()}
+        scores[task] = {
+            name: {"psnr": float(np.mean([min(p, 100.0) for p, _ in v])), "ssim": float(np.mean([s for _, s in v]))}
+            for name, v in per.items()
+        }
         examples[task] = [inputs[0], baselines[0], outputs[0], refs[0]]
     return scores, examples
 
 
 def table(scores: dict) -> str:
-    lines = ["| Task | Degraded PSNR / SSIM | MAE-r PSNR / SSIM | LM4LV PSNR / SSIM | Delta PSNR (LM4LV - MAE-r) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| Task | Degraded PSNR / SSIM | MAE-r PSNR / SSIM | LM4LV PSNR / SSIM | Delta PSNR (LM4LV - MAE-r) |",
+        "|---|---|---|---|---|",
+    ]
     for task, s in scores.items():
         cells = [f"{s[k]['psnr']:.2f} / {s[k]['ssim']:.3f}" for k in ("degraded", "mae_r", "lm4lv")]
         lines.append(f"| {task} | {' | '.join(cells)} | {s['lm4lv']['psnr'] - s['mae_r']['psnr']:+.2f} |")
@@ -134,13 +149,21 @@ def main(argv=None):
     images = load_eval_images(args.images, args.limit)
     began = time.time()
     scores, examples = evaluate(model, images, tasks, args.seed, args.size, args.strength, args.batch_size)
-    result = {"checkpoint": args.checkpoint or "embedded default", "variant": model.variant,
-              "llm_frozen": model.llm_frozen,
-              "trainable_params": model.trainable_parameters(), "training": training_record(args.checkpoint),
-              "trained": model.trained,
-              "images": len(images), "image_names": [n for n, _ in images], "size": args.size or model.image_size,
-              "seed": args.seed, "strength": args.strength, "seconds": round(time.time() - began, 1),
-              "tasks": scores}
+    result = {
+        "checkpoint": args.checkpoint or "embedded default",
+        "variant": model.variant,
+        "llm_frozen": model.llm_frozen,
+        "trainable_params": model.trainable_parameters(),
+        "training": training_record(args.checkpoint),
+        "trained": model.trained,
+        "images": len(images),
+        "image_names": [n for n, _ in images],
+        "size": args.size or model.image_size,
+        "seed": args.seed,
+        "strength": args.strength,
+        "seconds": round(time.time() - began, 1),
+        "tasks": scores,
+    }
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(result, f, indent=2)

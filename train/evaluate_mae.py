@@ -10,6 +10,7 @@ same PSNR with Gaussian noise on every token before decoding (sigma as a fractio
 their mean, so that modules of other feature scales compare), and the spectrum of the tokens' covariance (how far
 the detail sits in weak directions).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,10 +29,15 @@ def reconstruction_scores(vision: VisionModule, images) -> dict:
     clean = [fit_square(image, vision.image_size)[0] for _, image in images]
     with torch.inference_mode():
         recon = vision.reconstruct(clean)
-    per = {name: {"psnr": psnr(np.asarray(r), np.asarray(c)), "ssim": ssim(np.asarray(r), np.asarray(c))}
-           for (name, _), r, c in zip(images, recon, clean)}
-    return {"images": per, "psnr": float(np.mean([v["psnr"] for v in per.values()])),
-            "ssim": float(np.mean([v["ssim"] for v in per.values()]))}
+    per = {
+        name: {"psnr": psnr(np.asarray(r), np.asarray(c)), "ssim": ssim(np.asarray(r), np.asarray(c))}
+        for (name, _), r, c in zip(images, recon, clean)
+    }
+    return {
+        "images": per,
+        "psnr": float(np.mean([v["psnr"] for v in per.values()])),
+        "ssim": float(np.mean([v["ssim"] for v in per.values()])),
+    }
 
 
 @torch.inference_mode()
@@ -49,9 +55,12 @@ def feature_scores(vision: VisionModule, images, sigmas: list[float], seed: int 
         noise = torch.randn(tokens.shape, generator=generator).to(tokens) * sigma * rms
         recon = vision.postprocess(vision.decode(tokens + noise))
         noisy_psnr[str(sigma)] = float(np.mean([psnr(np.asarray(r), np.asarray(c)) for r, c in zip(recon, clean)]))
-    return {"feature_rms": rms, "token_noise_psnr": noisy_psnr,
-            "eigenvalue_ratio": {str(k): float(eigen[k - 1] / eigen[0]) for k in (10, 50, 100) if k <= len(eigen)},
-            "directions_for_variance": {str(q): int((share < q).sum()) + 1 for q in (0.9, 0.99, 0.999)}}
+    return {
+        "feature_rms": rms,
+        "token_noise_psnr": noisy_psnr,
+        "eigenvalue_ratio": {str(k): float(eigen[k - 1] / eigen[0]) for k in (10, 50, 100) if k <= len(eigen)},
+        "directions_for_variance": {str(q): int((share < q).sum()) + 1 for q in (0.9, 0.99, 0.999)},
+    }
 
 
 def main(argv=None):
@@ -59,9 +68,13 @@ def main(argv=None):
     p.add_argument("--vision", action="append", required=True, help="vision module folder or hub id (repeatable)")
     p.add_argument("--images", default="skimage", help="'skimage' (the five evaluation photos) or a folder")
     p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--token-noise", default="", metavar="SIGMAS",
-                   help="comma list of noise levels (fractions of the tokens' RMS deviation) for the token-noise "
-                        "PSNR; with it, the feature spectrum too")
+    p.add_argument(
+        "--token-noise",
+        default="",
+        metavar="SIGMAS",
+        help="comma list of noise levels (fractions of the tokens' RMS deviation) for the token-noise "
+        "PSNR; with it, the feature spectrum too",
+    )
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     try:
@@ -80,8 +93,10 @@ def main(argv=None):
             noisy = ", ".join(f"{k}: {v:.2f} dB" for k, v in scores["token_noise_psnr"].items())
             ratios = ", ".join(f"{k}th {v:.1e}" for k, v in scores["eigenvalue_ratio"].items())
             counts = ", ".join(f"{k}: {v}" for k, v in scores["directions_for_variance"].items())
-            print(f"  token noise (x RMS {scores['feature_rms']:.3f}): {noisy}; eigenvalues / top: {ratios}; "
-                  f"directions for that share of variance: {counts}")
+            print(
+                f"  token noise (x RMS {scores['feature_rms']:.3f}): {noisy}; eigenvalues / top: {ratios}; "
+                f"directions for that share of variance: {counts}"
+            )
         results[source] = scores
     if args.json:
         with open(args.json, "w") as f:

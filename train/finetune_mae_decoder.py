@@ -3,6 +3,7 @@ backbone weights are available. The result is the paper's MAE-r vision module.
 
     python -m train.finetune_mae_decoder --vision runs/mae/vision --data ../shared/corpus/train --out runs/mae_ft
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,19 +22,34 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--vision", required=True, help="pretrained ViT-MAE (folder or hub id)")
     p.add_argument("--lpips-weight", type=float, default=1.0, help="weight of the LPIPS term (0: off)")
-    p.add_argument("--latent-noise", type=float, default=0.0,
-                   help="std of Gaussian noise added to the tokens, so that small regression errors decode gracefully")
-    p.add_argument("--train-encoder", action="store_true",
-                   help="also train the encoder (a full autoencoder fine-tune; NOT the paper's recipe, which keeps the "
-                        "MAE encoder frozen): a lever for the reconstruction ceiling. Invalidates LM4LV heads trained "
-                        "on the old encoder")
-    p.add_argument("--init-readout", type=int, default=0,
-                   help="batches for re-initialising the decoder as the least-squares linear readout of the frozen "
-                        "encoder features before training (0: keep the pretrained decoder); see init_linear_readout")
-    p.add_argument("--readout-ridge", type=float, default=1e-5,
-                   help="ridge of that least-squares fit, relative to the sample count: smaller reconstructs clean "
-                        "images better (64 px MAE: 1e-4 -> 26.6 dB, 1e-5 -> 29.0 dB, 1e-6 -> 29.5 dB) but amplifies "
-                        "errors in the tokens more (what LM4LV's outputs carry)")
+    p.add_argument(
+        "--latent-noise",
+        type=float,
+        default=0.0,
+        help="std of Gaussian noise added to the tokens, so that small regression errors decode gracefully",
+    )
+    p.add_argument(
+        "--train-encoder",
+        action="store_true",
+        help="also train the encoder (a full autoencoder fine-tune; NOT the paper's recipe, which keeps the "
+        "MAE encoder frozen): a lever for the reconstruction ceiling. Invalidates LM4LV heads trained "
+        "on the old encoder",
+    )
+    p.add_argument(
+        "--init-readout",
+        type=int,
+        default=0,
+        help="batches for re-initialising the decoder as the least-squares linear readout of the frozen "
+        "encoder features before training (0: keep the pretrained decoder); see init_linear_readout",
+    )
+    p.add_argument(
+        "--readout-ridge",
+        type=float,
+        default=1e-5,
+        help="ridge of that least-squares fit, relative to the sample count: smaller reconstructs clean "
+        "images better (64 px MAE: 1e-4 -> 26.6 dB, 1e-5 -> 29.0 dB, 1e-6 -> 29.5 dB) but amplifies "
+        "errors in the tokens more (what LM4LV's outputs carry)",
+    )
     add_common_args(p, lr=5e-4, batch_size=64, steps=3000)
     return p.parse_args(argv)
 
@@ -57,8 +73,9 @@ class Reconstructor(nn.Module):
 
 
 @torch.no_grad()
-def init_linear_readout(vision: VisionModule, batches: list[torch.Tensor], ridge: float = 1e-5,
-                        scale: float = 10.0, seed: int = 0) -> float:
+def init_linear_readout(
+    vision: VisionModule, batches: list[torch.Tensor], ridge: float = 1e-5, scale: float = 10.0, seed: int = 0
+) -> float:
     """Re-initialise the MAE decoder so that it starts as the best linear per-token readout of the encoder features.
 
     A linear map from the frozen features of a token to its pixels reconstructs photos far better than a decoder
@@ -128,10 +145,16 @@ def main(argv=None):
     lpips_fn = load_lpips(args.lpips_weight, accelerator.device)
     if args.init_readout > 0 and not will_resume(args):
         fit_crops = RandomCrops(args.data, vision.image_size, seed=args.seed + 10**6)
-        fit = init_linear_readout(vision, [fit_crops.batch(i, args.batch_size) for i in range(args.init_readout)],
-                                  ridge=args.readout_ridge, seed=args.seed)
-        accelerator.print(f"decoder initialised as the linear readout of the encoder features: {fit:.2f} dB on "
-                          f"{args.init_readout} batches of training crops")
+        fit = init_linear_readout(
+            vision,
+            [fit_crops.batch(i, args.batch_size) for i in range(args.init_readout)],
+            ridge=args.readout_ridge,
+            seed=args.seed,
+        )
+        accelerator.print(
+            f"decoder initialised as the linear readout of the encoder features: {fit:.2f} dB on "
+            f"{args.init_readout} batches of training crops"
+        )
 
     def loss_fn(model, step):
         images = crops.batch(step, args.batch_size, accelerator.process_index, accelerator.num_processes)

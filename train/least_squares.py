@@ -1,4 +1,5 @@
 """Ridge regression used to initialise linear readouts (LM4LV's adapter_out, the MAE decoder's prediction layer)."""
+
 from __future__ import annotations
 
 import torch

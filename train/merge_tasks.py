@@ -11,6 +11,7 @@ the base's weights.
     python -m train.merge_tasks --base checkpoints/lm4lv-smollm2 --part runs/denoise/lm4lv --part runs/deblur/lm4lv \
         --out runs/merged
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,14 @@ import torch
 
 from train.engine import load_autoregressive, read_record, save_next_to
 
-SHARED_CONFIG = ("llm_fingerprint", "vision_fingerprint", "num_task_tokens", "standardize", "whitening",
-                 "position_embeddings", "task_tokens_first", "lora_rank")
+SHARED_CONFIG = (
+    "llm_fingerprint",
+    "vision_fingerprint",
+    "num_task_tokens",
+    "whitening",
+    "position_embeddings",
+    "lora_rank",
+)
 
 
 def part_tasks(part) -> list[str]:
@@ -30,17 +37,21 @@ def part_tasks(part) -> list[str]:
     config = part.heads.config
     if len(config.tasks) == 1 or (config.task_input_adapters and config.task_readouts):
         return list(config.tasks)
-    raise SystemExit(f"A part trained on {len(config.tasks)} tasks with a shared adapter cannot be split by task; "
-                     f"train it on one task, or with --task-input-adapters --task-readouts.")
+    raise SystemExit(
+        f"A part trained on {len(config.tasks)} tasks with a shared adapter cannot be split by task; "
+        f"train it on one task, or with --task-input-adapters --task-readouts."
+    )
 
 
 def check_shared(base, part, name: str) -> None:
     """Refuse (one sentence) a part whose shared weights or settings are not the base's."""
     for key in SHARED_CONFIG:
         if getattr(base.heads.config, key) != getattr(part.heads.config, key):
-            raise SystemExit(f"{name} differs from the base in {key}; a part must be trained from the base "
-                             f"(--init-from) with the same settings.")
-    for buffer in ("feature_mean", "feature_std", "visual_positions"):
+            raise SystemExit(
+                f"{name} differs from the base in {key}; a part must be trained from the base "
+                f"(--init-from) with the same settings."
+            )
+    for buffer in ("visual_positions",):
         mine, theirs = getattr(base.heads, buffer, None), getattr(part.heads, buffer, None)
         if mine is not None and not torch.equal(mine, theirs):
             hint = " (train it with --position-lr-scale 0)" if buffer == "visual_positions" else ""
@@ -49,13 +60,11 @@ def check_shared(base, part, name: str) -> None:
 
 @torch.no_grad()
 def merge(base, parts: dict[str, object]) -> dict[str, str]:
-    """Copy each part's tasks' adapters, task tokens and answer positions into `base` (split into per-task adapters
-    first); returns task -> part name."""
+    """Copy each part's tasks' adapters and task tokens into `base` (split into per-task adapters first); returns
+    task -> part name."""
     heads = base.heads
     heads.split_input_adapter()
     heads.split_readout()
-    if any(part.heads.config.task_answer_positions for part in parts.values()):
-        heads.split_answer_positions()
     source = {}
     for name, part in parts.items():
         check_shared(base, part, name)
@@ -69,8 +78,6 @@ def merge(base, parts: dict[str, object]) -> dict[str, str]:
             heads.input_adapter(task).load_state_dict(part.heads.input_adapter(task).state_dict())
             heads.readout(task).load_state_dict(part.heads.readout(task).state_dict())
             heads.task_tokens[task].copy_(part.heads.task_tokens[task])
-            if heads.config.task_answer_positions:
-                heads.answer_positions[task].copy_(part.heads.answer_table(task))
             source[task] = name
     return source
 
@@ -87,8 +94,9 @@ def main(argv=None):
     source = merge(base, parts)
     save_next_to(base, args.base, args.out)
     with open(os.path.join(args.out, "merge.json"), "w") as f:
-        json.dump({"base": args.base, "tasks": source, "training": {name: read_record(name) for name in parts}},
-                  f, indent=2)
+        json.dump(
+            {"base": args.base, "tasks": source, "training": {name: read_record(name) for name in parts}}, f, indent=2
+        )
     print(f"merged checkpoint in {args.out}: " + ", ".join(f"{t} from {n}" for t, n in source.items()))
 
 

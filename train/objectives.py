@@ -1,6 +1,7 @@
 """Auxiliary training objectives beside the paper's CE + L2 (which `LM4LV.forward_loss` returns): the pixel loss
 through the frozen decoder, and what the LLM is fed (teacher forcing, its own generation, a mix: self-conditioning).
 The carry loss is `train.carry`."""
+
 from __future__ import annotations
 
 import torch

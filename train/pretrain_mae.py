@@ -1,7 +1,8 @@
 """MAE pretraining of a small ViT-MAE from scratch: mask ratio 0.75, pixel targets, no norm_pix_loss.
 
-    python -m train.pretrain_mae --data ../shared/corpus/train --out runs/mae --steps 6000
+python -m train.pretrain_mae --data ../shared/corpus/train --out runs/mae --steps 6000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,16 +21,23 @@ def parse_args(argv=None):
     size = p.add_argument_group("architecture (each overrides the preset's value)")
     for field in dataclasses.fields(VisionConfig):
         if field.type in ("int", int):
-            size.add_argument("--" + field.name.replace("_", "-"), type=int, default=None,
-                              help=f"ViTMAEConfig.{field.name} (tiny: {getattr(PRESETS['tiny'], field.name)})")
+            size.add_argument(
+                "--" + field.name.replace("_", "-"),
+                type=int,
+                default=None,
+                help=f"ViTMAEConfig.{field.name} (tiny: {getattr(PRESETS['tiny'], field.name)})",
+            )
     add_common_args(p, lr=1.5e-3, batch_size=64, steps=6000)
     return p.parse_args(argv)
 
 
 def vision_config(args) -> VisionConfig:
     """The preset with the architecture flags given on the command line applied."""
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(VisionConfig)
-                 if getattr(args, f.name, None) is not None}
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(VisionConfig)
+        if getattr(args, f.name, None) is not None
+    }
     return dataclasses.replace(PRESETS[args.preset], **overrides)
 
 

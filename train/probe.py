@@ -1,4 +1,5 @@
 """A quick, fixed check of a model in training: teacher-forced vs free-running PSNR on the same held-out crops."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,7 +32,7 @@ class FreeRunningProbe:
             y, x = (int(rng.integers(0, photo.shape[i] - side)) for i in (0, 1))
             from PIL import Image
 
-            clean = Image.fromarray(photo[y:y + side, x:x + side]).resize((size, size), Image.Resampling.BICUBIC)
+            clean = Image.fromarray(photo[y : y + side, x : x + side]).resize((size, size), Image.Resampling.BICUBIC)
             degraded, reference = degrade(clean, task, seed=int(rng.integers(2**31))), target(clean, task)
             self.inputs.append(degraded)
             self.targets.append(reference)
@@ -50,12 +51,18 @@ class FreeRunningProbe:
         refs = [np.asarray(t) for t in self.targets]
 
         def mean_psnr(tokens):
-            return float(np.mean([psnr(np.asarray(im), r) for im, r in zip(vision.postprocess(vision.decode(tokens)), refs)]))
+            return float(
+                np.mean([psnr(np.asarray(im), r) for im, r in zip(vision.postprocess(vision.decode(tokens)), refs)])
+            )
 
         base = vision.encode(vision.preprocess(self.baselines))
         model.trainable.train(was_training)
         # feature MSEs in raw MAE space (the training loss may be standardised), comparable across recipes
-        return {"teacher_l2": float(((teacher["pred"] - hq) ** 2).mean()),
-                "teacher_psnr": mean_psnr(teacher["pred"]),
-                "free_l2": float(((free_tokens - hq) ** 2).mean()), "free_psnr": mean_psnr(free_tokens),
-                "mae_r_psnr": mean_psnr(base), "copy_l2": float(((lq - hq) ** 2).mean())}
+        return {
+            "teacher_l2": float(((teacher["pred"] - hq) ** 2).mean()),
+            "teacher_psnr": mean_psnr(teacher["pred"]),
+            "free_l2": float(((free_tokens - hq) ** 2).mean()),
+            "free_psnr": mean_psnr(free_tokens),
+            "mae_r_psnr": mean_psnr(base),
+            "copy_l2": float(((lq - hq) ** 2).mean()),
+        }

@@ -9,6 +9,7 @@ A step is done when its `done` file exists (the entry points write their outputs
 step that stopped part way (`--max-minutes`, SIGTERM, a crash) is rerun with `--resume` and continues exactly.
 Outputs go under `--runs` (default `runs/recipes/NAME`); `{runs}` in a step's arguments stands for that folder.
 """
+
 from __future__ import annotations
 
 import argparse

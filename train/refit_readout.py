@@ -9,6 +9,7 @@ first), each fitted on `--batches` batches of its own task; a checkpoint that al
 
     python -m train.refit_readout --checkpoint checkpoints/lm4lv-smollm2 --out runs/refit --inputs free --batches 8
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,11 @@ def fitting_batches(model, args, tasks: list[str]) -> list:
     (per-task readouts: each fitted on its own task's samples)."""
     crops = RandomCrops(args.data, model.image_size, seed=args.seed + 2)
     groups = [[t] for t in tasks] if model.heads.config.task_readouts else [tasks]
-    return [make_pairs(crops, model.vision, FIRST_BATCH + i, args.batch_size, group, args.seed)
-            for group in groups for i in range(args.batches)]
+    return [
+        make_pairs(crops, model.vision, FIRST_BATCH + i, args.batch_size, group, args.seed)
+        for group in groups
+        for i in range(args.batches)
+    ]
 
 
 def parse_args(argv=None):
@@ -53,11 +57,15 @@ def parse_args(argv=None):
     p.add_argument("--data", default="../shared/corpus/train", help="folder of training images")
     p.add_argument("--tasks", default=None, help="tasks to fit on (default: the checkpoint's)")
     p.add_argument("--inputs", choices=INPUTS, default="free", help="which hidden states the readout is fitted on")
-    p.add_argument("--batches", type=int, default=8, help="batches of --batch-size crops (per task with per-task "
-                                                           "readouts)")
-    p.add_argument("--task-readouts", action="store_true",
-                   help="one adapter_out per task (a shared one is split into copies first), each fitted on its own "
-                        "task's samples")
+    p.add_argument(
+        "--batches", type=int, default=8, help="batches of --batch-size crops (per task with per-task readouts)"
+    )
+    p.add_argument(
+        "--task-readouts",
+        action="store_true",
+        help="one adapter_out per task (a shared one is split into copies first), each fitted on its own "
+        "task's samples",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--ridge", type=float, default=1e-2, help="ridge, relative to the sample count")
     p.add_argument("--rounds", type=int, default=1, help="fits, each on the outputs of the previous one")
@@ -80,9 +88,20 @@ def main(argv=None):
     if os.path.isfile(record) and os.path.abspath(args.checkpoint) != os.path.abspath(args.out):
         shutil.copy(record, os.path.join(args.out, "training.json"))
     with open(os.path.join(args.out, "refit.json"), "w") as f:
-        json.dump({"from": args.checkpoint, "inputs": args.inputs, "tasks": tasks,
-                   "samples": len(batches) * args.batch_size, "task_readouts": model.heads.config.task_readouts,
-                   "ridge": args.ridge, "rounds": args.rounds, "fit_mse": fits}, f, indent=2)
+        json.dump(
+            {
+                "from": args.checkpoint,
+                "inputs": args.inputs,
+                "tasks": tasks,
+                "samples": len(batches) * args.batch_size,
+                "task_readouts": model.heads.config.task_readouts,
+                "ridge": args.ridge,
+                "rounds": args.rounds,
+                "fit_mse": fits,
+            },
+            f,
+            indent=2,
+        )
     print(f"refitted checkpoint in {args.out}")
 
 

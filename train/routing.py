@@ -17,6 +17,7 @@ image the readouts' patches assemble):
   choice), and per layer the mass that LQ positions put on the other LQ tokens (how much of other tokens' content attention brings to a token's position);
 - `copy` (the degraded input) and `mae_r` against the reference, as in Table 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,8 +70,9 @@ def concat(parts: list):
     return torch.cat(parts)
 
 
-def sequence_embeds(model, lq01: torch.Tensor, hq01: torch.Tensor, tasks: list[str],
-                    inputs: str = "teacher") -> torch.Tensor:
+def sequence_embeds(
+    model, lq01: torch.Tensor, hq01: torch.Tensor, tasks: list[str], inputs: str = "teacher"
+) -> torch.Tensor:
     """(B, 3, S, S) degraded and reference images in [0, 1] -> (B, T, llm_dim) the training sequence's embeddings,
     its HQ slots filled with the reference's tokens ("teacher") or the model's generated ones ("free")."""
     vision = model.vision
@@ -95,22 +97,31 @@ def traces(model, embeds: torch.Tensor, tasks: list[str], value_layers: list[int
             hook.remove()
     writers = layout.regression_sources()[1:]  # positions predicting the patch tokens (not the CLS token)
     readers = layout.positions(LQ)[1:]  # the LQ patch tokens
-    return {"writing": [h[:, writers].float() for h in out.hidden_states],
-            "lq_stream": [h[:, readers].float() for h in out.hidden_states],
-            "value": {k: v[:, readers].float() for k, v in values.items()},
-            "lq_embedding": embeds[:, readers].float(),
-            "adapter_out": model.llm_to_visual(out.last_hidden_state.float()[:, layout.regression_sources()], tasks)}
+    return {
+        "writing": [h[:, writers].float() for h in out.hidden_states],
+        "lq_stream": [h[:, readers].float() for h in out.hidden_states],
+        "value": {k: v[:, readers].float() for k, v in values.items()},
+        "lq_embedding": embeds[:, readers].float(),
+        "adapter_out": model.llm_to_visual(out.last_hidden_state.float()[:, layout.regression_sources()], tasks),
+    }
 
 
 @torch.no_grad()
-def set_traces(model, lq01: torch.Tensor, hq01: torch.Tensor, task: str, value_layers: list[int],
-               batch_size: int = 16) -> dict:
+def set_traces(
+    model, lq01: torch.Tensor, hq01: torch.Tensor, task: str, value_layers: list[int], batch_size: int = 16
+) -> dict:
     """`traces` of a whole teacher-forced set (B, 3, S, S) degraded and reference images, computed in batches."""
     parts = []
     for i in range(0, len(lq01), batch_size):
-        tasks = [task] * len(lq01[i:i + batch_size])
-        parts.append(traces(model, sequence_embeds(model, lq01[i:i + batch_size], hq01[i:i + batch_size], tasks),
-                            tasks, value_layers))
+        tasks = [task] * len(lq01[i : i + batch_size])
+        parts.append(
+            traces(
+                model,
+                sequence_embeds(model, lq01[i : i + batch_size], hq01[i : i + batch_size], tasks),
+                tasks,
+                value_layers,
+            )
+        )
     return concat(parts)
 
 
@@ -126,8 +137,10 @@ def attention_statistics(model, embeds: torch.Tensor, top: int = 5, task: str = 
         to_lq = weights.float()[:, :, writers][..., readers]  # (B, H, N, N)
         matching = to_lq[:, :, torch.arange(count), source].mean((0, 2))  # (H,)
         chosen = (to_lq.argmax(-1) == source).float().mean((0, 2))  # (H,)
-        heads += [{"layer": index, "head": h, "mass": float(matching[h]), "top_choice": float(chosen[h])}
-                  for h in range(weights.shape[1])]
+        heads += [
+            {"layer": index, "head": h, "mass": float(matching[h]), "top_choice": float(chosen[h])}
+            for h in range(weights.shape[1])
+        ]
         among = weights.float()[:, :, readers][..., readers]  # (B, H, N, N): LQ positions on LQ tokens
         mixing.append(float((among.sum(-1) - among.diagonal(dim1=-2, dim2=-1)).mean()))
     return {"copy_heads": sorted(heads, key=lambda h: -h["mass"])[:top], "lq_mixing": mixing}
@@ -192,14 +205,17 @@ def probe_images(data: str, images: str, size: int, fit_images: int = 64, seed: 
 def probe_sets(task: str, fit_clean: list, eval_clean: list) -> tuple[tuple, tuple]:
     """Clean fit / evaluation images -> their `make_set`s for `task`, degraded with the probe's fixed seeds (the
     evaluation photos' as in Table 2)."""
-    return (make_set(fit_clean, task, [10**6 + i for i in range(len(fit_clean))]),
-            make_set(eval_clean, task, [degradation_seed(0, i, task) for i in range(len(eval_clean))]))
+    return (
+        make_set(fit_clean, task, [10**6 + i for i in range(len(fit_clean))]),
+        make_set(eval_clean, task, [degradation_seed(0, i, task) for i in range(len(eval_clean))]),
+    )
 
 
 def to_tensor(images: list):
     """PIL images of one size -> (B, 3, S, S) in [0, 1]."""
-    return torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
-                        for im in images])
+    return torch.stack(
+        [torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1) for im in images]
+    )
 
 
 def to_image(t: torch.Tensor):
@@ -210,20 +226,43 @@ def to_image(t: torch.Tensor):
 
 
 @torch.no_grad()
-def routing_table(model, task: str, fit_clean: list, eval_clean: list, value_layers: list[int],
-                  batch_size: int = 16, inputs: str = "teacher") -> dict:
+def routing_table(
+    model,
+    task: str,
+    fit_clean: list,
+    eval_clean: list,
+    value_layers: list[int],
+    batch_size: int = 16,
+    inputs: str = "teacher",
+) -> dict:
     """The probe's PSNRs (see the module docstring) for one task, `inputs` ("teacher" or "free") fed back."""
     vision = model.vision
     (fit_lq, fit_hq, _), (ev_lq, ev_hq, ev_base) = probe_sets(task, fit_clean, eval_clean)
 
     def embeds(lq01, hq01):  # generation (inputs "free") once per set
-        return torch.cat([sequence_embeds(model, lq01[i:i + batch_size], hq01[i:i + batch_size],
-                                          [task] * len(lq01[i:i + batch_size]), inputs)
-                          for i in range(0, len(lq01), batch_size)])
+        return torch.cat(
+            [
+                sequence_embeds(
+                    model,
+                    lq01[i : i + batch_size],
+                    hq01[i : i + batch_size],
+                    [task] * len(lq01[i : i + batch_size]),
+                    inputs,
+                )
+                for i in range(0, len(lq01), batch_size)
+            ]
+        )
 
     fit_embeds, ev_embeds = embeds(fit_lq, fit_hq), embeds(ev_lq, ev_hq)
-    fit, ev = [concat([traces(model, e[i:i + batch_size], [task] * len(e[i:i + batch_size]), value_layers)
-                       for i in range(0, len(e), batch_size)]) for e in (fit_embeds, ev_embeds)]
+    fit, ev = [
+        concat(
+            [
+                traces(model, e[i : i + batch_size], [task] * len(e[i : i + batch_size]), value_layers)
+                for i in range(0, len(e), batch_size)
+            ]
+        )
+        for e in (fit_embeds, ev_embeds)
+    ]
     y_hq, y_lq = patches(vision, fit_hq), patches(vision, fit_lq)
 
     def scored(x_fit, x_eval, y, reference):
@@ -252,9 +291,13 @@ def parse_args(argv=None):
     p.add_argument("--data", default="../shared/corpus/train", help="training images the readouts are fitted on")
     p.add_argument("--fit-images", type=int, default=64, help="training crops the readouts are fitted on")
     p.add_argument("--value-layers", default="0,last", help="layers whose value vectors are read (comma list; 'last')")
-    p.add_argument("--inputs", choices=["teacher", "free"], default="teacher",
-                   help="HQ tokens fed back: the reference's (teacher forcing) or the model's own generated ones (the "
-                        "hidden states of free running; generation makes the probe slower)")
+    p.add_argument(
+        "--inputs",
+        choices=["teacher", "free"],
+        default="teacher",
+        help="HQ tokens fed back: the reference's (teacher forcing) or the model's own generated ones (the "
+        "hidden states of free running; generation makes the probe slower)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the table here")
     p.add_argument("--threads", type=int, default=0)
@@ -268,21 +311,34 @@ def main(argv=None):
     layers = [last if x.strip() == "last" else int(x) for x in args.value_layers.split(",") if x.strip()]
     fit_clean, eval_clean = probe_images(args.data, args.images, model.image_size, args.fit_images, args.seed)
     table = routing_table(model, args.task, fit_clean, eval_clean, layers, inputs=args.inputs)
-    table.update(checkpoint=args.checkpoint or "embedded default", fit_images=args.fit_images,
-                 eval_images=len(eval_clean))
+    table.update(
+        checkpoint=args.checkpoint or "embedded default", fit_images=args.fit_images, eval_images=len(eval_clean)
+    )
     writing = table["writing"]
-    print(f"{args.task}: copy {table['copy']:.2f} dB, MAE-r {table['mae_r']:.2f} dB, {args.inputs} adapter_out "
-          f"{table['adapter_out']:.2f} dB")
-    print("writing-position readout by layer (0: embeddings; last: after the final norm): "
-          + " ".join(f"{p:.1f}" for p in writing))
-    print(f"LQ tokens: MAE decoder {table['lq_tokens']:.2f} dB, input embedding {table['lq_embedding']:.2f} dB, "
-          + ", ".join(f"values of layer {k} {v:.2f} dB" for k, v in table["value"].items()))
+    print(
+        f"{args.task}: copy {table['copy']:.2f} dB, MAE-r {table['mae_r']:.2f} dB, {args.inputs} adapter_out "
+        f"{table['adapter_out']:.2f} dB"
+    )
+    print(
+        "writing-position readout by layer (0: embeddings; last: after the final norm): "
+        + " ".join(f"{p:.1f}" for p in writing)
+    )
+    print(
+        f"LQ tokens: MAE decoder {table['lq_tokens']:.2f} dB, input embedding {table['lq_embedding']:.2f} dB, "
+        + ", ".join(f"values of layer {k} {v:.2f} dB" for k, v in table["value"].items())
+    )
     print("LQ token read from its own position, by layer: " + " ".join(f"{p:.1f}" for p in table["lq_stream"]))
     attention = table["attention"]
-    print("copying heads (layer.head: mass on the matching LQ token, share of top choices): " + ", ".join(
-        f"{h['layer']}.{h['head']}: {h['mass']:.2f}, {h['top_choice']:.2f}" for h in attention["copy_heads"]))
-    print("mass LQ positions put on the other LQ tokens, by layer: "
-          + " ".join(f"{m:.2f}" for m in attention["lq_mixing"]))
+    print(
+        "copying heads (layer.head: mass on the matching LQ token, share of top choices): "
+        + ", ".join(
+            f"{h['layer']}.{h['head']}: {h['mass']:.2f}, {h['top_choice']:.2f}" for h in attention["copy_heads"]
+        )
+    )
+    print(
+        "mass LQ positions put on the other LQ tokens, by layer: "
+        + " ".join(f"{m:.2f}" for m in attention["lq_mixing"])
+    )
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:

@@ -1,5 +1,6 @@
 """The named recipes, one module per shipped checkpoint (each defines RECIPE), and the two types they are made of.
 `python -m train.recipe` lists and runs them."""
+
 from __future__ import annotations
 
 import json
@@ -18,6 +19,7 @@ class Step:
     done: str  # a path (with {runs}) that exists once the step has finished
     resumable: bool = False  # a training run: rerun with --resume when its state folder exists
     done_steps: int | None = None  # a training run: `done` (its training.json, also written at every save) must
+
     # record this many steps
     def command(self, runs: str, resume: bool = False) -> list[str]:
         args = [a.format(runs=runs) for a in self.args]

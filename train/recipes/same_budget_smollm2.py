@@ -1,6 +1,7 @@
 """The comparison row of Table 7: `lm4lv-gemma3`'s chain (same data, seed, steps, batch and interface) on the
 frozen SmolLM2-135M-Instruct instead of Gemma 3 270M. Not shipped: the shipped SmolLM2 checkpoint is stage 3z's longer
 chain (checkpoints/lm4lv-smollm2/README.md)."""
+
 from train.recipes import Recipe
 from train.recipes.lm4lv_gemma3 import chain
 
