@@ -42,3 +42,20 @@ def test_run_stops_at_a_step_that_did_not_finish(tmp_path):
     after = Step("after", "train.recipe", ("--list",), done="{runs}/also-never")
     assert run(Recipe("r", "", "", (listing, after)), str(tmp_path), log=lines.append) == 1
     assert "stopped before its end" in lines[-1] and not any("after" in line for line in lines)
+
+
+def test_every_step_parses_with_its_entry_point(tmp_path):
+    """A recipe's arguments are flags its entry point has (the recipes are data: a renamed or removed flag would only
+    show when a chain reached that step)."""
+    import importlib
+
+    checked = 0
+    for recipe in available().values():
+        for step in recipe.steps:
+            parse = getattr(importlib.import_module(step.module), "parse_args", None)
+            if parse is None:
+                continue
+            args = [a.format(runs=str(tmp_path)) for a in step.args]
+            parse([a for a in args if a != "--resume"] + (["--resume"] if "--resume" in args else []))
+            checked += 1
+    assert checked > 50

@@ -19,8 +19,8 @@ class Step:
     done: str  # a path (with {runs}) that exists once the step has finished
     resumable: bool = False  # a training run: rerun with --resume when its state folder exists
     done_steps: int | None = None  # a training run: `done` (its training.json, also written at every save) must
+    # record at least this many steps
 
-    # record this many steps
     def command(self, runs: str, resume: bool = False) -> list[str]:
         args = [a.format(runs=runs) for a in self.args]
         return [sys.executable, "-m", self.module, *args, *(["--resume"] if resume else [])]
@@ -32,7 +32,8 @@ class Step:
         if self.done_steps is None:
             return True
         with open(path) as f:
-            return json.load(f).get("steps") == self.done_steps
+            record = json.load(f)  # a training.json ("steps") or a run's state.json ("step")
+        return (record.get("steps") or record.get("step") or 0) >= self.done_steps
 
 
 @dataclass(frozen=True)
