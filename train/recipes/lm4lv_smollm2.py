@@ -1,5 +1,5 @@
 """The shipped embedded default: LM4LV on the frozen SmolLM2-135M-Instruct with `mae-tiny` (stage 3z), its whole
-chain from fresh adapters. checkpoints/DATA.md has each stage's wall time, losses and Table 2; research/README.md
+chain from fresh adapters. research/TRAINING-HISTORY.md has each stage as run: wall time, losses and Table 2; research/README.md
 why each lever was taken.
 
 As run, stages were sometimes stopped and resumed, or ran on another thread count; a resumed run continues exactly,

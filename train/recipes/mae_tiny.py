@@ -1,6 +1,6 @@
 """The shipped vision module `mae-tiny` (ViT-MAE, 64 px, patch 8): MAE pretraining, decoder fine-tuning (L1, then
 with latent noise), then the decoder replaced by the least-squares linear readout of the encoder features (stage 2c:
-MAE-r 28.9 dB on the evaluation photos). Wall times and losses: checkpoints/DATA.md.
+MAE-r 28.9 dB on the evaluation photos). Wall times and losses: research/TRAINING-HISTORY.md.
 
 As run, stage 2b was stopped (SIGTERM, saved) at step 2,496 of its 3,000-step schedule; this recipe runs it to the
 end. Stage 2c leaves the encoder untouched, so LM4LV checkpoints trained on the shipped module load on a rerun only
