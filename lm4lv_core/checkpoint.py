@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sysconfig
 import warnings
 from pathlib import Path
 
@@ -20,14 +21,23 @@ from .lora import PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE
 from .vision import VisionModule, weights_fingerprint
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CHECKPOINT = REPO_ROOT / "checkpoints" / "lm4lv-smollm2"
-DEFAULT_LORA_CHECKPOINT = REPO_ROOT / "checkpoints" / "lm4lv-smollm2-lora"  # the lm4lv-lora control (LLM not frozen)
-DEFAULT_VISION = REPO_ROOT / "checkpoints" / "mae-tiny"
+
+
+def checkpoints_root() -> Path:
+    """The repository's checkpoints/, or, installed with `pip install .`, PREFIX/share/lm4lv/checkpoints."""
+    beside = REPO_ROOT / "checkpoints"
+    return beside if beside.is_dir() else Path(sysconfig.get_path("data")) / "share" / "lm4lv" / "checkpoints"
+
+
+CHECKPOINTS = checkpoints_root()
+DEFAULT_CHECKPOINT = CHECKPOINTS / "lm4lv-smollm2"
+DEFAULT_LORA_CHECKPOINT = CHECKPOINTS / "lm4lv-smollm2-lora"  # the lm4lv-lora control (LLM not frozen)
+DEFAULT_VISION = CHECKPOINTS / "mae-tiny"
 # the checkpoints this repository ships, by the name `--checkpoint` also accepts (one per frozen LLM, and the control)
 SHIPPED = {
     "lm4lv-smollm2": DEFAULT_CHECKPOINT,
     "lm4lv-smollm2-lora": DEFAULT_LORA_CHECKPOINT,
-    "lm4lv-gemma3": REPO_ROOT / "checkpoints" / "lm4lv-gemma3",
+    "lm4lv-gemma3": CHECKPOINTS / "lm4lv-gemma3",
 }
 HEADS_FILE, CONFIG_FILE = "heads.safetensors", "lm4lv_config.json"
 
