@@ -21,6 +21,8 @@ demo: install
 	$(PYTHON) app.py
 
 test: install-dev chromium
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m pytest -q tests
 
 bench: install
