@@ -235,14 +235,14 @@ def test_browser_end_to_end(default_model):
         demo.close()
 
 
-def _submit_example(page) -> float:
+def _submit_example(page, timeout_ms: int = 30_000) -> float:
     """Click the first example (which runs it); seconds until the assistant's first streamed message."""
     page.get_by_text("Examples (click one").wait_for(timeout=30_000)
     began = time.perf_counter()
     before = page.locator("#chat").inner_text().count("denoise")
     page.locator("button.gallery-item").first.click()  # the first example: a photo and "degrade it and denoise"
     page.wait_for_function(
-        f"document.querySelector('#chat').innerText.split('denoise').length - 1 > {before}", timeout=30_000
+        f"document.querySelector('#chat').innerText.split('denoise').length - 1 > {before}", timeout=timeout_ms
     )
     return round(time.perf_counter() - began, 2)
 
@@ -253,7 +253,11 @@ def _stop_then_next(page) -> dict:
     _submit_example(page)
     page.wait_for_function("document.querySelector('#chat').innerText.includes('visual token')", timeout=60_000)
     page.locator("#stop").click()
-    next_first_update = _submit_example(page)
+    time.sleep(2)
+    stopped = page.locator("#chat").inner_text()
+    time.sleep(4)
+    assert page.locator("#chat").inner_text() == stopped  # no token streamed after Stop
+    next_first_update = _submit_example(page, timeout_ms=120_000)
     page.wait_for_function(
         "document.querySelector('#chat').innerText.split('Done in').length - 1 >= 2", timeout=180_000
     )
