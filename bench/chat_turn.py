@@ -4,8 +4,8 @@
 
 For a "Degrade it for me" turn on an example photo it times, interleaved and as medians of `--repeats` runs:
 - `decode`: the generation loop alone (`model.events` on the LQ tokens: text, `<Img>`, the visual tokens);
-- `turn`: `app.ui.chat_turn` consumed as the server does, each yielded image encoded as the demo's components
-  encode it (PNG into Gradio's cache), with the copy view off and on;
+- `turn`: `app.ui.chat_turn` consumed as the server does, each yielded image (the chat's previews included) encoded
+  as the demo's components encode it (PNG into Gradio's cache), with the copy view off and on;
 and splits the turn into its stages (fit and degrade, encode + MAE-r, generation with previews, the copy view's
 pictures, scoring and saving) by timing the service's generator between its updates. The demo's target: a turn at
 most decode + 0.5 s, and the copy view at most 10% slower. Prints a JSON summary.
@@ -42,11 +42,12 @@ def time_turn(service, image, task: str, explain: bool) -> tuple[float, int]:
 
     from app.ui import chat_turn
 
-    encoder = gr.Image(type="pil", format="png")
+    encoder, chat = gr.Image(type="pil", format="png"), gr.Chatbot()
     message = {"files": [image], "text": f"degrade it and {task}"}
     began, yields = time.perf_counter(), 0
     for outputs in chat_turn(service, message, [], task, True, False, 0.5, 0, None, explain):
         yields += 1
+        chat.postprocess(outputs[0])  # the chat's messages, their preview images encoded as the server does
         for value in outputs[2:]:
             if isinstance(value, Image.Image):
                 encoder.postprocess(value)

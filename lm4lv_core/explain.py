@@ -80,13 +80,8 @@ def choose_heads(attention: torch.Tensor, keep: float = 0.5) -> tuple[int, list[
     head that always reads the same token, an attention sink, scores low). Returns the best head's layer and the
     heads of that layer scoring at least `keep` times the best."""
     peak_mass, peak = attention.float().max(-1)  # (T, layers, heads) each
-    distinct = (
-        torch.tensor(
-            [[len(peak[:, layer, h].unique()) for h in range(peak.shape[2])] for layer in range(peak.shape[1])],
-            dtype=torch.float,
-        )
-        / peak.shape[0]
-    )  # (layers, heads)
+    ordered = peak.sort(0).values  # (T, layers, heads): distinct peaks are the steps where the sorted value changes
+    distinct = (1 + (ordered[1:] != ordered[:-1]).sum(0)).float() / peak.shape[0]  # (layers, heads)
     score = peak_mass.mean(0) * distinct  # (layers, heads)
     layer = int(score.max(-1).values.argmax())
     best = score[layer].max()

@@ -49,16 +49,15 @@ def focus_image(lq_image: Image.Image, output: Image.Image, copy: CopyMap) -> Im
     source boxed, beside the output so far with the patch being written boxed."""
     weights = copy.weights[-1].numpy()  # (N,)
     grid = int(round((len(weights) - 1) ** 0.5))
-    heat = weights[1:].reshape(grid, grid) / max(float(weights.max()), 1e-6)
-    heat = np.asarray(Image.fromarray((heat * 255).astype(np.uint8)).resize((PANEL, PANEL), Image.Resampling.NEAREST))
-    base = np.asarray(_panel(lq_image), dtype=np.float64) * 0.45
-    overlay = base + colour_scale(heat / 255.0).astype(np.float64) * (heat[..., None] / 255.0) * 0.9
-    left = Image.fromarray(overlay.clip(0, 255).astype(np.uint8))
+    heat = weights[1:].reshape(grid, grid) / max(float(weights.max()), 1e-6)  # (grid, grid) in [0, 1]
+    tint = colour_scale(heat).astype(np.float64) * heat[..., None] * 0.9  # (grid, grid, 3), per patch
+    tint = np.asarray(Image.fromarray(tint.astype(np.uint8)).resize((PANEL, PANEL), Image.Resampling.NEAREST))
+    left = Image.fromarray((np.asarray(_panel(lq_image), dtype=np.float64) * 0.45 + tint).clip(0, 255).astype(np.uint8))
     right = _panel(output)
     token, source = len(copy.weights) - 1, int(copy.sources[-1])
-    for panel, box, colour in ((left, _patch_box(source, grid), "cyan"), (right, _patch_box(token, grid), "cyan")):
+    for panel, box in ((left, _patch_box(source, grid)), (right, _patch_box(token, grid))):
         if box is not None:
-            ImageDraw.Draw(panel).rectangle(box, outline=colour, width=2)
+            ImageDraw.Draw(panel).rectangle(box, outline="cyan", width=2)
     where = "the CLS token" if source == 0 else f"token {source}"
     return _labelled([left, right], [f"read from {where} ({float(copy.mass[-1]):.2f})", f"writing token {token}"])
 
