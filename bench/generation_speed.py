@@ -2,7 +2,7 @@
 re-forward loop (the paper's released code), for 65 and 197 visual tokens, at several batch sizes (default 1, 8 and a
 tile batch of 32), and time to first token.
 
-    python -m bench.generation_speed [--reforward-tokens 16] [--threads N] [--compile] [--repeats R]
+    python -m bench.generation_speed [--llm gemma3] [--reforward-tokens 16] [--threads N] [--compile] [--repeats R]
 
 The vision module here is a random ViT-MAE of the right token count (speed does not depend on its weights). The
 full re-forward loop is timed over its first `--reforward-tokens` visual tokens (its cost per token grows with the
@@ -50,6 +50,7 @@ def main(argv=None):
     p.add_argument(
         "--reforward-tokens", type=int, default=16, help="visual tokens timed in the re-forward loop (0: skip it)"
     )
+    p.add_argument("--llm", default=None, help="the frozen LLM (default: the embedded SmolLM2; e.g. gemma3)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto")
     p.add_argument("--tokens", default="65,197", help="visual-token counts to time (65: the embedded default)")
@@ -69,7 +70,7 @@ def main(argv=None):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             vision = VisionModule.from_config(config, seed=0)
-            model = LM4LV.build(vision=vision, device="cpu", dtype=dtype)
+            model = LM4LV.build(llm=args.llm, vision=vision, device="cpu", dtype=dtype)
         for batch in [int(b) for b in args.batch_sizes.split(",")]:
             time_row(model, count, batch, vision.dim, args)
 
