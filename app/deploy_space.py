@@ -17,13 +17,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPACE_FILES = ("app.py", "requirements.txt", "README.md", "LICENSE", ".gitattributes")
-SPACE_FOLDERS = (
-    "app",
-    "lm4lv_core",
-    "checkpoints/lm4lv-smollm2",
-    "checkpoints/lm4lv-smollm2-lora",
-    "checkpoints/mae-tiny",
-)
+SPACE_FOLDERS = ("app", "lm4lv_core", "checkpoints")  # checkpoints/ holds only what the product loads
 SKIPPED = ("__pycache__", "*.pyc", "*.csv", ".DS_Store")  # caches and training logs: not what the demo loads
 
 

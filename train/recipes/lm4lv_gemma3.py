@@ -123,5 +123,13 @@ RECIPE = Recipe(
     name="lm4lv-gemma3",
     description="frozen Gemma 3 270M + mae-tiny, all tasks, per-task adapters, refit, Table 2",
     checkpoint="checkpoints/lm4lv-gemma3",
-    steps=chain("gemma3"),
+    steps=(
+        *chain("gemma3"),
+        Step(
+            "publish",
+            "train.publish",
+            ("--checkpoint", "{runs}/stage1_refit", "--to", "checkpoints/lm4lv-gemma3"),
+            done="{runs}/stage1_refit/published.json",
+        ),
+    ),
 )
