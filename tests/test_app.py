@@ -320,3 +320,15 @@ def test_a_second_model_is_selectable_and_loaded_once(tiny_model, tiny_llm_dir, 
     message = {"files": [EXAMPLE], "text": ""}
     *_, last = chat_turn(service, message, [], "deblur", False, False, 0.5, 0, lora_label)
     assert "Sorry" in str(last[0][-1]["content"])  # the LoRA checkpoint has no deblur tokens: one sentence
+
+
+def test_old_result_folders_are_deleted(tiny_model, tmp_path):
+    """Result files are served for `keep_seconds`, then deleted at the next save (Gradio's own copies: delete_cache)."""
+    service = DemoService(tiny_model, output_dir=str(tmp_path), keep_seconds=60)
+    old, fresh = tmp_path / "old", tmp_path / "fresh"
+    old.mkdir()
+    fresh.mkdir()
+    (old / "x.png").write_bytes(b"png")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    outcome = service.restore(EXAMPLE, "denoise")
+    assert not old.exists() and fresh.exists() and all(os.path.isfile(p) for p in outcome.files)
