@@ -20,7 +20,7 @@ from lm4lv_core.attention import training_attention
 from lm4lv_core.tasks import TASKS
 from lm4lv_core.variants import build_model
 from train.data import RandomCrops, make_pairs
-from train.objectives import pixel_loss
+from train.objectives import fed_options, pixel_loss
 
 PARTS = ("data", "forward", "pixel_loss", "backward", "optimizer")
 
@@ -39,7 +39,7 @@ def timed_step(
     marks = [time.perf_counter()]
     lq, hq, names = make_pairs(crops, model.vision, step, batch_size, list(TASKS), 0, degradations=degradations)
     marks.append(time.perf_counter())
-    terms = model(lq, hq, names, self_condition=self_condition)
+    terms = model(lq, hq, names, **fed_options(model, lq, hq, names, self_condition, "predicted", 0.0))
     marks.append(time.perf_counter())
     if pixel_weight > 0:
         terms["loss"] = terms["loss"] + pixel_weight * pixel_loss(model.vision, terms["pred"], hq)

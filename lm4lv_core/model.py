@@ -32,10 +32,11 @@ from .lora import attach_lora, save_peft_adapter
 from .restore import Restorer
 from .sequence import HQ, LQ, TASK, TEXT, Layout, SequenceBuilder
 from .tasks import SANITY_TASKS, TASKS
+from .trainable import Trainable
 from .vision import VisionModule, weights_fingerprint
 
 
-class LM4LV(Restorer, nn.Module):
+class LM4LV(Restorer, Trainable, nn.Module):
     """The paper's model (variant "lm4lv"), or the same with a randomly initialised frozen LLM ("random-llm")."""
 
     autoregressive = True
@@ -198,17 +199,17 @@ class LM4LV(Restorer, nn.Module):
         lq: torch.Tensor,
         hq: torch.Tensor,
         tasks: list[str],
-        input_noise: float = 0.0,
         ce_weight: float = 1.0,
         fed: torch.Tensor | None = None,
-        self_condition: float = 0.0,
+        feed=None,
         carry_layers: tuple[int, ...] | list[int] = (),
     ) -> dict[str, torch.Tensor]:
         """Teacher-forced loss: CE on the answer's text tokens + L2 on each next HQ visual token (MAE space).
 
-        lq, hq: (B, N, vision_dim). `fed`: the HQ tokens given to the LLM (default: hq itself); `self_condition`:
-        instead, the fraction of them replaced by the model's own teacher-forced predictions (a no-grad pass);
-        `input_noise`: std of Gaussian noise added to them (against exposure bias). The targets are always hq.
+        lq, hq: (B, N, vision_dim). `fed`: the HQ tokens given to the LLM (default: hq itself); `feed`: instead, a
+        function of the model's own teacher-forced predictions (B, N, vision_dim; a no-grad pass) that returns the fed
+        tokens (the training objectives' self-conditioning, `train.objectives.self_conditioning`). The targets are
+        always hq.
         `carry_layers`: also return "carry", per layer the residual stream entering that LLM layer at the LQ positions
         (B, N, llm_dim), for an auxiliary loss on what the image tokens still hold there (`train.carry`).
 
@@ -216,8 +217,8 @@ class LM4LV(Restorer, nn.Module):
         text before the LQ image once per model (frozen LLM), the user turn once per call (shared with the
         self-conditioning pass), the answer once per pass.
         """
-        if fed is not None and self_condition > 0:
-            raise ValueError("Give either fed tokens or a self-conditioning fraction, not both.")
+        if fed is not None and feed is not None:
+            raise ValueError("Give either fed tokens or a feed function, not both.")
         layout = self.training_layout
         prefix, split = self.constant_prefix(), int(layout.positions(HQ)[0])
         start = self.prefix_length if prefix else 0
@@ -230,16 +231,13 @@ class LM4LV(Restorer, nn.Module):
             user, streams = self.hidden_states_and_streams(embeds[:, start:split], cache, carry_layers)
             lq_positions = layout.positions(LQ) - start
             carried = [stream[:, lq_positions.to(stream.device)] for stream in streams]  # each (B, N, llm_dim)
-        if self_condition > 0:
+        if feed is not None:
             with torch.no_grad():
                 copy = self._cache([(layer.keys.detach(), layer.values.detach()) for layer in cache.layers])
                 answer, _ = self.hidden_states(embeds[:, split:], copy)  # (B, T - split, llm_dim)
                 own = self._predictions(torch.cat([user.detach(), answer], dim=1), start, tasks)  # (B, N, vision_dim)
-            swap = torch.rand(hq.shape[:2], device=hq.device)[..., None] < self_condition
-            fed = torch.where(swap, own, hq)
-        if fed is not None or input_noise > 0:
-            fed = hq if fed is None else fed
-            fed = fed + input_noise * torch.randn_like(fed) if input_noise > 0 else fed
+            fed = feed(own)
+        if fed is not None:
             embeds = self.embed_layout(layout, lq, tasks, fed)
         answer, _ = self.hidden_states(embeds[:, split:], cache)
         hidden = torch.cat([user, answer], dim=1)  # (B, T - start, llm_dim): positions start .. T-1

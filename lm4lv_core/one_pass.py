@@ -32,6 +32,7 @@ from .generate import Finished, ImageDone, VisualToken
 from .heads import HeadsConfig, LM4LVHeads
 from .llm import head_dim, load_llm, requested_llm, seen_embeddings
 from .restore import Restorer
+from .trainable import Trainable
 from .vision import VisionModule, weights_fingerprint
 
 LLM_VARIANTS = ("vit-llm", "single-layer")
@@ -205,7 +206,7 @@ def expert_width(variant: str, target: int, dim: int, num_tasks: int, num_task_t
 
 
 # ---------------------------------------------------------------------------------------------------- the model
-class OnePassModel(Restorer, nn.Module):
+class OnePassModel(Restorer, Trainable, nn.Module):
     """A one-pass control with LM4LV's interface. `llm` is required for the frozen-LLM variants only."""
 
     autoregressive = False

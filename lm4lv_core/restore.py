@@ -66,14 +66,13 @@ class Progress:
 
 
 class Restorer(ABC):
-    """The interface of every model variant, and the image-level API built on it.
+    """The image-level API every model variant shares, and the few members a variant implements for it.
 
-    A variant sets `vision` (its `VisionModule`), `trainable` (the module holding everything training updates, saved as
-    the checkpoint's weights), `trained` and `autoregressive`, and implements the abstract members below; everything
-    else (sizes, `stream`, `restore`, `restore_batch`) is shared."""
+    A variant sets `vision` (its `VisionModule`), `trained` and `autoregressive`, and implements the abstract members
+    below; everything else (sizes, `stream`, `follow`, `restore`, `restore_batch`) is shared. Its training side is
+    `trainable.Trainable`."""
 
     vision: VisionModule
-    trainable: torch.nn.Module
     trained: bool
     autoregressive: bool
     llm_frozen = True  # False only where an LLM's own weights were trained (the lm4lv-lora control)
@@ -86,11 +85,6 @@ class Restorer(ABC):
     def variant(self) -> str:
         """The variant's name (`lm4lv_core.variants.VARIANTS`)."""
 
-    @property
-    @abstractmethod
-    def has_linear_readout(self) -> bool:
-        """Whether `readout` applies: a linear layer maps frozen features to visual tokens."""
-
     @abstractmethod
     def check_task(self, task: str) -> str:
         """The task if the model has its task tokens, else an InputError."""
@@ -99,15 +93,6 @@ class Restorer(ABC):
     def events(self, lq: torch.Tensor, tasks: list[str], **options):
         """The generation events (`generate.TextPiece`, `VisualToken`, `ImageDone`, `Finished`) of a batch of LQ
         visual tokens (B, N, vision_dim)."""
-
-    @abstractmethod
-    def forward_loss(self, lq: torch.Tensor, hq: torch.Tensor, tasks: list[str], **options) -> dict:
-        """The training loss {"loss", "l2", "pred", ...} of a batch of (LQ, HQ) tokens (B, N, vision_dim)."""
-
-    @abstractmethod
-    def readout(self, lq: torch.Tensor, hq: torch.Tensor, tasks: list[str], **options):
-        """[(readout nn.Linear, features (M, width), targets (M, vision_dim))], one entry per readout layer the batch
-        uses, for a least-squares fit; only where `has_linear_readout`."""
 
     def push_to_hub(self, repo_id: str, **options) -> str:
         """Upload this model to the Hub, its vision module inside (see `checkpoint.push_to_hub` for `options`);
@@ -132,10 +117,6 @@ class Restorer(ABC):
         """Run the model's LLM under torch.compile for generation (`lm4lv_core.compiled`); returns whether there is
         an autoregressive LLM to compile (the one-pass controls have none and run as they are)."""
         return False
-
-    def trainable_parameters(self) -> int:
-        """How many parameters training updates (the variant's `trainable` module)."""
-        return sum(p.numel() for p in self.trainable.parameters())
 
     def stream(self, image, task: str, **options):
         """Events (`generate.TextPiece`, `VisualToken`, `ImageDone`, `Finished`) for one image, then a `Result`."""

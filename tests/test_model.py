@@ -13,6 +13,7 @@ from lm4lv_core.errors import CheckpointError, InputError
 from lm4lv_core.generate import Finished, ImageDone, TextPiece, VisualToken, generate
 from lm4lv_core.heads import Interface
 from lm4lv_core.sequence import HQ, IMG_BEGIN, IMG_END, LQ, TASK, TEXT
+from train.objectives import self_conditioning
 
 
 def _tokens(model, batch=2, seed=0):
@@ -85,7 +86,7 @@ def test_segmented_training_pass_equals_one_pass_with_self_conditioning(tiny_mod
     assert len(m.constant_prefix()) == 2 and m.prefix_length == int(m.training_layout.positions(LQ)[0]) > 0
     for _ in range(2):  # the second call reuses the cached prefix
         torch.manual_seed(3)
-        out = m.forward_loss(lq, hq, tasks, self_condition=0.5)
+        out = m.forward_loss(lq, hq, tasks, feed=self_conditioning(hq, 0.5))
         out["loss"].backward()
         grads = [p.grad.clone() for p in m.heads.parameters() if p.grad is not None]
         m.heads.zero_grad(set_to_none=True)
@@ -106,7 +107,7 @@ def test_segmented_training_pass_equals_one_pass_with_self_conditioning(tiny_mod
     for got, want in zip(grads, expected):  # relative to the gradient's norm (some entries are in the hundreds)
         assert (got - want).norm() <= 1e-4 * want.norm()
     with pytest.raises(ValueError, match="not both"):
-        m.forward_loss(lq, hq, tasks, fed=hq, self_condition=0.5)
+        m.forward_loss(lq, hq, tasks, fed=hq, feed=self_conditioning(hq, 0.5))
 
 
 def test_count_check(tiny_model):

@@ -25,7 +25,7 @@ from lm4lv_core.variants import AUTOREGRESSIVE_VARIANTS, VARIANTS, build_model
 from train.data import RandomCrops, make_pairs, parse_tasks
 from train.engine import add_common_args, append_row, make_accelerator, train_loop, will_resume
 from train.least_squares import ReadoutFit
-from train.objectives import generated_mix, pixel_loss
+from train.objectives import fed_options, pixel_loss
 from train.probe import FreeRunningProbe
 
 STATISTICS_BATCHES = 4  # batches of (LQ, HQ) tokens behind the whitening basis of --whiten
@@ -495,13 +495,10 @@ def make_loss_fn(model, args, accelerator, crops, tasks: list[str]):
             accelerator.num_processes,
             args.degradations,
         )
-        options = (
-            dict(input_noise=args.input_noise, ce_weight=args.ce_weight, self_condition=args.self_condition)
-            if model.autoregressive
-            else {}
-        )
-        if model.autoregressive and args.self_condition > 0 and args.self_condition_inputs == "generated":
-            options.update(self_condition=0.0, fed=generated_mix(model, lq, hq, names, args.self_condition))
+        options = {}
+        if model.autoregressive:
+            fed = fed_options(model, lq, hq, names, args.self_condition, args.self_condition_inputs, args.input_noise)
+            options = dict(ce_weight=args.ce_weight, **fed)
         terms = module(lq, hq, names, **options)
         pred = terms.pop("pred")
         if args.pixel_loss > 0:
