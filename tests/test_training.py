@@ -773,8 +773,8 @@ def test_generated_self_conditioning_feeds_the_free_running_tokens(data_dir, tmp
     import torch
 
     from lm4lv_core import LM4LV
-    from train.objectives import fed_tokens
-    from train.train_lm4lv import generated_mix, main
+    from train.objectives import fed_options, fed_tokens, generated_mix
+    from train.train_lm4lv import main
 
     model = LM4LV.build(llm=tiny_llm_dir, vision=tiny_vision_dir, tasks=["denoise"], device="cpu", dtype=torch.float32)
     shape = (2, model.vision.num_tokens, model.vision.dim)
@@ -783,6 +783,9 @@ def test_generated_self_conditioning_feeds_the_free_running_tokens(data_dir, tmp
     assert not torch.allclose(free, hq)
     torch.testing.assert_close(generated_mix(model, lq, hq, names, 1.0), free)
     torch.testing.assert_close(generated_mix(model, lq, hq, names, 0.0), hq)
+    torch.testing.assert_close(fed_options(model, lq, hq, names, 1.0, "generated", 0.0)["fed"], free)
+    assert set(fed_options(model, lq, hq, names, 0.5, "predicted", 0.0)) == {"feed"}
+    assert fed_options(model, lq, hq, names, 0.0, "predicted", 0.0) == {}
     main(
         [
             "--vision",
