@@ -69,7 +69,7 @@ class CopyMap:
         }
 
     def agreement(self, expected: torch.Tensor) -> float:
-        """Fraction of output tokens whose top source is `expected` (T,) (e.g. `tasks.token_sources`)."""
+        """Fraction of output tokens whose top source is `expected` (T,) (e.g. `Task.token_sources`)."""
         return float((self.sources == expected[: len(self.sources)]).float().mean())
 
 

@@ -131,7 +131,7 @@ def attention_statistics(model, embeds: torch.Tensor, top: int = 5, task: str = 
     and flip another index than its own), and per layer the mass LQ positions put on the other LQ tokens."""
     layout, attentions = model.training_layout, eager_attentions(model, embeds)
     writers, readers = layout.regression_sources(), layout.positions(LQ)  # (N,), (N,): the CLS token, the patches
-    source = token_sources(task, len(readers))  # (N,): writer i restores LQ token source[i]
+    source = torch.from_numpy(get_task(task).token_sources(len(readers)))  # (N,): writer i restores LQ token source[i]
     count, heads, mixing = len(readers), [], []
     for index, weights in enumerate(attentions):  # (B, H, T, T)
         to_lq = weights.float()[:, :, writers][..., readers]  # (B, H, N, N)
@@ -157,11 +157,6 @@ def eager_attentions(model, embeds: torch.Tensor) -> tuple:
         return llm.base_model(inputs_embeds=embeds.to(model.llm_dtype), output_attentions=True).attentions
     finally:
         llm.set_attn_implementation(kernel)
-
-
-def token_sources(task: str, count: int) -> torch.Tensor:
-    """(count,) for each visual token of `task`'s answer the LQ token it comes from (`Task.token_sources`)."""
-    return torch.from_numpy(get_task(task).token_sources(count))
 
 
 RIDGES = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)

@@ -49,3 +49,60 @@ class Recipe:
         names = [s.name for s in self.steps]
         if len(set(names)) != len(names):
             raise ValueError(f"Recipe {self.name}: step names repeat ({names})")
+
+
+def training_run(name: str, steps: int, *args: str, out: str | None = None) -> Step:
+    """`train.train_lm4lv` for `steps` into {runs}/OUT (default NAME): resumed when stopped, done when its
+    training.json records them."""
+    out = out or name
+    return Step(
+        name,
+        "train.train_lm4lv",
+        ("--out", f"{{runs}}/{out}", "--steps", str(steps), *args),
+        done=f"{{runs}}/{out}/lm4lv/training.json",
+        resumable=True,
+        done_steps=steps,
+    )
+
+
+def refit_run(name: str, source: str, *args: str) -> Step:
+    """adapter_out refitted in closed form on free-running hidden states (2 rounds), {runs}/SOURCE into {runs}/NAME."""
+    return Step(
+        name,
+        "train.refit_readout",
+        ("--checkpoint", f"{{runs}}/{source}", "--out", f"{{runs}}/{name}", "--inputs", "free", "--rounds", "2", *args),
+        done=f"{{runs}}/{name}/refit.json",
+    )
+
+
+def table2_run(name: str, checkpoint: str) -> Step:
+    """Free-running Table 2 of {runs}/CHECKPOINT on the skimage photos: {runs}/NAME.json, .md and .png."""
+    return Step(
+        name,
+        "train.evaluate",
+        (
+            "--checkpoint",
+            f"{{runs}}/{checkpoint}",
+            "--images",
+            "skimage",
+            "--tasks",
+            "all",
+            "--json",
+            f"{{runs}}/{name}.json",
+            "--markdown",
+            f"{{runs}}/{name}.md",
+            "--grid",
+            f"{{runs}}/{name}.png",
+        ),
+        done=f"{{runs}}/{name}.json",
+    )
+
+
+def publish_run(source: str, to: str, *args: str) -> Step:
+    """`train.publish` of {runs}/SOURCE into the shipped folder `to` (the last step of a recipe)."""
+    return Step(
+        "publish",
+        "train.publish",
+        ("--checkpoint", f"{{runs}}/{source}", "--to", to, *args),
+        done=f"{{runs}}/{source}/published.json",
+    )

@@ -8,12 +8,11 @@ layer and KV head (found with `train.routing` on a `repeat` run: Gemma's layer 1
 KV head 2), predicting the reference, as SmolLM2's chain did from stage 3mv; its refit and Table 2.
 """
 
-from train.recipes import Recipe, Step
+from train.recipes import Recipe, Step, publish_run, refit_run, table2_run, training_run
 
-VISION = "checkpoints/mae-tiny"
 COMMON = (
     "--vision",
-    VISION,
+    "checkpoints/mae-tiny",
     "--whiten",
     "1e-4",
     "--pixel-loss",
@@ -30,90 +29,34 @@ COMMON = (
     "--threads",
     "1",
 )
-
-
-def stage(
-    name: str, steps: int, lr: str, seed: int, llm: str = "gemma3", init: str | None = None, extra: tuple[str, ...] = ()
-) -> Step:
-    init_args = ("--init-from", init) if init else ()
-    return Step(
-        name,
-        "train.train_lm4lv",
-        (
-            "--out",
-            f"{{runs}}/{name}",
-            "--llm",
-            llm,
-            "--tasks",
-            "all",
-            "--steps",
-            str(steps),
-            "--lr",
-            lr,
-            "--warmup",
-            "10",
-            "--position-lr-scale",
-            "30",
-            "--seed",
-            str(seed),
-            *COMMON,
-            *init_args,
-            *extra,
-        ),
-        done=f"{{runs}}/{name}/lm4lv/training.json",
-        resumable=True,
-        done_steps=steps,
-    )
-
-
-def refit(name: str, source: str, batches: int = 8) -> Step:
-    return Step(
-        name,
-        "train.refit_readout",
-        (
-            "--checkpoint",
-            f"{{runs}}/{source}",
-            "--out",
-            f"{{runs}}/{name}",
-            "--tasks",
-            "all",
-            "--inputs",
-            "free",
-            "--rounds",
-            "2",
-            "--task-readouts",
-            "--batches",
-            str(batches),
-            "--threads",
-            "1",
-        ),
-        done=f"{{runs}}/{name}/refit.json",
-    )
-
-
-def table2(name: str, checkpoint: str) -> Step:
-    return Step(
-        name,
-        "train.evaluate",
-        (
-            "--checkpoint",
-            f"{{runs}}/{checkpoint}",
-            "--images",
-            "skimage",
-            "--tasks",
-            "all",
-            "--json",
-            f"{{runs}}/{name}.json",
-            "--markdown",
-            f"{{runs}}/{name}.md",
-            "--grid",
-            f"{{runs}}/{name}.png",
-        ),
-        done=f"{{runs}}/{name}.json",
-    )
-
-
 COPYING = {"gemma3": ("11", "0"), "smollm2": ("18", "2")}  # the copying layer and its KV head (train.routing)
+
+
+def stage(name: str, steps: int, seed: int, llm: str, *extra: str) -> Step:
+    """All seven tasks for `steps` on the frozen `llm` (lr 1e-3, 10 warm-up steps, positions at 30x)."""
+    return training_run(
+        name,
+        steps,
+        "--llm",
+        llm,
+        "--tasks",
+        "all",
+        "--lr",
+        "1e-3",
+        "--warmup",
+        "10",
+        "--position-lr-scale",
+        "30",
+        "--seed",
+        str(seed),
+        *COMMON,
+        *extra,
+    )
+
+
+def refit(name: str, source: str) -> Step:
+    """Each task's adapter_out refitted on 8 batches of its own free-running hidden states."""
+    return refit_run(name, source, "--tasks", "all", "--task-readouts", "--batches", "8", "--threads", "1")
 
 
 def chain(llm: str) -> tuple[Step, ...]:
@@ -121,12 +64,12 @@ def chain(llm: str) -> tuple[Step, ...]:
     layer, kv_head = COPYING[llm]
     carry = ("--carry-loss", "1", "--carry-layer", layer, "--carry-kv-head", kv_head, "--carry-target", "reference")
     return (
-        stage("stage1", steps=600, lr="1e-3", seed=0, llm=llm),
+        stage("stage1", 600, 0, llm),
         refit("stage1_refit", "stage1/lm4lv"),
-        table2("stage1_eval", "stage1_refit"),
-        stage("stage2", steps=150, lr="1e-3", seed=1, llm=llm, init="{runs}/stage1_refit", extra=carry),
+        table2_run("stage1_eval", "stage1_refit"),
+        stage("stage2", 150, 1, llm, "--init-from", "{runs}/stage1_refit", *carry),
         refit("stage2_refit", "stage2/lm4lv"),
-        table2("stage2_eval", "stage2_refit"),
+        table2_run("stage2_eval", "stage2_refit"),
     )
 
 
@@ -134,13 +77,5 @@ RECIPE = Recipe(
     name="lm4lv-gemma3",
     description="frozen Gemma 3 270M + mae-tiny, all tasks, per-task adapters, refit, Table 2",
     checkpoint="checkpoints/lm4lv-gemma3",
-    steps=(
-        *chain("gemma3"),
-        Step(
-            "publish",
-            "train.publish",
-            ("--checkpoint", "{runs}/stage2_refit", "--to", "checkpoints/lm4lv-gemma3"),
-            done="{runs}/stage2_refit/published.json",
-        ),
-    ),
+    steps=(*chain("gemma3"), publish_run("stage2_refit", "checkpoints/lm4lv-gemma3")),
 )

@@ -6,7 +6,7 @@ As run, stages were sometimes stopped and resumed, or ran on another thread coun
 and thread counts change float sums only, so a rerun lands near (not bit for bit on) the shipped weights.
 """
 
-from train.recipes import Recipe, Step
+from train.recipes import Recipe, Step, publish_run, refit_run, training_run
 
 VISION = ("--vision", "checkpoints/mae-tiny")
 BASE = (*VISION, "--tasks", "all", "--batch-size", "8", "--threads", "1")
@@ -31,38 +31,12 @@ CARRY = ("--carry-loss", "1", "--carry-layer", "18", "--carry-kv-head", "2")  # 
 
 def train(name: str, steps: int, seed: int, init: str | None, *flags: str, out: str | None = None) -> Step:
     """A training run of `steps` into {runs}/NAME (or `out`), from the checkpoint `init` ({runs}-relative)."""
-    out = out or name
     start = ("--init-from", f"{{runs}}/{init}") if init else ()
-    return Step(
-        name,
-        "train.train_lm4lv",
-        ("--out", f"{{runs}}/{out}", "--steps", str(steps), "--seed", str(seed), *BASE, *start, *flags),
-        done=f"{{runs}}/{out}/lm4lv/training.json",
-        resumable=True,
-        done_steps=steps,
-    )
+    return training_run(name, steps, "--seed", str(seed), *BASE, *start, *flags, out=out)
 
 
 def refit(name: str, source: str, *flags: str) -> Step:
-    """adapter_out refitted in closed form on free-running hidden states (2 rounds) into {runs}/NAME."""
-    return Step(
-        name,
-        "train.refit_readout",
-        (
-            "--checkpoint",
-            f"{{runs}}/{source}",
-            "--out",
-            f"{{runs}}/{name}",
-            "--inputs",
-            "free",
-            "--rounds",
-            "2",
-            "--threads",
-            "1",
-            *flags,
-        ),
-        done=f"{{runs}}/{name}/refit.json",
-    )
+    return refit_run(name, source, "--threads", "1", *flags)
 
 
 def chunk(name: str, init: str, seed: int, *flags: str, steps: int = 150, refit_flags: tuple = ()) -> list[Step]:
@@ -73,51 +47,47 @@ def chunk(name: str, init: str, seed: int, *flags: str, steps: int = 150, refit_
     ]
 
 
+PART = (
+    "--whiten",
+    "1e-4",
+    "--pixel-loss",
+    "1",
+    "--lr",
+    "3e-4",
+    "--warmup",
+    "10",
+    "--probe-every",
+    "0",
+    "--save-every",
+    "25",
+    "--position-embeddings",
+    "--position-lr-scale",
+    "0",
+    *CARRY,
+    "--carry-target",
+    "reference",
+    "--task-readouts",
+)  # a task alone, positions frozen so that it merges back
+
+
 def part(name: str, init: str, task: str, seed: int, *flags: str, batches: int = 32) -> list[Step]:
-    """One task alone from `init` (positions frozen, so that it merges back), and its refit on `batches` batches."""
-    run = Step(
+    """One task alone from `init` for 150 steps, and its refit on `batches` batches."""
+    run = training_run(
         name,
-        "train.train_lm4lv",
-        (
-            "--out",
-            f"{{runs}}/{name}",
-            "--init-from",
-            f"{{runs}}/{init}",
-            "--tasks",
-            task,
-            "--steps",
-            "150",
-            "--seed",
-            str(seed),
-            *VISION,
-            "--batch-size",
-            "8",
-            "--threads",
-            "1",
-            "--whiten",
-            "1e-4",
-            "--pixel-loss",
-            "1",
-            "--lr",
-            "3e-4",
-            "--warmup",
-            "10",
-            "--probe-every",
-            "0",
-            "--save-every",
-            "25",
-            "--position-embeddings",
-            "--position-lr-scale",
-            "0",
-            *CARRY,
-            "--carry-target",
-            "reference",
-            "--task-readouts",
-            *flags,
-        ),
-        done=f"{{runs}}/{name}/lm4lv/training.json",
-        resumable=True,
-        done_steps=150,
+        150,
+        "--init-from",
+        f"{{runs}}/{init}",
+        "--tasks",
+        task,
+        "--seed",
+        str(seed),
+        *VISION,
+        "--batch-size",
+        "8",
+        "--threads",
+        "1",
+        *PART,
+        *flags,
     )
     return [run, refit(f"{name}_refit", f"{name}/lm4lv", "--tasks", task, "--task-readouts", "--batches", str(batches))]
 
@@ -137,6 +107,7 @@ def merge(name: str, base: str, parts: list[str]) -> Step:
     )
 
 
+STAGE3 = ("--lr", "1e-3", "--warmup", "40", "--self-condition", "0.5", "--probe-every", "100", "--save-every", "50")
 RESTORATIONS = ("denoise", "deblur", "derain", "depepper", "demask")
 TASKS = (*RESTORATIONS, "rotate", "flip")
 
@@ -145,49 +116,8 @@ def stages_3_to_3n() -> list[Step]:
     """Stage 3: 1,000 steps from fresh adapters, continued to 1,800 (3b); then the whitened chunks 3c-3e,
     self-conditioning on generated tokens (3g), position embeddings (3i-3l) and the value carry loss (3mv, 3n)."""
     return [
-        train(
-            "stage3",
-            1000,
-            0,
-            None,
-            "--lr",
-            "1e-3",
-            "--warmup",
-            "40",
-            "--self-condition",
-            "0.5",
-            "--probe-every",
-            "100",
-            "--save-every",
-            "50",
-            out="stage3",
-        ),
-        Step(
-            "stage3b",
-            "train.train_lm4lv",
-            (
-                "--out",
-                "{runs}/stage3",
-                "--steps",
-                "1800",
-                "--seed",
-                "0",
-                *BASE,
-                "--lr",
-                "1e-3",
-                "--warmup",
-                "40",
-                "--self-condition",
-                "0.5",
-                "--probe-every",
-                "100",
-                "--save-every",
-                "50",
-                "--resume",
-            ),
-            done="{runs}/stage3/lm4lv/training.json",
-            done_steps=1800,
-        ),
+        train("stage3", 1000, 0, None, *STAGE3),
+        train("stage3b", 1800, 0, None, *STAGE3, out="stage3"),  # the same run continued (--resume) to 1,800 steps
         *chunk("stage3c", "stage3/lm4lv", 0, "--self-condition", "0.5", steps=300),
         *chunk("stage3d", "stage3c_refit", 0, "--self-condition", "0.5", steps=500),
         *chunk("stage3e", "stage3d_refit", 0, "--self-condition", "0.5", steps=500),
@@ -203,25 +133,19 @@ def stages_3_to_3n() -> list[Step]:
 
 def stages_3or_to_3x0l() -> list[Step]:
     """The carry probe predicting the reference (3or-3sr), then a readout per task at lr 3e-4 (3v0l-3x0l)."""
+    reference = (*POSITIONS, *CARRY, "--carry-target", "reference")
+    per_task = (*reference, "--task-readouts", "--lr", "3e-4")  # a readout per task, lr 3e-4, no self-conditioning
+    rounds = [
+        (name, seed, (*GENERATED, *reference), ())
+        for name, seed in (("stage3or", 10), ("stage3pr", 11), ("stage3qr", 12), ("stage3rr", 13), ("stage3sr", 15))
+    ]
+    rounds += [
+        (name, seed, per_task, ("--task-readouts",))
+        for name, seed in (("stage3v0l", 18), ("stage3w0l", 19), ("stage3x0l", 20))
+    ]
     chain, previous = [], "stage3n_refit"
-    for name, seed in (("stage3or", 10), ("stage3pr", 11), ("stage3qr", 12), ("stage3rr", 13), ("stage3sr", 15)):
-        chain += chunk(name, previous, seed, *GENERATED, *POSITIONS, *CARRY, "--carry-target", "reference")
-        previous = f"{name}_refit"
-    # 3v0l-3x0l: a readout per task (split from the shared one), lr 3e-4, no self-conditioning
-    for name, seed in (("stage3v0l", 18), ("stage3w0l", 19), ("stage3x0l", 20)):
-        chain += chunk(
-            name,
-            previous,
-            seed,
-            *POSITIONS,
-            *CARRY,
-            "--carry-target",
-            "reference",
-            "--task-readouts",
-            "--lr",
-            "3e-4",
-            refit_flags=("--task-readouts",),
-        )
+    for name, seed, flags, refit_flags in rounds:
+        chain += chunk(name, previous, seed, *flags, refit_flags=refit_flags)
         previous = f"{name}_refit"
     return chain
 
@@ -236,14 +160,7 @@ def stages_3y_3z() -> list[Step]:
     chain += part("part4_derain", "part3_derain_refit", "derain", 24, "--task-input-adapters")
     last = {t: f"part3_{t}_refit" for t in RESTORATIONS} | {"derain": "part4_derain_refit"}
     chain.append(merge("stage3z", "stage3y", [last[t] for t in RESTORATIONS]))  # rotate and flip keep stage 3y's
-    chain.append(
-        Step(
-            "publish",
-            "train.publish",
-            ("--checkpoint", "{runs}/stage3z", "--to", "checkpoints/lm4lv-smollm2", "--vision", "../mae-tiny"),
-            done="{runs}/stage3z/published.json",
-        )
-    )
+    chain.append(publish_run("stage3z", "checkpoints/lm4lv-smollm2", "--vision", "../mae-tiny"))
     return chain
 
 

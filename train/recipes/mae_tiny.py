@@ -7,7 +7,7 @@ end. Stage 2c leaves the encoder untouched, so LM4LV checkpoints trained on the 
 if its encoder matches (their fingerprint check says so in one sentence).
 """
 
-from train.recipes import Recipe, Step
+from train.recipes import Recipe, Step, publish_run
 
 DATA = ("--data", "../shared/corpus/train", "--threads", "1")
 
@@ -55,11 +55,6 @@ RECIPE = Recipe(
             "--readout-ridge",
             "1e-5",
         ),
-        Step(
-            "publish",
-            "train.publish",
-            ("--checkpoint", "{runs}/stage2c/vision", "--vision-module", "--to", "checkpoints/mae-tiny"),
-            done="{runs}/stage2c/vision/published.json",
-        ),
+        publish_run("stage2c/vision", "checkpoints/mae-tiny", "--vision-module"),
     ),
 )
