@@ -236,6 +236,7 @@ class DemoService:
             ref = self.given_reference(reference, degraded, task, full_size)
         header = self.header(task, notes)
         yield Update(header + "\n\nEncoding the image…")
+        focus = None  # the copying heads' focus at the last preview (the last one shows the last token)
         for event in self.model.follow(
             degraded,
             task,
@@ -261,7 +262,8 @@ class DemoService:
         if explain:
             outcome.explained = self.explained(outcome, copy, full_size)
         outcome.files = self.save(outcome)
-        focus = focus_image(degraded, restored, copy) if explain and copy is not None else None
+        if focus is None and copy is not None:  # no preview showed the last token
+            focus = focus_image(degraded, restored, copy)
         yield Update(f"{header}\n\nLLM: `{text}`\n\nDone in {outcome.seconds:.1f} s.", restored, outcome, focus)
 
     def given_reference(self, reference, degraded: Image.Image, task: str, full_size: bool) -> Image.Image:
@@ -282,8 +284,7 @@ class DemoService:
 
     def explained(self, outcome: Outcome, copy, full_size: bool) -> Explained:
         """The copy view of a finished restoration (`copy`: its `CopyMap`, None where the view does not apply)."""
-        count = self.model.num_visual_tokens
-        grid = int(round((count - 1) ** 0.5))
+        count, grid = self.model.num_visual_tokens, self.model.vision.grid
         ref = outcome.reference
         errors = error_maps(outcome.restored, outcome.mae_r, ref) if ref is not None and not full_size else None
         per_token = (

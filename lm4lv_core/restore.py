@@ -250,7 +250,7 @@ def stream_restore(model, images: list, tasks: list[str], **generate_options):
 def _follow_tokens(model, image, task: str, preview_every: int, explain: bool = False, **generate_options):
     """`Restorer.follow` in mode "resize": Progress per `preview_every` visual tokens, then the Result; with
     `explain`, the attention each visual token was written with is kept (see `lm4lv_core.explain`)."""
-    text, generated, lq, read = "", [], None, []  # read: per visual token (layers, heads, N)
+    text, generated, lq, read, copy = "", [], None, [], None  # read: per visual token (layers, heads, N)
     with recording(model) if explain else nullcontext() as recorder:
         for event in stream_restore(model, [image], [task], **generate_options):
             if isinstance(event, Prepared):
@@ -264,16 +264,20 @@ def _follow_tokens(model, image, task: str, preview_every: int, explain: bool = 
                     read.append(_last_read(recorder, len(generated)))
                 done = event.index + 1
                 shown = preview_every and (done % preview_every == 0 or done == event.total)
+                if shown and read:
+                    copy = copy_map(torch.stack(read))
                 yield Progress(
                     done,
                     event.total,
                     "visual token",
                     text,
                     preview(model, generated, lq) if shown else None,
-                    copy_map(torch.stack(read)) if shown and read else None,
+                    copy if shown else None,
                 )
             elif isinstance(event, Result):
-                event.copy = copy_map(torch.stack(read)) if read else None
+                if read and (copy is None or len(copy.weights) != len(read)):  # the last preview's map, if it has all
+                    copy = copy_map(torch.stack(read))
+                event.copy = copy
                 yield event
 
 
