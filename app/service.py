@@ -13,11 +13,11 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from lm4lv_core import TASKS, InputError, LM4LVError
 from lm4lv_core.degrade import degrade, strength_from_level, target
-from lm4lv_core.explain_images import copy_map_image, error_maps, focus_image, token_psnr
+from lm4lv_core.explain_images import copy_map_image, error_maps, focus_image, labelled_row, token_psnr
 from lm4lv_core.llm import llm_label
 from lm4lv_core.metrics import psnr, ssim
 from lm4lv_core.restore import Progress
@@ -79,14 +79,8 @@ def upscale(image: Image.Image, size: int = 256) -> Image.Image:
 
 
 def side_by_side(images: list[Image.Image], labels: list[str], size: int = 256) -> Image.Image:
-    tiles = [upscale(im, size) for im in images]
-    w, h = tiles[0].size
-    canvas = Image.new("RGB", (len(tiles) * (w + 8) - 8, h + 22), "white")
-    draw = ImageDraw.Draw(canvas)
-    for i, (tile, label) in enumerate(zip(tiles, labels)):
-        canvas.paste(tile, (i * (w + 8), 22))
-        draw.text((i * (w + 8) + 4, 4), label, fill="black")
-    return canvas
+    """The images enlarged (`upscale`) side by side, each labelled above."""
+    return labelled_row([upscale(im, size) for im in images], labels, below=False)
 
 
 def score(images: dict[str, Image.Image], reference: Image.Image | None) -> dict[str, dict[str, float]]:

@@ -4,6 +4,7 @@ error maps, and the per-token PSNR. Inputs are model-size PIL images and a `expl
 from __future__ import annotations
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 from .explain import CopyMap
@@ -25,13 +26,16 @@ def _panel(image: Image.Image) -> Image.Image:
     return image.convert("RGB").resize((PANEL, PANEL), Image.Resampling.NEAREST)
 
 
-def _labelled(panels: list[Image.Image], labels: list[str]) -> Image.Image:
-    """Panels side by side, each label under its panel (the demo's component labels cover the top)."""
-    canvas = Image.new("RGB", (len(panels) * (PANEL + 8) - 8, PANEL + 22), "white")
+def labelled_row(panels: list[Image.Image], labels: list[str], below: bool = True) -> Image.Image:
+    """Panels of one size side by side, 8 px apart, each label in a 22 px strip under its panel (the demo's component
+    labels cover the top) or, `below=False`, above it."""
+    w, h = panels[0].size
+    canvas = Image.new("RGB", (len(panels) * (w + 8) - 8, h + 22), "white")
     draw = ImageDraw.Draw(canvas)
+    top, text_y = (0, h + 5) if below else (22, 4)
     for i, (panel, label) in enumerate(zip(panels, labels)):
-        canvas.paste(panel, (i * (PANEL + 8), 0))
-        draw.text((i * (PANEL + 8) + 4, PANEL + 5), label, fill="black")
+        canvas.paste(panel, (i * (w + 8), top))
+        draw.text((i * (w + 8) + 4, text_y), label, fill="black")
     return canvas
 
 
@@ -59,7 +63,7 @@ def focus_image(lq_image: Image.Image, output: Image.Image, copy: CopyMap) -> Im
         if box is not None:
             ImageDraw.Draw(panel).rectangle(box, outline="cyan", width=2)
     where = "the CLS token" if source == 0 else f"token {source}"
-    return _labelled([left, right], [f"read from {where} ({float(copy.mass[-1]):.2f})", f"writing token {token}"])
+    return labelled_row([left, right], [f"read from {where} ({float(copy.mass[-1]):.2f})", f"writing token {token}"])
 
 
 def position_colours(grid: int) -> np.ndarray:
@@ -84,8 +88,8 @@ def copy_map_image(copy: CopyMap, expected: np.ndarray) -> Image.Image:
     read = (colours[sources] * mass[:, None])[1:].reshape(grid, grid, 3)
     wanted = colours[expected][1:].reshape(grid, grid, 3)
     panels = [_panel(Image.fromarray(x.astype(np.uint8))) for x in (read, wanted)]
-    agreement = float((sources[: len(copy.sources)] == expected[: len(copy.sources)]).mean())
-    return _labelled(
+    agreement = copy.agreement(torch.as_tensor(expected))
+    return labelled_row(
         panels, [f"read from (layer {copy.layer}, heads {copy.heads})", f"the task's sources ({agreement:.0%} agree)"]
     )
 
@@ -97,7 +101,7 @@ def error_maps(restored: Image.Image, mae_r: Image.Image, reference: Image.Image
     errors = [np.abs(np.asarray(im.convert("RGB"), dtype=np.float64) - ref).mean(-1) for im in (restored, mae_r)]
     top = max(max(float(e.max()) for e in errors), 1.0)
     panels = [_panel(Image.fromarray(colour_scale(e / top))) for e in errors]
-    return _labelled(panels, [f"|LM4LV - clean| (white = {top:.0f} levels)", "|MAE-r - clean| (same scale)"])
+    return labelled_row(panels, [f"|LM4LV - clean| (white = {top:.0f} levels)", "|MAE-r - clean| (same scale)"])
 
 
 PSNR_CAP = 99.0  # dB reported for a patch equal to the reference (JSON has no infinity)
