@@ -285,6 +285,35 @@ def test_position_lr_scale_multiplies_the_step_of_the_position_embeddings(
         main(common + ["--out", str(tmp_path / "refused"), "--position-lr-scale", "10"])
 
 
+def test_lq_gain_learned_or_annealed_is_saved_and_resumes_exactly(data_dir, tmp_path, tiny_llm_dir, tiny_vision_dir):
+    """--lq-gain 1 learns the LQ image's gain (it moves); --lq-gain 1 --lq-gain-to 8 --lq-gain-ramp 3 sets it at each
+    step (x1, x2.83, x8, then held), keeps it out of the optimiser, ships x8, and a run stopped and resumed ends at the
+    same weights; an annealing option without its partner is refused."""
+    from lm4lv_core import LM4LV
+    from train.train_lm4lv import main
+
+    common = ["--vision", tiny_vision_dir, "--llm", tiny_llm_dir, "--data", str(data_dir), "--batch-size", "2"]
+    common += ["--probe-every", "0", "--ridge-init", "0", "--tasks", "denoise", "--lr", "1e-2", "--steps", "4"]
+    main(common + ["--out", str(tmp_path / "learned"), "--lq-gain", "1"])
+    learned = LM4LV.from_pretrained(tmp_path / "learned" / "lm4lv", device="cpu").heads.lq_log_gain
+    assert float(learned.detach()) != 0.0  # moved from log(1)
+    annealed = common + ["--lq-gain", "1", "--lq-gain-to", "8", "--lq-gain-ramp", "3"]
+    straight, split = _straight_and_resumed(main, annealed, tmp_path)
+    heads = LM4LV.from_pretrained(straight / "lm4lv", device="cpu").heads
+    assert float(heads.lq_log_gain.exp()) == pytest.approx(8.0)
+
+    def has_gain(run):
+        return any(name.endswith("lq_log_gain") for name in _weights(run))
+
+    assert has_gain(tmp_path / "learned") and not has_gain(straight)  # annealed: not in the trained state
+    for name, value in _weights(straight).items():
+        np.testing.assert_array_equal(value, _weights(split)[name], err_msg=name)
+    with pytest.raises(SystemExit, match="--lq-gain START"):
+        main(common + ["--out", str(tmp_path / "refused"), "--lq-gain-to", "8"])
+    with pytest.raises(SystemExit, match="applies with --lq-gain-to"):
+        main(common + ["--out", str(tmp_path / "refused"), "--lq-gain", "1", "--lq-gain-ramp", "3"])
+
+
 def test_init_from_carries_position_embeddings_or_refuses_to_drop_them(tmp_path, tiny_llm_dir, tiny_vision_dir):
     """A run without position embeddings starts from them unchanged (zero); one with them copies them; a checkpoint
     trained with them is refused by a run without them rather than silently losing them."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 
 import torch
@@ -153,6 +154,11 @@ def add_interface_args(p: argparse.ArgumentParser) -> None:
         help="the position embeddings learn at SCALE x the learning rate: zero-initialised, at the common "
         "rate they stay about 1%% of an image token's size for hundreds of steps",
     )
+    add_lq_gain_args(p)
+
+
+def add_lq_gain_args(p: argparse.ArgumentParser) -> None:
+    """The LQ image's gain apart from the answer's tokens: learned, or annealed on a schedule."""
     p.add_argument(
         "--lq-gain",
         type=float,
@@ -168,6 +174,21 @@ def add_interface_args(p: argparse.ArgumentParser) -> None:
         default=1.0,
         metavar="SCALE",
         help="the LQ log-gain (--lq-gain) learns at SCALE x the learning rate",
+    )
+    p.add_argument(
+        "--lq-gain-to",
+        type=float,
+        default=None,
+        metavar="END",
+        help="anneal the LQ gain instead of learning it: geometrically from --lq-gain START to END over "
+        "--lq-gain-ramp steps, then held (the copy can follow a token that grows louder step by step)",
+    )
+    p.add_argument(
+        "--lq-gain-ramp",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="the steps --lq-gain-to takes to reach END (default: all the run's steps)",
     )
 
 
@@ -412,7 +433,9 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
         "task_input_adapters": args.task_input_adapters,
         "position_lr_scale": args.position_lr_scale if args.position_embeddings else None,
         "lq_gain": args.lq_gain,
-        "lq_gain_lr_scale": args.lq_gain_lr_scale if args.lq_gain is not None else None,
+        "lq_gain_lr_scale": args.lq_gain_lr_scale if args.lq_gain is not None and args.lq_gain_to is None else None,
+        "lq_gain_to": args.lq_gain_to,
+        "lq_gain_ramp": lq_gain_ramp(args) if args.lq_gain_to is not None else None,
         "pixel_loss": args.pixel_loss,
         "carry_loss": args.carry_loss,
         "carry_layer": args.carry_layer if args.carry_loss > 0 else None,  # lists: one entry per site
@@ -477,6 +500,17 @@ def with_carry_objective(model, args, accelerator, crops, tasks: list[str]):
     return objective
 
 
+def lq_gain_ramp(args) -> int:
+    """The steps the annealed LQ gain (--lq-gain-to) takes to reach its end."""
+    return args.lq_gain_ramp if args.lq_gain_ramp is not None else args.steps
+
+
+def lq_gain_at(step: int, args) -> float:
+    """The annealed LQ gain at `step`: geometric from --lq-gain to --lq-gain-to over the ramp, then held."""
+    progress = min(1.0, step / max(1, lq_gain_ramp(args) - 1))
+    return args.lq_gain * (args.lq_gain_to / args.lq_gain) ** progress
+
+
 def make_loss_fn(model, args, accelerator, crops, tasks: list[str]):
     """`loss_fn(module, step)` of the training loop: batch `step`, self-conditioning, the pixel loss, the probe."""
     vision = model.vision
@@ -484,6 +518,9 @@ def make_loss_fn(model, args, accelerator, crops, tasks: list[str]):
     probe_log = os.path.join(args.out, "probe.csv")
 
     def loss_fn(module, step):
+        if args.lq_gain_to is not None:  # annealed, not learned (frozen in main)
+            with torch.no_grad():
+                model.heads.lq_log_gain.fill_(math.log(lq_gain_at(step, args)))
         lq, hq, names = make_pairs(
             crops,
             vision,
@@ -513,18 +550,29 @@ def make_loss_fn(model, args, accelerator, crops, tasks: list[str]):
     return loss_fn
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    tasks = parse_tasks(args.tasks)
-    check_variant_options(args)
+def check_option_pairs(args) -> None:
+    """Refuse an option given without the one it modifies, in one sentence."""
     if args.position_lr_scale != 1.0 and not args.position_embeddings:
         raise SystemExit("--position-lr-scale applies with --position-embeddings.")
-    if args.lq_gain_lr_scale != 1.0 and args.lq_gain is None:
-        raise SystemExit("--lq-gain-lr-scale applies with --lq-gain.")
+    if args.lq_gain_lr_scale != 1.0 and (args.lq_gain is None or args.lq_gain_to is not None):
+        raise SystemExit("--lq-gain-lr-scale applies to a learned gain: --lq-gain without --lq-gain-to.")
+    if (args.lq_gain_to is not None or args.lq_gain_ramp is not None) and args.lq_gain is None:
+        raise SystemExit("--lq-gain-to and --lq-gain-ramp anneal the gain from --lq-gain START; give it.")
+    if args.lq_gain_ramp is not None and args.lq_gain_to is None:
+        raise SystemExit("--lq-gain-ramp applies with --lq-gain-to.")
+    if args.lq_gain_to is not None and args.lq_gain_to <= 0:
+        raise SystemExit(f"--lq-gain-to is a gain, positive, not {args.lq_gain_to}.")
     if args.carry_kv_head is not None and args.carry_loss <= 0:
         raise SystemExit("--carry-kv-head applies with --carry-loss.")
     if args.carry_target != "input" and args.carry_loss <= 0:
         raise SystemExit("--carry-target applies with --carry-loss.")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    tasks = parse_tasks(args.tasks)
+    check_variant_options(args)
+    check_option_pairs(args)
     accelerator = make_accelerator(args)
     args.world_size = accelerator.num_processes  # recorded in training.json; each rank draws its shard of a step
     model = build_model(
@@ -557,6 +605,8 @@ def main(argv=None):
         model.save_pretrained(export_dir, vision_path=vision_ref)
         write_training_record(export_dir, args, model, tasks)
 
+    if args.lq_gain_to is not None:
+        model.heads.lq_log_gain.requires_grad_(False)  # set at each step by loss_fn
     loss_fn = make_loss_fn(model, args, accelerator, crops, tasks)
     trained = with_carry_objective(model, args, accelerator, crops, tasks)
     last = train_loop(
