@@ -610,6 +610,7 @@ def test_routing_probe_reads_every_layer_and_the_value_path(data_dir, tmp_path, 
     assert abs(table["copy"] - copy) < 1e-6
     assert all(np.isfinite(v) for v in [*table["writing"], *table["value"].values(), table["mae_r"]])
     assert len(table["lq_stream"]) == 3 and all(np.isfinite(table["lq_stream"]))
+    assert set(table["loudness"]) == {"lq", "task", "answer", "text"} and min(table["loudness"].values()) > 0
     heads, mixing = table["attention"]["copy_heads"], table["attention"]["lq_mixing"]
     assert len(mixing) == 2 and all(0 <= m <= 1 for m in mixing)
     masses = [h["mass"] for h in heads]
@@ -645,6 +646,16 @@ def test_routing_probe_reads_every_layer_and_the_value_path(data_dir, tmp_path, 
     scores, _ = evaluate(load_model(str(tmp_path / "r" / "lm4lv")), named, ["denoise"])
     assert free["inputs"] == "free" and abs(free["adapter_out"] - scores["denoise"]["lm4lv"]["psnr"]) < 0.05
     assert free["lq_stream"] == pytest.approx(table["lq_stream"], abs=1e-3)  # the LQ image comes before any fed token
+
+
+def test_loudness_is_the_mean_embedding_norm_of_each_role():
+    from lm4lv_core.sequence import HQ, LQ, TASK, TEXT, Layout
+    from train.routing import loudness
+
+    kinds = torch.tensor([TEXT, LQ, LQ, TASK, TEXT, HQ, HQ])
+    embeds = torch.zeros(2, 7, 4)
+    embeds[:, :, 0] = torch.tensor([1.0, 30.0, 50.0, 2.0, 3.0, 4.0, 6.0])  # norms along one axis
+    assert loudness(Layout(torch.zeros(7), kinds, 4), embeds) == {"lq": 40.0, "task": 2.0, "answer": 5.0, "text": 2.0}
 
 
 def test_make_pairs_torch_path_is_deterministic_and_keeps_the_task_draw(data_dir, tiny_vision_dir):

@@ -15,6 +15,7 @@ image the readouts' patches assemble):
 - `attention` (evaluation photos, eager attention): the heads that copy (mass from each writing position on the LQ
   token it restores, for rotate and flip the one it comes from, and how often that token is the head's top LQ
   choice), and per layer the mass that LQ positions put on the other LQ tokens (how much of other tokens' content attention brings to a token's position);
+- `loudness`: the mean norm of the input embeddings per role (LQ image, task tokens, answer's image, text);
 - `copy` (the degraded input) and `mae_r` against the reference, as in Table 2.
 """
 
@@ -30,7 +31,7 @@ import torch
 from lm4lv_core.degrade import degrade, target
 from lm4lv_core.images import fit_square
 from lm4lv_core.metrics import psnr
-from lm4lv_core.sequence import LQ
+from lm4lv_core.sequence import HQ, LQ, TASK, TEXT
 from lm4lv_core.tasks import get_task
 from train.data import RandomCrops, degradation_seed, load_eval_images
 from train.engine import load_autoregressive
@@ -104,6 +105,13 @@ def traces(model, embeds: torch.Tensor, tasks: list[str], value_layers: list[int
         "lq_embedding": embeds[:, readers].float(),
         "adapter_out": model.llm_to_visual(out.last_hidden_state.float()[:, layout.regression_sources()], tasks),
     }
+
+
+def loudness(layout, embeds: torch.Tensor) -> dict[str, float]:
+    """Mean norm of the (B, T, llm_dim) input embeddings per role: how loud the LQ image is beside the rest."""
+    norms = embeds.float().norm(dim=-1).mean(0)  # (T,)
+    roles = (("lq", LQ), ("task", TASK), ("answer", HQ), ("text", TEXT))
+    return {name: float(norms[layout.positions(kind)].mean()) for name, kind in roles}
 
 
 @torch.no_grad()
@@ -272,6 +280,7 @@ def routing_table(
         "adapter_out": decoded_psnr(vision, ev["adapter_out"], ev_hq),
         "value": {str(k): scored(fit["value"][k], ev["value"][k], y_lq, ev_lq) for k in value_layers},
         "lq_embedding": scored(fit["lq_embedding"], ev["lq_embedding"], y_lq, ev_lq),
+        "loudness": loudness(model.training_layout, ev_embeds),
         "lq_tokens": decoded_psnr(vision, vision.encode(vision.normalize(ev_lq)), ev_lq),
         "copy": image_psnr(vision, patches(vision, ev_lq), ev_hq),
         "mae_r": decoded_psnr(vision, vision.encode(vision.normalize(ev_base)), ev_hq),
@@ -322,6 +331,7 @@ def main(argv=None):
         f"LQ tokens: MAE decoder {table['lq_tokens']:.2f} dB, input embedding {table['lq_embedding']:.2f} dB, "
         + ", ".join(f"values of layer {k} {v:.2f} dB" for k, v in table["value"].items())
     )
+    print("input embedding norms by role: " + ", ".join(f"{k} {v:.2f}" for k, v in table["loudness"].items()))
     print("LQ token read from its own position, by layer: " + " ".join(f"{p:.1f}" for p in table["lq_stream"]))
     attention = table["attention"]
     print(
