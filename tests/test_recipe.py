@@ -36,6 +36,17 @@ def test_a_training_step_is_done_only_at_its_last_step(tmp_path):
     assert plan(Recipe("r", "", "", (step,)), runs)[0][1] == "done"
 
 
+def test_threads_replace_a_steps_own_and_leave_others_alone():
+    recipe = available()["lm4lv-gemma3"]
+    refit = next(step for step in recipe.steps if step.module == "train.refit_readout")
+    command = refit.command("runs", threads=2)
+    assert command[command.index("--threads") + 1] == "2" and command.count("--threads") == 1
+    default = refit.command("runs")
+    assert default[default.index("--threads") + 1] == "1"  # the recipe's own value without the override
+    table2 = next(step for step in recipe.steps if step.module == "train.evaluate")
+    assert "--threads" not in table2.command("runs", threads=2)
+
+
 def test_run_stops_at_a_step_that_did_not_finish(tmp_path):
     lines = []
     listing = Step("list", "train.recipe", ("--list",), done="{runs}/never")

@@ -54,10 +54,11 @@ def _out_of(step: Step, runs: str) -> str:
     return args[args.index("--out") + 1] if "--out" in args else ""
 
 
-def run(recipe: Recipe, runs: str, dry_run: bool = False, log=print) -> int:
-    """Run the steps not done, in order; returns the exit code of the first that fails (0 if none)."""
+def run(recipe: Recipe, runs: str, dry_run: bool = False, log=print, threads: int | None = None) -> int:
+    """Run the steps not done, in order (`threads`: see Step.command); returns the exit code of the first that fails
+    (0 if none)."""
     for step, state in plan(recipe, runs):
-        command = step.command(runs, resume=state == "resume")
+        command = step.command(runs, resume=state == "resume", threads=threads)
         log(f"[{state:>6}] {step.name}: {shlex.join(command[1:])}")
         if dry_run or state == "done":
             continue
@@ -79,6 +80,13 @@ def main(argv=None) -> int:
     p.add_argument("--list", action="store_true", help="list the recipes")
     p.add_argument("--dry-run", action="store_true", help="print the commands and their state, run nothing")
     p.add_argument("--runs", default=None, help="output folder (default runs/recipes/NAME)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for every step that sets them (the recipes give 1: two jobs on two cores); a step's "
+        "result does not depend on it beyond floating-point rounding",
+    )
     args = p.parse_args(argv)
     recipes = available()
     if args.list or not args.name:
@@ -87,7 +95,8 @@ def main(argv=None) -> int:
         return 0
     if args.name not in recipes:
         raise SystemExit(f"No recipe {args.name!r}; choose from {', '.join(recipes)}.")
-    return run(recipes[args.name], args.runs or os.path.join("runs", "recipes", args.name), args.dry_run)
+    runs = args.runs or os.path.join("runs", "recipes", args.name)
+    return run(recipes[args.name], runs, args.dry_run, threads=args.threads)
 
 
 if __name__ == "__main__":

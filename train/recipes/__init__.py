@@ -21,8 +21,11 @@ class Step:
     done_steps: int | None = None  # a training run: `done` (its training.json, also written at every save) must
     # record at least this many steps
 
-    def command(self, runs: str, resume: bool = False) -> list[str]:
+    def command(self, runs: str, resume: bool = False, threads: int | None = None) -> list[str]:
+        """The step's command line; `threads` replaces the value of its `--threads` (a bigger machine's cores)."""
         args = [a.format(runs=runs) for a in self.args]
+        if threads is not None and "--threads" in args:
+            args[args.index("--threads") + 1] = str(threads)
         return [sys.executable, "-m", self.module, *args, *(["--resume"] if resume else [])]
 
     def is_done(self, runs: str) -> bool:
