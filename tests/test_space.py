@@ -43,6 +43,22 @@ def test_checkpoints_hold_only_what_the_product_loads():
     assert all(os.path.isfile(os.path.join(ROOT, "checkpoints", name, "README.md")) for name in folders)
 
 
+def test_front_matter_preloads_every_shipped_checkpoints_llm():
+    """The Space's build downloads the pinned GGUF of each shipped checkpoint's frozen LLM (README front matter)."""
+    import yaml
+
+    from lm4lv_core.checkpoint import SHIPPED, read_raw_config
+    from lm4lv_core.llm import PINNED_LLMS
+
+    with open(os.path.join(ROOT, "README.md")) as f:
+        front = yaml.safe_load(f.read().split("---")[1])
+    preloaded = {tuple(line.split()[:2]) for line in front["preload_from_hub"]}
+    for name, folder in SHIPPED.items():
+        pinned = PINNED_LLMS[read_raw_config(str(folder))["llm"]]
+        assert (pinned.hub_repo, pinned.filename) in preloaded, name
+        assert pinned.hub_repo in front["models"], name
+
+
 def test_space_file_set_alone_serves_restore(tmp_path):
     from gradio_client import Client, handle_file
 
