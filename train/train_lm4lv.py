@@ -516,9 +516,11 @@ def make_loss_fn(model, args, accelerator, crops, tasks: list[str]):
     vision = model.vision
     probe = FreeRunningProbe(model, tasks) if args.probe_every > 0 else None
     probe_log = os.path.join(args.out, "probe.csv")
+    if args.lq_gain_to is not None:
+        model.heads.lq_log_gain.requires_grad_(False)  # annealed: set at each step below, not trained
 
     def loss_fn(module, step):
-        if args.lq_gain_to is not None:  # annealed, not learned (frozen in main)
+        if args.lq_gain_to is not None:
             with torch.no_grad():
                 model.heads.lq_log_gain.fill_(math.log(lq_gain_at(step, args)))
         lq, hq, names = make_pairs(
@@ -605,8 +607,6 @@ def main(argv=None):
         model.save_pretrained(export_dir, vision_path=vision_ref)
         write_training_record(export_dir, args, model, tasks)
 
-    if args.lq_gain_to is not None:
-        model.heads.lq_log_gain.requires_grad_(False)  # set at each step by loss_fn
     loss_fn = make_loss_fn(model, args, accelerator, crops, tasks)
     trained = with_carry_objective(model, args, accelerator, crops, tasks)
     last = train_loop(
