@@ -20,6 +20,14 @@ def cpu_has_fast_bf16() -> bool:
     return bool({"amx_bf16", "avx512_bf16"} & words)
 
 
+DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}  # as `LM4LV_DTYPE` spells them
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """`torch.float32` -> "fp32" (the names `LM4LV_DTYPE` and the training records use)."""
+    return DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

@@ -70,3 +70,23 @@ def test_every_step_parses_with_its_entry_point(tmp_path):
             parse([a for a in args if a != "--resume"] + (["--resume"] if "--resume" in args else []))
             checked += 1
     assert checked > 50
+
+
+def test_a_pinned_llm_dtype_reaches_every_step(tmp_path, monkeypatch):
+    """`Recipe.llm_dtype` is passed to the steps as LM4LV_DTYPE; `--llm-dtype` overrides it, "auto" clears it."""
+    import pytest
+
+    from train import recipe as runner
+
+    seen = []
+    monkeypatch.setattr(runner.subprocess, "call", lambda command, env: seen.append(env.get("LM4LV_DTYPE")) or 0)
+    monkeypatch.setenv("LM4LV_DTYPE", "bf16")
+    step = Step("list", "train.recipe", ("--list",), done="{runs}/never")
+    pinned = Recipe("r", "", "", (step,), llm_dtype="fp32")
+    runner.run(pinned, str(tmp_path), log=lambda line: None)
+    runner.run(pinned, str(tmp_path), log=lambda line: None, llm_dtype="auto")
+    runner.run(Recipe("r", "", "", (step,)), str(tmp_path), log=lambda line: None)
+    assert seen == ["fp32", None, "bf16"]  # pinned; the machine's default; the caller's own setting
+    assert available()["lm4lv-gemma3"].llm_dtype == "fp32"
+    with pytest.raises(ValueError, match="llm_dtype"):
+        Recipe("r", "", "", (step,), llm_dtype="float32")

@@ -803,6 +803,7 @@ def test_carry_loss_reads_the_right_stream_resumes_exactly_and_stays_out_of_the_
     recorded = json.loads((tmp_path / "values" / "lm4lv" / "training.json").read_text())
     assert recorded["carry_layer"] == [1, 1] and recorded["carry_kv_head"] == [1, 0]
     assert recorded["carry_target"] == "reference"
+    assert recorded["llm_dtype"] in {"fp32", "bf16"}  # what the frozen LLM ran in (the machine's or LM4LV_DTYPE's)
 
 
 def test_generated_self_conditioning_feeds_the_free_running_tokens(data_dir, tmp_path, tiny_llm_dir, tiny_vision_dir):

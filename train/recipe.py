@@ -7,7 +7,9 @@
 
 A step is done when its `done` file exists (the entry points write their outputs atomically at the end); a training
 step that stopped part way (`--max-minutes`, SIGTERM, a crash) is rerun with `--resume` and continues exactly.
-Outputs go under `--runs` (default `runs/recipes/NAME`); `{runs}` in a step's arguments stands for that folder.
+Outputs go under `--runs` (default `runs/recipes/NAME`); `{runs}` in a step's arguments stands for that folder. A
+recipe may pin the frozen LLM's dtype (`Recipe.llm_dtype`, passed to its steps as `LM4LV_DTYPE`); `--llm-dtype`
+overrides it.
 """
 
 from __future__ import annotations
@@ -54,16 +56,37 @@ def _out_of(step: Step, runs: str) -> str:
     return args[args.index("--out") + 1] if "--out" in args else ""
 
 
-def run(recipe: Recipe, runs: str, dry_run: bool = False, log=print, threads: int | None = None) -> int:
-    """Run the steps not done, in order (`threads`: see Step.command); returns the exit code of the first that fails
-    (0 if none)."""
+def environment(recipe: Recipe, llm_dtype: str | None = None) -> dict[str, str]:
+    """The steps' environment: this one, with `LM4LV_DTYPE` set to `llm_dtype` ("auto": the machine's default),
+    else to the recipe's pinned dtype (else left as it is)."""
+    env = dict(os.environ)
+    chosen = llm_dtype or recipe.llm_dtype
+    if chosen == "auto":
+        env.pop("LM4LV_DTYPE", None)
+    elif chosen is not None:
+        env["LM4LV_DTYPE"] = chosen
+    return env
+
+
+def run(
+    recipe: Recipe,
+    runs: str,
+    dry_run: bool = False,
+    log=print,
+    threads: int | None = None,
+    llm_dtype: str | None = None,
+) -> int:
+    """Run the steps not done, in order (`threads`: see Step.command; `llm_dtype`: see environment); returns the exit
+    code of the first that fails (0 if none)."""
+    env = environment(recipe, llm_dtype)
+    log(f"the frozen LLM in {env.get('LM4LV_DTYPE', 'the machine default dtype')}")
     for step, state in plan(recipe, runs):
         command = step.command(runs, resume=state == "resume", threads=threads)
         log(f"[{state:>6}] {step.name}: {shlex.join(command[1:])}")
         if dry_run or state == "done":
             continue
         began = time.time()
-        code = subprocess.call(command)
+        code = subprocess.call(command, env=env)
         if code != 0:
             log(f"step {step.name} failed (exit {code}); rerun the recipe to continue from it")
             return code
@@ -87,6 +110,13 @@ def main(argv=None) -> int:
         help="CPU threads for every step that sets them (the recipes give 1: two jobs on two cores); a step's "
         "result does not depend on it beyond floating-point rounding",
     )
+    p.add_argument(
+        "--llm-dtype",
+        choices=("fp32", "bf16", "auto"),
+        default=None,
+        help="the frozen LLM's dtype in every step, over the recipe's own (auto: the machine's default, bf16 where "
+        "the CPU or GPU runs it fast); a recipe that pins one computed its recorded numbers in it",
+    )
     args = p.parse_args(argv)
     recipes = available()
     if args.list or not args.name:
@@ -96,7 +126,7 @@ def main(argv=None) -> int:
     if args.name not in recipes:
         raise SystemExit(f"No recipe {args.name!r}; choose from {', '.join(recipes)}.")
     runs = args.runs or os.path.join("runs", "recipes", args.name)
-    return run(recipes[args.name], runs, args.dry_run, threads=args.threads)
+    return run(recipes[args.name], runs, args.dry_run, threads=args.threads, llm_dtype=args.llm_dtype)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import shutil
 
 import torch
 
+from lm4lv_core.device import dtype_name
 from train.data import RandomCrops, make_pairs, parse_tasks
 from train.engine import load_autoregressive, save_next_to
 from train.least_squares import ReadoutFit
@@ -98,6 +99,7 @@ def main(argv=None):
                 "ridge": args.ridge,
                 "rounds": args.rounds,
                 "fit_mse": fits,
+                "llm_dtype": dtype_name(model.llm.dtype),
             },
             f,
             indent=2,

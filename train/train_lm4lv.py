@@ -21,6 +21,7 @@ import os
 import torch
 
 from lm4lv_core.attention import training_attention
+from lm4lv_core.device import dtype_name
 from lm4lv_core.heads import Interface
 from lm4lv_core.variants import AUTOREGRESSIVE_VARIANTS, VARIANTS, build_model
 from train.data import RandomCrops, make_pairs, parse_tasks
@@ -442,6 +443,7 @@ def write_training_record(export_dir: str, args, model, tasks: list[str]) -> Non
         "carry_kv_head": args.carry_kv_head if args.carry_loss > 0 else None,
         "carry_target": args.carry_target if args.carry_loss > 0 else None,
         "llm_frozen": model.llm_frozen,
+        "llm_dtype": dtype_name(model.llm.dtype) if model.llm is not None else None,
         "lora_rank": args.lora_rank if args.variant == "lm4lv-lora" else None,
         "expert": {"width": model.config.width, "depth": model.config.depth} if args.variant == "transformer" else None,
         "final_l2": sum(float(r["l2"]) for r in tail) / len(tail) if tail else None,

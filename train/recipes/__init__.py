@@ -47,11 +47,18 @@ class Recipe:
     description: str
     checkpoint: str
     steps: tuple[Step, ...] = field(default_factory=tuple)
+    llm_dtype: str | None = None  # "fp32" / "bf16": the frozen LLM's dtype in every step (as `LM4LV_DTYPE`), so a
+    # rerun computes what the recorded run did; None: the machine's default (bf16 where it has bf16 units)
 
     def __post_init__(self):
         names = [s.name for s in self.steps]
         if len(set(names)) != len(names):
             raise ValueError(f"Recipe {self.name}: step names repeat ({names})")
+        if self.llm_dtype not in LLM_DTYPES:
+            raise ValueError(f"Recipe {self.name}: llm_dtype {self.llm_dtype!r} is not one of {LLM_DTYPES}")
+
+
+LLM_DTYPES = (None, "fp32", "bf16")
 
 
 def training_run(name: str, steps: int, *args: str, out: str | None = None) -> Step:

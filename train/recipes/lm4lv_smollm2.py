@@ -3,7 +3,9 @@ chain from fresh adapters. research/TRAINING-HISTORY.md has each stage as run: w
 why each lever was taken.
 
 As run, stages were sometimes stopped and resumed, or ran on another thread count; a resumed run continues exactly,
-and thread counts change float sums only, so a rerun lands near (not bit for bit on) the shipped weights.
+and thread counts change float sums only, so a rerun lands near (not bit for bit on) the shipped weights. The
+stages ran on several machines, the LLM in bf16 where the CPU had bf16 units and fp32 where not, so the recipe pins no
+dtype (`--llm-dtype` chooses one).
 """
 
 from train.recipes import Recipe, Step, publish_run, refit_run, training_run

@@ -1,8 +1,8 @@
 """The comparison row of Table 7: `lm4lv-gemma3`'s chain (same data, seed, steps, batch and interface) on the
 frozen SmolLM2-135M-Instruct instead of Gemma 3 270M. Not shipped: the shipped SmolLM2 checkpoint is stage 3z's longer
 chain (checkpoints/lm4lv-smollm2/README.md).
-Its Table 7 rows (docs/RESULTS.md) were run with the LLM in fp32, as Gemma's chain ran on a CPU without bf16 units:
-`LM4LV_DTYPE=fp32 python -m train.recipe same-budget-smollm2` (research/levers/gemma/same_budget_smollm2)."""
+Its Table 7 rows (docs/RESULTS.md; research/levers/gemma/same_budget_smollm2) were run with the LLM in fp32, as
+Gemma's chain ran on a CPU without bf16 units; the recipe pins it."""
 
 from train.recipes import Recipe
 from train.recipes.lm4lv_gemma3 import chain
@@ -12,4 +12,5 @@ RECIPE = Recipe(
     description="lm4lv-gemma3's chain on SmolLM2 (Table 7's comparison; not shipped)",
     checkpoint="runs/recipes/same-budget-smollm2/stage2_refit",
     steps=chain("smollm2"),
+    llm_dtype="fp32",
 )
