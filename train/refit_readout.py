@@ -18,6 +18,7 @@ import os
 import shutil
 
 import torch
+from tqdm import tqdm
 
 from lm4lv_core.device import dtype_name
 from train.data import RandomCrops, make_pairs, parse_tasks
@@ -30,11 +31,11 @@ FIRST_BATCH = 2 * 10**9  # batch indices far from any training step and from tra
 
 
 @torch.no_grad()
-def refit_readout(model, batches, inputs: str = "free", ridge: float = 1e-2) -> float:
+def refit_readout(model, batches, inputs: str = "free", ridge: float = 1e-2, progress: str | None = None) -> float:
     """Ridge fit of adapter_out (each task's, if per task) on the hidden states of `inputs`; returns the fit's MSE
-    (in the space it writes)."""
+    (in the space it writes). `progress`: a progress bar's label (None: no bar)."""
     fit = ReadoutFit()
-    for lq, hq, names in batches:
+    for lq, hq, names in tqdm(batches, desc=progress, unit="batch", disable=progress is None):
         fit.add(model.readout(lq, hq, names, fed=fed_tokens(model, lq, hq, names, inputs)))
     return fit.fit(ridge)
 
@@ -82,7 +83,10 @@ def main(argv=None):
     if args.task_readouts:
         model.heads.split_readout()
     batches = fitting_batches(model, args, tasks)
-    fits = [refit_readout(model, batches, args.inputs, args.ridge) for _ in range(args.rounds)]
+    fits = [
+        refit_readout(model, batches, args.inputs, args.ridge, progress=f"round {r + 1} of {args.rounds}")
+        for r in range(args.rounds)
+    ]
     print("refit MSE per round: " + ", ".join(f"{f:.4f}" for f in fits))
     save_next_to(model, args.checkpoint, args.out)
     record = os.path.join(args.checkpoint, "training.json")
