@@ -21,6 +21,7 @@ import warnings
 import torch
 
 from lm4lv_core import LM4LV
+from lm4lv_core.device import LLM_DTYPES
 from lm4lv_core.generate import TextPiece, VisualToken, generate
 from lm4lv_core.vision import VisionConfig, VisionModule
 
@@ -52,7 +53,7 @@ def main(argv=None):
     )
     p.add_argument("--llm", default=None, help="the frozen LLM (default: the embedded SmolLM2; e.g. gemma3)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    p.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto")
+    p.add_argument("--dtype", choices=["auto", *LLM_DTYPES], default="auto")
     p.add_argument("--tokens", default="65,197", help="visual-token counts to time (65: the embedded default)")
     p.add_argument("--batch-sizes", default="1,8,32", help="comma-separated batch sizes (32: a tile batch)")
     p.add_argument("--compile", action="store_true", help="also time the loop with the LLM under torch.compile")
@@ -60,7 +61,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    dtype = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    dtype = LLM_DTYPES.get(args.dtype)  # None: auto
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(
         f"{'tokens':>6} {'batch':>5} {'dtype':>9} {'TTFT s':>7} {'KV ms/tok':>10} {'re-forward ms/tok':>18} {'speed-up':>8}"

@@ -20,12 +20,14 @@ def cpu_has_fast_bf16() -> bool:
     return bool({"amx_bf16", "avx512_bf16"} & words)
 
 
-DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}  # as `LM4LV_DTYPE` spells them
+LLM_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # the frozen LLM's dtypes, as `LM4LV_DTYPE` names them
+DTYPE_ALIASES = {"float32": "fp32", "bfloat16": "bf16"}  # also accepted in `LM4LV_DTYPE`
 
 
 def dtype_name(dtype: torch.dtype) -> str:
-    """`torch.float32` -> "fp32" (the names `LM4LV_DTYPE` and the training records use)."""
-    return DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
+    """`torch.float32` -> "fp32" (the names `LM4LV_DTYPE` and the training records use; others as torch names them)."""
+    names = {value: name for name, value in LLM_DTYPES.items()}
+    return names.get(dtype, str(dtype).removeprefix("torch."))
 
 
 def default_device() -> torch.device:
@@ -35,10 +37,9 @@ def default_device() -> torch.device:
 def default_llm_dtype(device: torch.device | str | None = None) -> torch.dtype:
     """bf16 on CUDA and on CPUs with bf16 matrix units; fp32 otherwise. `LM4LV_DTYPE=fp32|bf16` overrides."""
     forced = os.environ.get("LM4LV_DTYPE", "").lower()
-    if forced in {"fp32", "float32"}:
-        return torch.float32
-    if forced in {"bf16", "bfloat16"}:
-        return torch.bfloat16
+    forced = DTYPE_ALIASES.get(forced, forced)
+    if forced in LLM_DTYPES:
+        return LLM_DTYPES[forced]
     device = torch.device(device) if device is not None else default_device()
     if device.type == "cuda":
         return torch.bfloat16

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 
+from lm4lv_core.device import LLM_DTYPES
 from train.recipes import Recipe, Step
 
 RECIPES_PACKAGE = "train.recipes"
@@ -112,7 +113,7 @@ def main(argv=None) -> int:
     )
     p.add_argument(
         "--llm-dtype",
-        choices=("fp32", "bf16", "auto"),
+        choices=(*LLM_DTYPES, "auto"),
         default=None,
         help="the frozen LLM's dtype in every step, over the recipe's own (auto: the machine's default, bf16 where "
         "the CPU or GPU runs it fast); a recipe that pins one computed its recorded numbers in it",

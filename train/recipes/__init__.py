@@ -8,6 +8,8 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+from lm4lv_core.device import LLM_DTYPES
+
 
 @dataclass(frozen=True)
 class Step:
@@ -54,11 +56,8 @@ class Recipe:
         names = [s.name for s in self.steps]
         if len(set(names)) != len(names):
             raise ValueError(f"Recipe {self.name}: step names repeat ({names})")
-        if self.llm_dtype not in LLM_DTYPES:
-            raise ValueError(f"Recipe {self.name}: llm_dtype {self.llm_dtype!r} is not one of {LLM_DTYPES}")
-
-
-LLM_DTYPES = (None, "fp32", "bf16")
+        if self.llm_dtype is not None and self.llm_dtype not in LLM_DTYPES:
+            raise ValueError(f"Recipe {self.name}: llm_dtype {self.llm_dtype!r} is not one of {list(LLM_DTYPES)}")
 
 
 def training_run(name: str, steps: int, *args: str, out: str | None = None) -> Step:
