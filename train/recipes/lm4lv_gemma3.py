@@ -79,7 +79,7 @@ def chain(llm: str) -> tuple[Step, ...]:
 
 RECIPE = Recipe(
     name="lm4lv-gemma3",
-    description="frozen Gemma 3 270M + mae-tiny, all tasks, per-task adapters, refit, Table 2",
+    description="frozen Gemma 3 270M + mae-tiny: the copy on repeat first, then all tasks, per-task adapters, refit, Table 2",
     checkpoint="checkpoints/lm4lv-gemma3",
     steps=(*chain("gemma3"), publish_run("stage2_refit", "checkpoints/lm4lv-gemma3")),
     llm_dtype="fp32",  # as run (a CPU without bf16 units); Table 7's SmolLM2 row pins the same
