@@ -82,5 +82,5 @@ RECIPE = Recipe(
     description="frozen Gemma 3 270M + mae-tiny: the copy on repeat first, then all tasks, per-task adapters, refit, Table 2",
     checkpoint="checkpoints/lm4lv-gemma3",
     steps=(*chain("gemma3"), publish_run("stage2_refit", "checkpoints/lm4lv-gemma3")),
-    llm_dtype="fp32",  # as run (a CPU without bf16 units); Table 7's SmolLM2 row pins the same
+    llm_dtype="fp32",  # as every stage ran (LM4LV_DTYPE=fp32 on the machines with bf16 units); Table 7's SmolLM2 row pins the same
 )
