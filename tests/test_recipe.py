@@ -36,6 +36,31 @@ def test_a_training_step_is_done_only_at_its_last_step(tmp_path):
     assert plan(Recipe("r", "", "", (step,)), runs)[0][1] == "done"
 
 
+def test_a_folder_from_another_version_of_the_recipe_is_stale_and_nothing_runs(tmp_path):
+    """A recipe whose step counts changed (lm4lv-gemma3's copy stage: 150 -> 300 steps) must not resume or skip the
+    old runs: a state planned for another total, or a record of more steps, marks the step stale and stops the run."""
+    stage0 = Step(
+        "stage0", "train.recipe", ("--list", "--out", "{runs}/s0"), "{runs}/s0/lm4lv/training.json", True, 300
+    )
+    stage1 = Step(
+        "stage1", "train.recipe", ("--list", "--out", "{runs}/s1"), "{runs}/s1/lm4lv/training.json", True, 300
+    )
+    recipe, runs = Recipe("r", "", "", (stage0, stage1)), str(tmp_path)
+    for folder, planned, trained in (("s0", 150, 150), ("s1", None, 450)):  # s1: a state saved before totals
+        os.makedirs(tmp_path / folder / "lm4lv")
+        os.makedirs(tmp_path / folder / "state")
+        (tmp_path / folder / "state" / "state.json").write_text(json.dumps({"step": trained, "steps": planned}))
+        (tmp_path / folder / "lm4lv" / "training.json").write_text(json.dumps({"steps": trained}))
+    assert [state for _, state in plan(recipe, runs)] == ["stale", "stale"]
+    assert "150 steps, not 300" in stage0.other_run(runs) and "trained for 450" in stage1.other_run(runs)
+    lines = []
+    assert run(recipe, runs, log=lines.append) == 1
+    assert "nothing run" in lines[-1] and not any(line.startswith("[  ") for line in lines)
+    (tmp_path / "s0" / "state" / "state.json").write_text(json.dumps({"step": 150, "steps": 300}))
+    assert plan(recipe, runs)[0][1] == "resume"  # stopped at 150 of its 300: resumed
+    assert not stage0.is_done(runs)
+
+
 def test_threads_replace_a_steps_own_and_leave_others_alone():
     recipe = available()["lm4lv-gemma3"]
     refit = next(step for step in recipe.steps if step.module == "train.refit_readout")

@@ -50,7 +50,7 @@ def _straight_and_resumed(main, common, tmp_path):
     return straight, split
 
 
-def test_mae_resume_is_exact(data_dir, tmp_path):
+def test_mae_resume_is_exact_and_refuses_another_total(data_dir, tmp_path):
     from train.pretrain_mae import main
 
     common = [
@@ -73,6 +73,9 @@ def test_mae_resume_is_exact(data_dir, tmp_path):
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     assert (tmp_path / "split" / "vision" / "model.safetensors").is_file()
+    longer = ["12" if arg == "6" else arg for arg in common]  # --steps 12: another learning-rate schedule
+    with pytest.raises(SystemExit, match="holds a run of 6 steps, not --steps 12"):
+        main(longer + ["--out", str(tmp_path / "split"), "--resume"])
 
 
 def test_lm4lv_training_runs_and_exports(data_dir, tmp_path, tiny_llm_dir, tiny_vision_dir):

@@ -113,8 +113,9 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_state(path: str, model: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
-    """Trainable weights + AdamW moments as safetensors, the rest as JSON; written atomically."""
+def save_state(path: str, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, total_steps: int) -> None:
+    """Trainable weights + AdamW moments as safetensors, the rest (with the run's planned `total_steps`) as JSON;
+    written atomically."""
     os.makedirs(path, exist_ok=True)
     tensors = {f"model.{k}": v for k, v in trainable_state(model).items()}
     opt = optimizer.state_dict()
@@ -122,7 +123,7 @@ def save_state(path: str, model: nn.Module, optimizer: torch.optim.Optimizer, st
         for key, value in st.items():
             tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value).detach().contiguous().cpu()
     save_file(tensors, os.path.join(path, "state.safetensors.tmp"))
-    meta = {"step": step, "param_groups": opt["param_groups"]}
+    meta = {"step": step, "steps": total_steps, "param_groups": opt["param_groups"]}
     with open(os.path.join(path, "state.json.tmp"), "w") as f:
         json.dump(meta, f)
     os.replace(os.path.join(path, "state.safetensors.tmp"), os.path.join(path, "state.safetensors"))
@@ -144,6 +145,15 @@ def load_state(path: str, model: nn.Module, optimizer: torch.optim.Optimizer) ->
             state.setdefault(int(idx), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     return int(meta["step"])
+
+
+def planned_steps(state_dir: str) -> int | None:
+    """The --steps a saved run was started with (None: no state, or a state saved before the total was recorded)."""
+    path = os.path.join(state_dir, "state.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f).get("steps")
 
 
 def will_resume(args) -> bool:
@@ -212,19 +222,19 @@ def train_loop(
             done = step + 1
             timed_out = args.max_minutes and (time.time() - began) > args.max_minutes * 60
             if done % args.save_every == 0 or done == args.steps or timed_out or stop["now"]:
-                _save(accelerator, model, optimizer, state_dir, done, export, args.out)
+                _save(accelerator, model, optimizer, state_dir, done, export, args)
             if timed_out or stop["now"]:
                 accelerator.print(
                     f"stopping at step {done} ({'time limit' if timed_out else 'SIGTERM'}); continue with --resume"
                 )
                 break
     except KeyboardInterrupt:
-        _save(accelerator, model, optimizer, state_dir, step, export, args.out)
+        _save(accelerator, model, optimizer, state_dir, step, export, args)
         raise
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
     if start >= args.steps:  # nothing to train (e.g. --steps 0 after an initialisation): export what there is
-        _save(accelerator, model, optimizer, state_dir, start, export, args.out)
+        _save(accelerator, model, optimizer, state_dir, start, export, args)
     return last
 
 
@@ -260,6 +270,12 @@ def reduced_terms(accelerator, terms: dict) -> dict[str, float]:
 def resume_from(args, accelerator, model: nn.Module, optimizer, state_dir: str) -> int:
     """The step to start at: the saved one with --resume (weights and optimizer state restored), else 0."""
     if will_resume(args):
+        planned = planned_steps(state_dir)
+        if planned is not None and planned != args.steps:
+            raise SystemExit(
+                f"--resume: {args.out} holds a run of {planned} steps, not --steps {args.steps} (its learning-rate "
+                f"schedule follows the total): resume it with --steps {planned}, or give a new --out to start over."
+            )
         start = load_state(state_dir, model, optimizer)
         accelerator.print(f"resuming {args.out} at step {start}")
         return start
@@ -294,12 +310,12 @@ def check_ranks_agree(accelerator, model: nn.Module) -> float:
     return value
 
 
-def _save(accelerator, model, optimizer, state_dir, step, export, out):
+def _save(accelerator, model, optimizer, state_dir, step, export, args):
     accelerator.wait_for_everyone()
     if accelerator.num_processes > 1:  # one process has nothing to compare
         fingerprint = check_ranks_agree(accelerator, model)
         accelerator.print(f"step {step}: the {accelerator.num_processes} processes agree (weights {fingerprint:.9g})")
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
-        save_state(state_dir, unwrapped, optimizer, step)
-        export(out)
+        save_state(state_dir, unwrapped, optimizer, step, args.steps)
+        export(args.out)

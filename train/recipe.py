@@ -6,7 +6,9 @@
     python -m train.recipe lm4lv-gemma3                # runs what is not done; rerun to resume where it stopped
 
 A step is done when its `done` file exists (the entry points write their outputs atomically at the end); a training
-step that stopped part way (`--max-minutes`, SIGTERM, a crash) is rerun with `--resume` and continues exactly.
+step that stopped part way (`--max-minutes`, SIGTERM, a crash) is rerun with `--resume` and continues exactly. A
+training step whose folder holds a run of another length (the recipe changed since it ran) is "stale": nothing runs
+until a new `--runs` folder is given (or the old one removed), so no chain mixes two versions of a recipe.
 Outputs go under `--runs` (default `runs/recipes/NAME`); `{runs}` in a step's arguments stands for that folder. A
 recipe may pin the frozen LLM's dtype (`Recipe.llm_dtype`, passed to its steps as `LM4LV_DTYPE`); `--llm-dtype`
 overrides it.
@@ -40,21 +42,19 @@ def available() -> dict[str, Recipe]:
 
 
 def plan(recipe: Recipe, runs: str) -> list[tuple[Step, str]]:
-    """Each step with its state: "done", "resume" (a training run stopped part way) or "todo"."""
+    """Each step with its state: "done", "resume" (a training run stopped part way), "todo" or "stale" (its folder
+    holds another run than the step asks for: the recipe changed since that folder was made)."""
     states = []
     for step in recipe.steps:
-        if step.is_done(runs):
+        if step.other_run(runs):
+            states.append((step, "stale"))
+        elif step.is_done(runs):
             states.append((step, "done"))
-        elif step.resumable and os.path.isdir(os.path.join(_out_of(step, runs), "state")):
+        elif step.resumable and os.path.isdir(os.path.join(step.out(runs), "state")):
             states.append((step, "resume"))
         else:
             states.append((step, "todo"))
     return states
-
-
-def _out_of(step: Step, runs: str) -> str:
-    args = [a.format(runs=runs) for a in step.args]
-    return args[args.index("--out") + 1] if "--out" in args else ""
 
 
 def environment(recipe: Recipe, llm_dtype: str | None = None) -> dict[str, str]:
@@ -81,10 +81,17 @@ def run(
     code of the first that fails (0 if none)."""
     env = environment(recipe, llm_dtype)
     log(f"the frozen LLM in {env.get('LM4LV_DTYPE', 'the machine default dtype')}")
-    for step, state in plan(recipe, runs):
+    states = plan(recipe, runs)
+    stale = [step for step, state in states if state == "stale"]
+    for step in stale:
+        log(f"[ stale] {step.name}: {step.out(runs)} {step.other_run(runs)} (the recipe changed since it ran)")
+    if stale and not dry_run:
+        log(f"nothing run: give a new --runs folder, or remove {runs} to run the recipe again from the start")
+        return 1
+    for step, state in states:
         command = step.command(runs, resume=state == "resume", threads=threads)
         log(f"[{state:>6}] {step.name}: {shlex.join(command[1:])}")
-        if dry_run or state == "done":
+        if dry_run or state in ("done", "stale"):
             continue
         began = time.time()
         code = subprocess.call(command, env=env)

@@ -30,15 +30,43 @@ class Step:
             args[args.index("--threads") + 1] = str(threads)
         return [sys.executable, "-m", self.module, *args, *(["--resume"] if resume else [])]
 
-    def is_done(self, runs: str) -> bool:
+    def out(self, runs: str) -> str:
+        """The step's `--out` folder ("" if it has none)."""
+        args = [a.format(runs=runs) for a in self.args]
+        return args[args.index("--out") + 1] if "--out" in args else ""
+
+    def recorded_steps(self, runs: str) -> int | None:
+        """The steps its `done` record counts (a training.json's "steps", a saved state's "step"); None if absent."""
         path = self.done.format(runs=runs)
         if not os.path.exists(path):
-            return False
+            return None
+        record = _read_json(path)
+        return record["step"] if "step" in record else record.get("steps", 0)
+
+    def is_done(self, runs: str) -> bool:
         if self.done_steps is None:
-            return True
-        with open(path) as f:
-            record = json.load(f)  # a training.json ("steps") or a run's state.json ("step")
-        return (record.get("steps") or record.get("step") or 0) >= self.done_steps
+            return os.path.exists(self.done.format(runs=runs))
+        recorded = self.recorded_steps(runs)
+        return recorded is not None and recorded >= self.done_steps
+
+    def other_run(self, runs: str) -> str | None:
+        """What makes this training step's folder another run than the step asks for (a recipe changed since it ran:
+        a state planned for another total, or a record of more steps), or None."""
+        if self.done_steps is None:
+            return None
+        state = os.path.join(self.out(runs), "state", "state.json")
+        planned = _read_json(state).get("steps") if os.path.isfile(state) else None
+        if planned is not None and planned != self.done_steps:
+            return f"holds a run of {planned} steps, not {self.done_steps}"
+        recorded = self.recorded_steps(runs)
+        if recorded is not None and recorded > self.done_steps:
+            return f"holds a run trained for {recorded} steps, not {self.done_steps}"
+        return None
+
+
+def _read_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
 
 
 @dataclass(frozen=True)
