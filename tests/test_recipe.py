@@ -52,13 +52,31 @@ def test_a_folder_from_another_version_of_the_recipe_is_stale_and_nothing_runs(t
         (tmp_path / folder / "state" / "state.json").write_text(json.dumps({"step": trained, "steps": planned}))
         (tmp_path / folder / "lm4lv" / "training.json").write_text(json.dumps({"steps": trained}))
     assert [state for _, state in plan(recipe, runs)] == ["stale", "stale"]
-    assert "150 steps, not 300" in stage0.other_run(runs) and "trained for 450" in stage1.other_run(runs)
     lines = []
     assert run(recipe, runs, log=lines.append) == 1
+    assert "s0 holds a run of 150 steps, not 300" in lines[1] and "s1 holds a run trained for 450 steps" in lines[2]
     assert "nothing run" in lines[-1] and not any(line.startswith("[  ") for line in lines)
     (tmp_path / "s0" / "state" / "state.json").write_text(json.dumps({"step": 150, "steps": 300}))
     assert plan(recipe, runs)[0][1] == "resume"  # stopped at 150 of its 300: resumed
     assert not stage0.is_done(runs)
+
+
+def test_a_run_continued_by_a_later_step_is_not_stale(tmp_path):
+    """lm4lv-smollm2's stage 3 (1,000 steps) is continued to 1,800 by stage 3b in the same folder: both totals are
+    the recipe's own, so neither step is stale once stage 3b ran, and stage 3b resumes stage 3's finished run."""
+    out = ("--list", "--out", "{runs}/stage3")
+    stage3 = Step("stage3", "train.recipe", out, "{runs}/stage3/lm4lv/training.json", True, 1000)
+    stage3b = Step("stage3b", "train.recipe", out, "{runs}/stage3/lm4lv/training.json", True, 1800)
+    recipe, runs = Recipe("r", "", "", (stage3, stage3b)), str(tmp_path)
+    os.makedirs(tmp_path / "stage3" / "lm4lv")
+    os.makedirs(tmp_path / "stage3" / "state")
+    for step, planned in ((1000, 1000), (1800, 1800)):
+        (tmp_path / "stage3" / "state" / "state.json").write_text(json.dumps({"step": step, "steps": planned}))
+        (tmp_path / "stage3" / "lm4lv" / "training.json").write_text(json.dumps({"steps": step}))
+        expected = ["done", "resume"] if step == 1000 else ["done", "done"]
+        assert [state for _, state in plan(recipe, runs)] == expected
+    stage3_of_the_shipped_recipe = [s for s in available()["lm4lv-smollm2"].steps if s.name in ("stage3", "stage3b")]
+    assert {s.done_steps for s in stage3_of_the_shipped_recipe} == {1000, 1800}
 
 
 def test_threads_replace_a_steps_own_and_leave_others_alone():

@@ -73,9 +73,13 @@ def test_mae_resume_is_exact_and_refuses_another_total(data_dir, tmp_path):
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     assert (tmp_path / "split" / "vision" / "model.safetensors").is_file()
-    longer = ["12" if arg == "6" else arg for arg in common]  # --steps 12: another learning-rate schedule
-    with pytest.raises(SystemExit, match="holds a run of 6 steps, not --steps 12"):
-        main(longer + ["--out", str(tmp_path / "split"), "--resume"])
+    stopped = tmp_path / "stopped"
+    main(common + ["--out", str(stopped), "--max-minutes", "1e-9"])  # step 1 of 6
+    longer = ["12" if arg == "6" else arg for arg in common]
+    with pytest.raises(SystemExit, match="holds a run at step 1 of 6, not of --steps 12"):
+        main(longer + ["--out", str(stopped), "--resume"])  # would switch schedules part way
+    main(longer + ["--out", str(tmp_path / "split"), "--resume"])  # a finished run continues to a longer total
+    assert int(open(tmp_path / "split" / "log.csv").read().count("\n")) == 13  # header + 12 steps
 
 
 def test_lm4lv_training_runs_and_exports(data_dir, tmp_path, tiny_llm_dir, tiny_vision_dir):

@@ -156,6 +156,21 @@ def planned_steps(state_dir: str) -> int | None:
         return json.load(f).get("steps")
 
 
+def check_resumable(args, state_dir: str) -> None:
+    """A run stopped part way resumes only with the --steps it was started with (its learning-rate schedule follows
+    the total); a finished one may be continued to a longer total (a new schedule from its end, as stage 3b did)."""
+    planned = planned_steps(state_dir)
+    if planned is None or planned == args.steps:
+        return
+    with open(os.path.join(state_dir, "state.json")) as f:
+        step = json.load(f)["step"]
+    if step < planned or args.steps < planned:
+        raise SystemExit(
+            f"--resume: {args.out} holds a run at step {step} of {planned}, not of --steps {args.steps} (its "
+            f"learning-rate schedule follows the total): resume it with --steps {planned}, or give a new --out."
+        )
+
+
 def will_resume(args) -> bool:
     """Whether `train_loop` will continue a saved run (so initialisations before it must be skipped)."""
     return bool(args.resume) and os.path.isfile(os.path.join(args.out, "state", "state.json"))
@@ -270,12 +285,7 @@ def reduced_terms(accelerator, terms: dict) -> dict[str, float]:
 def resume_from(args, accelerator, model: nn.Module, optimizer, state_dir: str) -> int:
     """The step to start at: the saved one with --resume (weights and optimizer state restored), else 0."""
     if will_resume(args):
-        planned = planned_steps(state_dir)
-        if planned is not None and planned != args.steps:
-            raise SystemExit(
-                f"--resume: {args.out} holds a run of {planned} steps, not --steps {args.steps} (its learning-rate "
-                f"schedule follows the total): resume it with --steps {planned}, or give a new --out to start over."
-            )
+        check_resumable(args, state_dir)
         start = load_state(state_dir, model, optimizer)
         accelerator.print(f"resuming {args.out} at step {start}")
         return start

@@ -41,12 +41,22 @@ def available() -> dict[str, Recipe]:
     return recipes
 
 
+def folder_totals(recipe: Recipe, runs: str) -> dict[str, set[int]]:
+    """Each training folder's step counts in the recipe (a later step may continue a run to a longer total)."""
+    totals: dict[str, set[int]] = {}
+    for step in recipe.steps:
+        if step.done_steps is not None:
+            totals.setdefault(step.out(runs), set()).add(step.done_steps)
+    return totals
+
+
 def plan(recipe: Recipe, runs: str) -> list[tuple[Step, str]]:
     """Each step with its state: "done", "resume" (a training run stopped part way), "todo" or "stale" (its folder
     holds another run than the step asks for: the recipe changed since that folder was made)."""
+    totals = folder_totals(recipe, runs)
     states = []
     for step in recipe.steps:
-        if step.other_run(runs):
+        if step.other_run(runs, totals.get(step.out(runs), set())):
             states.append((step, "stale"))
         elif step.is_done(runs):
             states.append((step, "done"))
@@ -83,8 +93,10 @@ def run(
     log(f"the frozen LLM in {env.get('LM4LV_DTYPE', 'the machine default dtype')}")
     states = plan(recipe, runs)
     stale = [step for step, state in states if state == "stale"]
+    totals = folder_totals(recipe, runs)
     for step in stale:
-        log(f"[ stale] {step.name}: {step.out(runs)} {step.other_run(runs)} (the recipe changed since it ran)")
+        why = step.other_run(runs, totals[step.out(runs)])
+        log(f"[ stale] {step.name}: {step.out(runs)} {why} (the recipe changed since it ran)")
     if stale and not dry_run:
         log(f"nothing run: give a new --runs folder, or remove {runs} to run the recipe again from the start")
         return 1

@@ -49,17 +49,19 @@ class Step:
         recorded = self.recorded_steps(runs)
         return recorded is not None and recorded >= self.done_steps
 
-    def other_run(self, runs: str) -> str | None:
-        """What makes this training step's folder another run than the step asks for (a recipe changed since it ran:
-        a state planned for another total, or a record of more steps), or None."""
+    def other_run(self, runs: str, totals: set[int]) -> str | None:
+        """What makes this training step's folder another run than the recipe's (it changed since the folder was
+        made), or None. `totals`: the step counts of the recipe's steps training into this folder (a run may be
+        continued to a longer total by a later step). Its saved state's planned total must be one of them; a state
+        saved before totals were recorded must not have trained past the largest."""
         if self.done_steps is None:
             return None
         state = os.path.join(self.out(runs), "state", "state.json")
         planned = _read_json(state).get("steps") if os.path.isfile(state) else None
-        if planned is not None and planned != self.done_steps:
+        if planned is not None and planned not in totals:
             return f"holds a run of {planned} steps, not {self.done_steps}"
         recorded = self.recorded_steps(runs)
-        if recorded is not None and recorded > self.done_steps:
+        if planned is None and recorded is not None and recorded > max(totals):
             return f"holds a run trained for {recorded} steps, not {self.done_steps}"
         return None
 
