@@ -159,11 +159,11 @@ def planned_steps(state_dir: str) -> int | None:
 def check_resumable(args, state_dir: str) -> None:
     """A run stopped part way resumes only with the --steps it was started with (its learning-rate schedule follows
     the total); a finished one may be continued to a longer total (a new schedule from its end, as stage 3b did)."""
-    planned = planned_steps(state_dir)
+    with open(os.path.join(state_dir, "state.json")) as f:
+        meta = json.load(f)
+    planned, step = meta.get("steps"), meta["step"]
     if planned is None or planned == args.steps:
         return
-    with open(os.path.join(state_dir, "state.json")) as f:
-        step = json.load(f)["step"]
     if step < planned or args.steps < planned:
         raise SystemExit(
             f"--resume: {args.out} holds a run at step {step} of {planned}, not of --steps {args.steps} (its "

@@ -53,17 +53,23 @@ def folder_totals(recipe: Recipe, runs: str) -> dict[str, set[int]]:
 def plan(recipe: Recipe, runs: str) -> list[tuple[Step, str]]:
     """Each step with its state: "done", "resume" (a training run stopped part way), "todo" or "stale" (its folder
     holds another run than the step asks for: the recipe changed since that folder was made)."""
+    return [(step, state) for step, state, _ in _states(recipe, runs)]
+
+
+def _states(recipe: Recipe, runs: str) -> list[tuple[Step, str, str | None]]:
+    """`plan`'s states, each with why a stale step is stale (else None)."""
     totals = folder_totals(recipe, runs)
     states = []
     for step in recipe.steps:
-        if step.other_run(runs, totals.get(step.out(runs), set())):
-            states.append((step, "stale"))
+        why = step.other_run(runs, totals.get(step.out(runs), set()))
+        if why:
+            states.append((step, "stale", why))
         elif step.is_done(runs):
-            states.append((step, "done"))
+            states.append((step, "done", None))
         elif step.resumable and os.path.isdir(os.path.join(step.out(runs), "state")):
-            states.append((step, "resume"))
+            states.append((step, "resume", None))
         else:
-            states.append((step, "todo"))
+            states.append((step, "todo", None))
     return states
 
 
@@ -91,16 +97,14 @@ def run(
     code of the first that fails (0 if none)."""
     env = environment(recipe, llm_dtype)
     log(f"the frozen LLM in {env.get('LM4LV_DTYPE', 'the machine default dtype')}")
-    states = plan(recipe, runs)
-    stale = [step for step, state in states if state == "stale"]
-    totals = folder_totals(recipe, runs)
-    for step in stale:
-        why = step.other_run(runs, totals[step.out(runs)])
+    states = _states(recipe, runs)
+    stale = [(step, why) for step, state, why in states if state == "stale"]
+    for step, why in stale:
         log(f"[ stale] {step.name}: {step.out(runs)} {why} (the recipe changed since it ran)")
     if stale and not dry_run:
         log(f"nothing run: give a new --runs folder, or remove {runs} to run the recipe again from the start")
         return 1
-    for step, state in states:
+    for step, state, _ in states:
         command = step.command(runs, resume=state == "resume", threads=threads)
         log(f"[{state:>6}] {step.name}: {shlex.join(command[1:])}")
         if dry_run or state in ("done", "stale"):

@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass, field
 
 from lm4lv_core.device import LLM_DTYPES
+from train.engine import planned_steps
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,7 @@ class Step:
         saved before totals were recorded must not have trained past the largest."""
         if self.done_steps is None:
             return None
-        state = os.path.join(self.out(runs), "state", "state.json")
-        planned = _read_json(state).get("steps") if os.path.isfile(state) else None
+        planned = planned_steps(os.path.join(self.out(runs), "state"))
         if planned is not None and planned not in totals:
             return f"holds a run of {planned} steps, not {self.done_steps}"
         recorded = self.recorded_steps(runs)
