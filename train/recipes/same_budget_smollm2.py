@@ -1,9 +1,9 @@
 """The comparison row of Table 7: `lm4lv-gemma3`'s chain (same data, seed, steps, batch and interface: the copy on
 `repeat` first, then all tasks, the refits and the carry loss) on the frozen SmolLM2-135M-Instruct instead of Gemma 3
-270M: -3.36 dB (Gemma: -3.37; with a stage 0 of 150 steps: -3.80 and -3.85; without it: -4.65 and -4.15). Not
-shipped: the shipped SmolLM2 checkpoint is stage 3z's longer chain (checkpoints/lm4lv-smollm2/README.md).
-Its Table 7 rows (docs/RESULTS.md; research/levers/gemma/same_budget_smollm2, copy_first_smollm2 and copy_first_300)
-were run with the LLM in fp32, as Gemma's chain ran on a CPU without bf16 units; the recipe pins it."""
+270M: -3.21 dB (Gemma: -3.25; with a stage 0 of 150 or 300 steps: -3.80 / -3.85 and -3.36 / -3.37; without it: -4.65
+and -4.15). Not shipped: the shipped SmolLM2 checkpoint is stage 3z's longer chain (checkpoints/lm4lv-smollm2/README.md).
+Its Table 7 rows (docs/RESULTS.md; research/levers/gemma/same_budget_smollm2, copy_first_smollm2, copy_first_300 and
+copy_first_450) were run with the LLM in fp32, as Gemma's chain ran on a CPU without bf16 units; the recipe pins it."""
 
 from train.recipes import Recipe
 from train.recipes.lm4lv_gemma3 import chain
