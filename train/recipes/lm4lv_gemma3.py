@@ -9,7 +9,7 @@ at the LLM's copying layer and KV head (found with `train.routing` on a `repeat`
 head; SmolLM2's layer 18, KV head 2), predicting the reference, as SmolLM2's chain did from stage 3mv; its refit and
 Table 2. Mean Delta of the five restorations: -3.25 dB (the same 750 steps without stage 0: -4.15; with 150, 300 and
 450 `repeat` steps of the 600: -3.85, -3.37, -3.25; research/levers/gemma, *Teach the copy first*, *A longer copy
-stage* and *Longer still*).
+stage on Gemma* and *Longer still on Gemma*).
 """
 
 from train.recipes import Recipe, Step, publish_run, refit_run, table2_run, training_run
