@@ -137,10 +137,13 @@ def test_a_pinned_llm_dtype_reaches_every_step(tmp_path, monkeypatch):
 
 def test_a_continued_copy_stage_trains_on_in_its_folder_and_keeps_stage_1s_budget():
     """`chain(copy_continued_to=N)`: stage 0's run continued to N `repeat` steps in its own folder (resumed, not
-    stale), and stage 1 still gets the rest of Table 7's 600 steps."""
+    stale), and stage 1 still gets the rest of Table 7's 600 steps unless given its own length."""
     from train.recipes.lm4lv_gemma3 import STAGE1_STEPS, chain
 
     steps = {step.name: step for step in chain("gemma3", copy_steps=450, copy_continued_to=3000)}
     stage0, longer, stage1 = steps["stage0"], steps["stage0_long"], steps["stage1"]
     assert longer.out("runs") == stage0.out("runs") and (stage0.done_steps, longer.done_steps) == (450, 3000)
     assert stage1.done_steps == STAGE1_STEPS - 450 and "stage0_long" not in {s.name for s in chain("smollm2")}
+    shipped = {step.name: step for step in available()["lm4lv-gemma3"].steps}  # its own stage 1 length, no stage 2
+    assert shipped["stage1"].done_steps == 600 and shipped["stage0_long"].done_steps == 3000
+    assert not any(name.startswith("stage2") for name in shipped) and "stage1_refit" in shipped["publish"].args[1]
