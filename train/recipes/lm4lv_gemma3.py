@@ -71,36 +71,39 @@ def chain(
     copy_continued_to: int | None = None,
     stage1_steps: int | None = None,
     stage1_refit_batches: int = 8,
+    with_stage2: bool = True,
 ) -> tuple[Step, ...]:
     """Stage 0 (the copy: `copy_steps` of stage 1's 600 steps on `repeat`, shared adapters; with `copy_continued_to`,
     that run continued in its folder to this longer total) and stages 1 and 2 on a frozen `llm`, each of 1 and 2
     refitted and scored (also `same_budget_smollm2`'s comparison). Stage 1 takes `stage1_steps` (default: the rest of
-    Table 7's 600) and its refit `stage1_refit_batches` batches of 16 per task."""
+    Table 7's 600) and its refit `stage1_refit_batches` batches of 16 per task; `with_stage2=False` ends at stage 1's
+    Table 2."""
     layer, kv_head = COPYING[llm]
     carry = ("--carry-loss", "1", "--carry-layer", layer, "--carry-kv-head", kv_head, "--carry-target", "reference")
     copy = [stage("stage0", copy_steps, 0, llm, tasks="repeat")]
     if copy_continued_to is not None:
         copy.append(stage("stage0_long", copy_continued_to, 0, llm, tasks="repeat", out="stage0"))
-    return (
-        *copy,
+    stage1 = (
         stage(
             "stage1", stage1_steps or STAGE1_STEPS - copy_steps, 0, llm, *PER_TASK, "--init-from", "{runs}/stage0/lm4lv"
         ),
         refit("stage1_refit", "stage1/lm4lv", batches=stage1_refit_batches),
         table2_run("stage1_eval", "stage1_refit"),
+    )
+    stage2 = (
         stage("stage2", 150, 1, llm, *PER_TASK, "--init-from", "{runs}/stage1_refit", *carry),
         refit("stage2_refit", "stage2/lm4lv", batches=4),  # half of stage 1's (an hour on one CPU thread)
         table2_run("stage2_eval", "stage2_refit"),
     )
+    return (*copy, *stage1, *(stage2 if with_stage2 else ()))
 
 
-SHIPPED_CHAIN = chain("gemma3", copy_continued_to=3000, stage1_steps=600, stage1_refit_batches=4)
 RECIPE = Recipe(
     name="lm4lv-gemma3",
     description="frozen Gemma 3 270M + mae-tiny: 3,000 steps of the copy on repeat, 600 on all tasks, per-task adapters, refit, Table 2",
     checkpoint="checkpoints/lm4lv-gemma3",
     steps=(
-        *(step for step in SHIPPED_CHAIN if not step.name.startswith("stage2")),
+        *chain("gemma3", copy_continued_to=3000, stage1_steps=600, stage1_refit_batches=4, with_stage2=False),
         publish_run("stage1_refit", "checkpoints/lm4lv-gemma3"),
     ),
     llm_dtype="fp32",  # as every stage ran (LM4LV_DTYPE=fp32 on the machines with bf16 units); Table 7's SmolLM2 row pins the same
